@@ -1,0 +1,22 @@
+"""imcap: image captioning as sequence-to-sequence translation on MXNet Gluon.
+
+Image regions from a pretrained CNN are the source sequence, caption words the target, following
+Bazzani, Domhan and Hieber (2018), "Image Captioning as Neural Machine Translation Task in SOCKEYE",
+arXiv:1810.04101.
+
+Importing the package sets ``OMP_NUM_THREADS`` to the number of cores (unless it is already set)
+before MXNet is imported anywhere, because MXNet otherwise uses only half of the cores.
+"""
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+# The MKLDNN-fused inference path warns on every shape it has not seen; keep the logs readable.
+os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+
+__version__ = "0.1.0"
+
+import warnings  # noqa: E402
+
+# The search graphs share the model's blocks and use only some of their parameters; Gluon warns about the rest.
+warnings.filterwarnings("ignore", message="Parameter .* is not used by any computation")
+warnings.filterwarnings("ignore", message="Some buckets are empty and will be removed")

@@ -1,0 +1,105 @@
+"""Command-line argument groups and typed validators, shared by every imcap CLI (after Sockeye)."""
+import argparse
+import os
+from typing import Callable
+
+from . import constants as C
+
+def _default_shared() -> str:
+    """``$IMCAP_SHARED``, else the ``shared`` folder beside the checkout, else ``../shared``."""
+    if os.environ.get("IMCAP_SHARED"):
+        return os.environ["IMCAP_SHARED"]
+    beside_checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
+    return os.path.normpath(beside_checkout) if os.path.isdir(beside_checkout) else C.DEFAULT_SHARED
+
+
+SHARED = _default_shared()
+DEFAULT_FLICKR8K = os.path.join(SHARED, "data", "flickr8k")
+DEFAULT_MODELS = os.path.join(SHARED, "models")
+
+
+def regular_file(value: str) -> str:
+    """An existing file."""
+    if not os.path.isfile(value):
+        raise argparse.ArgumentTypeError("not a file: %s" % value)
+    return value
+
+
+def regular_folder(value: str) -> str:
+    """An existing directory."""
+    if not os.path.isdir(value):
+        raise argparse.ArgumentTypeError("not a directory: %s" % value)
+    return value
+
+
+def int_greater_or_equal(threshold: int) -> Callable[[str], int]:
+    """An integer ``>= threshold``."""
+    def check(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError("not an integer: %s" % value)
+        if number < threshold:
+            raise argparse.ArgumentTypeError("must be >= %d: %s" % (threshold, value))
+        return number
+    return check
+
+
+def float_greater_or_equal(threshold: float) -> Callable[[str], float]:
+    """A float ``>= threshold``."""
+    def check(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError("not a number: %s" % value)
+        if number < threshold:
+            raise argparse.ArgumentTypeError("must be >= %g: %s" % (threshold, value))
+        return number
+    return check
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help text that ends with the default of each option."""
+
+
+def new_parser(description: str) -> argparse.ArgumentParser:
+    """An ArgumentParser whose help shows defaults."""
+    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    """``--device-ids``/``--use-cpu`` as in Sockeye."""
+    group = parser.add_argument_group("Device")
+    group.add_argument("--device-ids", type=int, nargs="+", default=[-1],
+                       help="GPU ids to use; -N means N free GPUs. With --use-cpu, the number of CPU contexts "
+                            "to use is the number of ids given.")
+    group.add_argument("--use-cpu", action="store_true", help="Use the CPU even if GPUs are present.")
+
+
+def add_logging_args(parser: argparse.ArgumentParser) -> None:
+    """``--quiet``."""
+    parser.add_argument("--quiet", action="store_true", help="Log nothing to STDERR but errors.")
+
+
+def add_image_encoder_args(parser: argparse.ArgumentParser) -> None:
+    """Options that select the pretrained CNN and the layer it is cut at (shared by extraction and captioning)."""
+    group = parser.add_argument_group("Image encoder")
+    group.add_argument("--image-encoder", default=C.ENCODER_EFFICIENTNET_LITE0,
+                       help="CNN: efficientnet_lite0, efficientnet_lite2 (weights from --image-encoder-model-path or "
+                            "%s/NAME.npz), any Gluon model-zoo name (e.g. resnet50_v1, weights from "
+                            "--image-encoder-model-path FILE.params), or 'symbol' for an MXNet symbolic checkpoint "
+                            "(--image-encoder-model-path PREFIX, epoch 0 unless PREFIX-NNNN.params names another)."
+                            % DEFAULT_MODELS)
+    group.add_argument("--image-encoder-model-path", default=None,
+                       help="Weights of the encoder: .npz (EfficientNet-Lite), .params (model zoo) or a "
+                            "symbolic checkpoint PREFIX (PREFIX-symbol.json + PREFIX-NNNN.params).")
+    group.add_argument("--image-encoder-layer", default=None,
+                       help="Layer to cut the CNN at; its output (channels, H, W) becomes H*W regions. "
+                            "EfficientNet-Lite: stem, blocks.N, head (default), pool, logits. Model zoo: index "
+                            "into 'features' (default: the last conv layer). Symbol: internal name, e.g. "
+                            "stage4_unit3_relu (the _output suffix is optional).")
+    group.add_argument("--source-image-size", type=int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
+                       help="Images are resized to this size (pixels). Default: the encoder's own (224 for "
+                            "efficientnet_lite0 and model-zoo nets, 260 for efficientnet_lite2).")
+    group.add_argument("--image-encoder-no-fusion", action="store_true",
+                       help="Do not fuse the graph with MXNet's MKLDNN backend (plain hybridize).")

@@ -1,0 +1,152 @@
+"""Batched beam search over one model or an ensemble, built from small tested pieces (after Sockeye's
+``beam_search.py``): length penalty, candidate scoring, top-k and finished-hypothesis bookkeeping.
+
+Several images are searched at once: states have ``batch * beam`` rows, row ``i * beam + k`` being hypothesis
+``k`` of image ``i``. A hypothesis only ever continues hypotheses of its own image, so the image-dependent
+(static) states are repeated once and never reordered; only the recurrent (dynamic) states are.
+
+Scores are sums of log-probabilities (natural log); hypotheses are ranked by ``score / lp(length)`` with the
+GNMT length penalty ``lp(n) = ((beta + n) / (beta + 1)) ** alpha`` (Wu et al. 2016), ``n`` counting ``</s>``.
+"""
+from typing import List, NamedTuple, Optional, Sequence
+
+import mxnet as mx
+import numpy as np
+
+from . import constants as C
+
+NEG_INF = -1e30
+
+
+def length_penalty(lengths: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    """GNMT length penalty ``((beta + n) / (beta + 1)) ** alpha``; ``alpha = 0`` gives 1 (no normalization)."""
+    if alpha == 0.0:
+        return np.ones_like(lengths, dtype=np.float64)
+    return ((beta + lengths.astype(np.float64)) / (beta + 1.0)) ** alpha
+
+
+def mask_finished(log_probs: np.ndarray, finished: np.ndarray, pad_id: int) -> np.ndarray:
+    """Finished hypotheses may only be continued by ``<pad>`` at no cost, which keeps their score.
+
+    :param log_probs: ``(rows, vocab)``; changed in place and returned.
+    :param finished: ``(rows,)`` bool.
+    """
+    if finished.any():
+        log_probs[finished] = NEG_INF
+        log_probs[finished, pad_id] = 0.0
+    return log_probs
+
+
+def top_k(scores: np.ndarray, k: int):
+    """Best ``k`` entries per row of ``scores (batch, n)``, best first: ``(values, indices)`` each ``(batch, k)``."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(part, order, axis=1)
+
+
+class Hypothesis(NamedTuple):
+    """A finished caption: word ids (without ``</s>``), its log-probability, its normalized score and the
+    attention ``(length, regions)`` of each generated word (``</s>`` included)."""
+    ids: List[int]
+    log_prob: float
+    score: float
+    attention: Optional[np.ndarray]
+
+
+class BeamSearch:
+    """Beam search over ``models`` (an ensemble averages their log-probabilities).
+
+    :param models: :class:`imcap.model.CaptionModel` objects with the same vocabulary.
+    :param vocab: the target vocabulary.
+    :param beam_size: hypotheses kept per image.
+    :param max_output_length: most words generated per caption (``</s>`` included).
+    :param length_penalty_alpha: GNMT alpha (0 = rank by raw log-probability).
+    :param length_penalty_beta: GNMT beta.
+    :param nbest_size: hypotheses returned per image (best first), at most ``beam_size``.
+    :param keep_attention: also return per-word attention over the regions.
+    :param allow_unk: let hypotheses contain ``<unk>`` (``<s>`` and ``<pad>`` are never generated).
+    """
+
+    def __init__(self, models: Sequence, vocab, beam_size: int = 5, max_output_length: int = 30,
+                 length_penalty_alpha: float = 1.0, length_penalty_beta: float = 0.0, nbest_size: int = 1,
+                 keep_attention: bool = False, allow_unk: bool = False, ctx: Optional[mx.Context] = None) -> None:
+        self.models = list(models)
+        self.beam_size = beam_size
+        self.max_output_length = max_output_length
+        self.alpha = length_penalty_alpha
+        self.beta = length_penalty_beta
+        self.nbest_size = min(nbest_size, beam_size)
+        self.keep_attention = keep_attention
+        self.ctx = ctx or mx.cpu()
+        self.bos, self.eos, self.pad = vocab[C.BOS_SYMBOL], vocab[C.EOS_SYMBOL], vocab[C.PAD_SYMBOL]
+        self.vocab_size = len(vocab)
+        self.blocked = [self.bos, self.pad] + ([] if allow_unk else [vocab[C.UNK_SYMBOL]])
+
+    def search(self, features: np.ndarray) -> List[List[Hypothesis]]:
+        """Caption a batch of images.
+
+        :param features: ``(batch, regions, feature_dim)`` float.
+        :return: per image, its ``nbest_size`` best hypotheses, best first.
+        """
+        batch, k, vocab = features.shape[0], self.beam_size, self.vocab_size
+        rows = batch * k
+        x = mx.nd.array(features, ctx=self.ctx, dtype="float32")
+        states = []
+        for model in self.models:
+            static, dynamic = model.encode(x)
+            states.append(([s.repeat(k, axis=0) for s in static], [d.repeat(k, axis=0) for d in dynamic]))
+        scores = np.zeros((batch, k), dtype=np.float64)
+        scores[:, 1:] = NEG_INF  # all hypotheses start identical: expand only the first
+        finished = np.zeros(rows, dtype=bool)
+        lengths = np.zeros(rows, dtype=np.int64)
+        history = np.zeros((rows, 0), dtype=np.int64)
+        attention_history = []  # per step (rows, regions)
+        prev = mx.nd.full((rows,), self.bos, ctx=self.ctx, dtype="int32")
+        offsets = (np.arange(batch) * k)[:, None]
+        for t in range(self.max_output_length):
+            log_probs, attention = None, None
+            for i, model in enumerate(self.models):
+                lp, att, dynamic = model.step(prev, states[i][0], states[i][1])
+                states[i] = (states[i][0], dynamic)
+                log_probs = lp if log_probs is None else log_probs + lp
+                attention = att if attention is None else attention + att
+            log_probs = log_probs.asnumpy().astype(np.float64)
+            if len(self.models) > 1:
+                log_probs /= len(self.models)
+            log_probs[:, self.blocked] = NEG_INF
+            if t + 1 == self.max_output_length:  # the last step must end every open hypothesis
+                forced = np.full_like(log_probs, NEG_INF)
+                forced[:, self.eos] = log_probs[:, self.eos]
+                log_probs = forced
+            log_probs = mask_finished(log_probs, finished, self.pad)
+            new_lengths = lengths + (~finished)
+            candidates = (scores.reshape(rows, 1) + log_probs)
+            normalized = candidates / length_penalty(new_lengths, self.alpha, self.beta)[:, None]
+            _, best = top_k(normalized.reshape(batch, k * vocab), k)          # (batch, k)
+            origin = (best // vocab + offsets).reshape(rows)                   # row each new hypothesis extends
+            words = (best % vocab).reshape(rows)
+            scores = candidates.reshape(batch, k * vocab)[np.arange(batch)[:, None], best]
+            lengths = new_lengths[origin]
+            finished = finished[origin] | (words == self.eos)
+            history = np.concatenate([history[origin], words[:, None]], axis=1)
+            if self.keep_attention:
+                attention_history = [a[origin] for a in attention_history] + [attention.asnumpy()[origin]]
+            if finished.all():
+                break
+            origin_nd = mx.nd.array(origin, ctx=self.ctx, dtype="int32")
+            states = [(static, [mx.nd.take(d, origin_nd) for d in dynamic]) for static, dynamic in states]
+            prev = mx.nd.array(words, ctx=self.ctx, dtype="int32")
+        final = scores.reshape(rows) / length_penalty(lengths, self.alpha, self.beta)
+        results = []
+        for i in range(batch):
+            row_ids = range(i * k, (i + 1) * k)
+            ranked = sorted(row_ids, key=lambda r: -final[r])[:self.nbest_size]
+            hyps = []
+            for r in ranked:
+                ids = [int(w) for w in history[r][:lengths[r]] if w != self.eos and w != self.pad]
+                att = np.stack([a[r] for a in attention_history])[:lengths[r]] if self.keep_attention else None
+                hyps.append(Hypothesis(ids, float(scores.reshape(rows)[r]), float(final[r]), att))
+            results.append(hyps)
+        return results

@@ -1,0 +1,57 @@
+"""Constants shared by all of imcap: model-dir file names, special tokens and CLI choices."""
+
+# Special tokens of the target vocabulary (same spellings as Sockeye and GluonNLP).
+PAD_SYMBOL = "<pad>"
+UNK_SYMBOL = "<unk>"
+BOS_SYMBOL = "<s>"
+EOS_SYMBOL = "</s>"
+
+# Files of a model directory (see DESIGN.md).
+CONFIG_NAME = "config.yaml"
+VOCAB_TRG_NAME = "vocab.trg.json"
+PARAMS_BEST_NAME = "params.best"
+PARAMS_NAME = "params.%05d"
+PARAMS_PREFIX = "params."
+TRAINING_STATE_DIRNAME = "training_state"
+TRAINING_STATE_PARAMS_NAME = "params"
+TRAINER_STATES_NAME = "trainer.states"
+TRAINING_STATE_NAME = "state.json"
+METRICS_NAME = "metrics"
+LOG_NAME = "log"
+DECODE_OUT_NAME = "decode.output.%05d"
+
+# Feature cache (see imcap.extract_features).
+FEATURE_CACHE_MANIFEST = "cache.json"
+FEATURE_SUFFIX = ".npy"
+
+# Choices offered on the command line.
+ENCODER_EFFICIENTNET_LITE0 = "efficientnet_lite0"
+ENCODER_EFFICIENTNET_LITE2 = "efficientnet_lite2"
+DECODER_RNN = "rnn"
+DECODER_CHOICES = [DECODER_RNN]
+RNN_CELL_CHOICES = ["lstm", "gru"]
+ATT_MLP = "mlp"
+ATT_DOT = "dot"
+ATT_CHOICES = [ATT_MLP, ATT_DOT]
+STATE_INIT_ZERO = "zero"
+STATE_INIT_AVG = "avg"
+STATE_INIT_CHOICES = [STATE_INIT_ZERO, STATE_INIT_AVG]
+OUTPUT_TYPE_CAPTION = "caption"
+OUTPUT_TYPE_CAPTION_WITH_SCORE = "caption_with_score"
+OUTPUT_TYPE_JSON = "json"
+OUTPUT_TYPES = [OUTPUT_TYPE_CAPTION, OUTPUT_TYPE_CAPTION_WITH_SCORE, OUTPUT_TYPE_JSON]
+FEATURE_DTYPES = ["float16", "float32"]
+
+# Metrics file columns and the optimized metric per name (lower or higher is better).
+METRIC_PERPLEXITY = "perplexity"
+METRIC_BLEU = "bleu"
+METRIC_CHOICES = [METRIC_PERPLEXITY, METRIC_BLEU]
+METRIC_MAXIMIZE = {METRIC_PERPLEXITY: False, METRIC_BLEU: True}
+
+# Arguments that may differ between an interrupted run and its resumption.
+ARGS_MAY_DIFFER_ON_RESUME = {"max_seconds", "max_updates", "max_num_epochs", "quiet", "overwrite_output",
+                             "device_ids", "use_cpu", "seed_for_resume_check", "decode_and_evaluate",
+                             "max_num_checkpoint_not_improved"}
+
+# Default locations of the shared data beside the checkout.
+DEFAULT_SHARED = "../shared"

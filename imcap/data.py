@@ -1,0 +1,127 @@
+"""Training data: cached image features paired with captions, bucketed by caption length.
+
+Batches are drawn with GluonNLP's ``FixedBucketSampler`` (Khomenko et al. 2016-style length buckets) so that
+each batch pads to its bucket's length; the order of every epoch is a function of ``(seed, epoch)``, which
+makes a resumed run see the same batches as an uninterrupted one.
+"""
+import logging
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import gluonnlp as nlp
+import numpy as np
+
+from . import constants as C
+from .features import FeatureStore
+from .utils import check_condition, read_lines
+from .vocab import tokens_to_ids
+
+logger = logging.getLogger(__name__)
+
+
+class Batch:
+    """One batch: ``features (batch, regions, dim)`` float32, ``target_in``/``target_out (batch, length)``
+    int32 (``<s> w1 .. wn`` and ``w1 .. wn </s>`` padded with 0) and the number of target tokens."""
+
+    def __init__(self, features: np.ndarray, target_in: np.ndarray, target_out: np.ndarray) -> None:
+        self.features = features
+        self.target_in = target_in
+        self.target_out = target_out
+        self.num_tokens = int((target_out != 0).sum())
+
+    def __len__(self) -> int:
+        return self.target_in.shape[0]
+
+
+class ParallelData:
+    """Feature rows paired with tokenized captions.
+
+    :param store: the features of a ``.features`` list.
+    :param caption_files: caption files each parallel to the list (several: e.g. all references of a
+        validation set, each paired with the same images).
+    :param vocab: target vocabulary.
+    :param max_seq_len: captions longer than this (tokens, ``</s>`` included) are cut.
+    :raises ImcapError: if a caption file's length differs from the feature list's.
+    """
+
+    def __init__(self, store: FeatureStore, caption_files: Sequence[str], vocab: nlp.Vocab, max_seq_len: int) -> None:
+        self.store = store
+        rows, captions = [], []
+        skipped = truncated = 0
+        for path in caption_files:
+            lines = read_lines(path)
+            check_condition(len(lines) == len(store), "%s has %d lines, but %s has %d"
+                            % (path, len(lines), store.list_path, len(store)))
+            for number, (row, line) in enumerate(zip(store.index, lines)):
+                tokens = line.split()
+                if row < 0 or not tokens:
+                    skipped += 1
+                    continue
+                if len(tokens) + 1 > max_seq_len:
+                    tokens = tokens[:max_seq_len - 1]
+                    truncated += 1
+                rows.append(row)
+                captions.append(tokens_to_ids(vocab, tokens))
+        check_condition(len(rows) > 0, "no usable (features, caption) pairs in %s" % ", ".join(caption_files))
+        if skipped:
+            logger.warning("%d pairs skipped (unreadable features or empty captions)", skipped)
+        if truncated:
+            logger.info("%d captions cut to --max-seq-len %d", truncated, max_seq_len)
+        self.rows = np.array(rows, dtype=np.int64)
+        self.captions = captions
+        self.lengths = np.array([len(c) + 1 for c in captions], dtype=np.int64)
+        self.bos, self.eos = vocab[C.BOS_SYMBOL], vocab[C.EOS_SYMBOL]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def make_batch(self, indices: Sequence[int], length: Optional[int] = None) -> Batch:
+        """Pad the captions of ``indices`` to ``length`` (default: the longest) and gather their features."""
+        length = length or int(self.lengths[list(indices)].max())
+        target_in = np.zeros((len(indices), length), dtype=np.int32)
+        target_out = np.zeros((len(indices), length), dtype=np.int32)
+        for i, index in enumerate(indices):
+            caption = self.captions[index][:length - 1]
+            target_in[i, 0] = self.bos
+            target_in[i, 1:len(caption) + 1] = caption
+            target_out[i, :len(caption)] = caption
+            target_out[i, len(caption)] = self.eos
+        features = self.store.features[self.rows[list(indices)]].astype(np.float32)
+        return Batch(features, target_in, target_out)
+
+
+class BucketBatcher:
+    """Length-bucketed batches of a :class:`ParallelData`, reproducible per ``(seed, epoch)``.
+
+    :param batch_size: captions per batch.
+    :param bucket_width: width of the length buckets (tokens).
+    """
+
+    def __init__(self, data: ParallelData, batch_size: int, bucket_width: int, seed: int, shuffle: bool = True) -> None:
+        self.data = data
+        max_len = int(data.lengths.max())
+        min_len = int(data.lengths.min())
+        num_buckets = max(1, (max_len - min_len) // max(bucket_width, 1) + 1)
+        self.sampler = nlp.data.FixedBucketSampler(data.lengths.tolist(), batch_size=batch_size,
+                                                   num_buckets=num_buckets, shuffle=shuffle, ratio=0.0)
+        self.seed = seed
+        self.shuffle = shuffle
+        self.keys = self.sampler._bucket_keys
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def epoch_batches(self, epoch: int) -> List[List[int]]:
+        """The batches (lists of pair indices) of ``epoch``, the same every time for the same seed and epoch."""
+        state = np.random.get_state()
+        np.random.seed((self.seed * 1000003 + epoch) % (2 ** 32))
+        try:
+            return [list(b) for b in self.sampler]
+        finally:
+            np.random.set_state(state)
+
+    def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """Batches of ``epoch`` from batch number ``start`` on, each padded to its bucket's length."""
+        for indices in self.epoch_batches(epoch)[start:]:
+            length = int(self.data.lengths[indices].max())
+            bucket = next(k for k in self.keys if k >= length)
+            yield self.data.make_batch(indices, bucket)

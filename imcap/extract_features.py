@@ -1,0 +1,154 @@
+"""Offline feature extraction: ``python -m imcap.extract_features``.
+
+Every image of an image list goes once through a pretrained CNN cut at ``--image-encoder-layer``; its
+``(regions, channels)`` feature map is cached under ``--output-root`` (float16 by default) and a
+``SPLIT.features`` list parallel to the image list is written. Images are decoded by a pool of worker
+threads (PIL releases the GIL while decoding) while the network runs on the previous batch. A re-run
+skips every image whose features exist, so an interrupted extraction resumes where it stopped.
+
+After Sockeye 1.x's ``image_captioning/extract_features.py`` (same option names).
+"""
+import argparse
+import concurrent.futures
+import logging
+import os
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from . import arguments
+from . import constants as C
+from .features import feature_relpath, save_feature, write_or_check_manifest
+from .utils import ImcapError, atomic_open, check_condition, read_lines, run_main, setup_logging
+
+logger = logging.getLogger("imcap.extract_features")
+
+
+def add_extraction_args(parser: argparse.ArgumentParser) -> None:
+    """Options of the extractor (inputs, outputs, batching)."""
+    group = parser.add_argument_group("Data")
+    group.add_argument("--input", "-i", required=True, nargs="+", type=arguments.regular_file,
+                       help="Image list(s), one image path per line (relative to --image-root), e.g. train.images.")
+    group.add_argument("--image-root", default=os.path.join(arguments.DEFAULT_FLICKR8K, "images"),
+                       help="Root of the relative image paths.")
+    group.add_argument("--output-root", "-r", required=True,
+                       help="Cache directory: one .npy per image plus cache.json.")
+    group.add_argument("--output", "-o", nargs="+", default=None,
+                       help="Feature list(s) to write, parallel to --input. Default: OUTPUT_ROOT/NAME.features for "
+                            "each input NAME.images.")
+    group.add_argument("--batch-size", "-b", type=arguments.int_greater_or_equal(1), default=32,
+                       help="Images per forward pass.")
+    group.add_argument("--decoding-workers", type=arguments.int_greater_or_equal(1), default=2,
+                       help="Threads decoding JPEGs in parallel with the network.")
+    group.add_argument("--feature-dtype", choices=C.FEATURE_DTYPES, default="float16",
+                       help="Storage type of the cached features.")
+
+
+def default_output(input_path: str, output_root: str) -> str:
+    """``OUTPUT_ROOT/NAME.features`` for ``.../NAME.images``."""
+    base = os.path.basename(input_path)
+    base = base[:-len(".images")] if base.endswith(".images") else base
+    return os.path.join(output_root, base + ".features")
+
+
+def extract(encoder, image_paths: List[str], image_root: str, output_root: str, batch_size: int = 32,
+            workers: int = 2, dtype: str = "float16", progress: bool = True) -> Dict[str, str]:
+    """Compute and cache the features of every image of ``image_paths`` not yet in the cache.
+
+    :param encoder: an :class:`imcap.image_encoder.ImageEncoder`.
+    :param image_paths: unique image paths relative to ``image_root``.
+    :return: image path → reason, for the images that could not be read (their features are not written).
+    """
+    from .image_encoder import load_image
+    todo = [p for p in image_paths if not os.path.isfile(os.path.join(output_root, feature_relpath(p)))]
+    logger.info("%d images, %d already cached, %d to compute", len(image_paths), len(image_paths) - len(todo),
+                len(todo))
+    failed = {}  # type: Dict[str, str]
+    if not todo:
+        return failed
+    size = encoder.input_size
+
+    def decode(path: str):
+        try:
+            return load_image(os.path.join(image_root, path), size), ""
+        except ImcapError as e:
+            return None, str(e)
+
+    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    start, done = time.time(), 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(todo), unit="img", disable=not progress, desc="extract") as bar:
+        pending = [pool.submit(decode, p) for p in batches[0]]
+        for number, batch in enumerate(batches):
+            decoded = [f.result() for f in pending]
+            if number + 1 < len(batches):  # decode the next batch while the network runs on this one
+                pending = [pool.submit(decode, p) for p in batches[number + 1]]
+            good = [(p, img) for p, (img, _) in zip(batch, decoded) if img is not None]
+            for p, (img, reason) in zip(batch, decoded):
+                if img is None:
+                    failed[p] = reason
+            if good:
+                images = np.stack([img for _, img in good])
+                if len(good) < batch_size:  # keep one static shape for the fused graph
+                    images = np.concatenate([images, np.zeros((batch_size - len(good),) + images.shape[1:],
+                                                              dtype=images.dtype)])
+                features = encoder.encode(images)[:len(good)].astype(dtype)
+                for (p, _), feature in zip(good, features):
+                    save_feature(os.path.join(output_root, feature_relpath(p)), feature)
+            done += len(batch)
+            bar.update(len(batch))
+    elapsed = time.time() - start
+    logger.info("computed %d images in %.1f s (%.1f images/s)", done, elapsed, done / max(elapsed, 1e-9))
+    return failed
+
+
+def run_extract_features(args: argparse.Namespace) -> None:
+    """Extract features for every ``--input`` list and write the parallel ``--output`` lists."""
+    from .image_encoder import ImageEncoder
+    outputs = args.output or [default_output(p, args.output_root) for p in args.input]
+    check_condition(len(outputs) == len(args.input), "--output needs one file per --input (%d != %d)"
+                    % (len(outputs), len(args.input)))
+    os.makedirs(args.output_root, exist_ok=True)
+    encoder = ImageEncoder(args.image_encoder, args.image_encoder_model_path, args.image_encoder_layer,
+                           args.source_image_size, fuse=not args.image_encoder_no_fusion)
+    lists = [read_lines(p) for p in args.input]
+    unique = list(dict.fromkeys(line.strip() for lines in lists for line in lines if line.strip()))
+    check_condition(len(unique) > 0, "no image paths in %s" % ", ".join(args.input))
+    # One image tells the feature shape; the manifest check then refuses to mix settings.
+    probe = encoder.encode(np.zeros((1,) + tuple(encoder.input_size) + (3,), dtype=np.uint8))
+    manifest = dict(encoder.describe(), feature_shape=list(probe.shape[1:]), dtype=args.feature_dtype)
+    write_or_check_manifest(args.output_root, manifest)
+    logger.info("encoder %s cut at '%s', input %dx%d, features (regions, channels) = %s, stored as %s",
+                encoder.name, encoder.layer, encoder.input_size[0], encoder.input_size[1],
+                tuple(probe.shape[1:]), args.feature_dtype)
+    failed = extract(encoder, unique, args.image_root, args.output_root, args.batch_size, args.decoding_workers,
+                     args.feature_dtype, progress=not args.quiet)
+    for input_path, output_path, lines in zip(args.input, outputs, lists):
+        with atomic_open(output_path) as out:
+            for number, line in enumerate(lines):
+                path = line.strip()
+                if not path:
+                    logger.warning("%s:%d: empty line", input_path, number + 1)
+                elif path in failed:
+                    logger.warning("%s:%d: %s: %s", input_path, number + 1, path, failed[path])
+                out.write(feature_relpath(path) + "\n")
+        logger.info("wrote %s (%d lines)", output_path, len(lines))
+    if failed:
+        logger.warning("%d of %d images could not be read; their feature files are missing", len(failed), len(unique))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Parse the command line and run the extraction."""
+    parser = arguments.new_parser(__doc__.splitlines()[0])
+    add_extraction_args(parser)
+    arguments.add_image_encoder_args(parser)
+    arguments.add_logging_args(parser)
+    args = parser.parse_args(argv)
+    setup_logging(quiet=args.quiet)
+    run_main(run_extract_features, args)
+
+
+if __name__ == "__main__":
+    main()

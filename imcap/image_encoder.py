@@ -1,0 +1,368 @@
+"""Pretrained ImageNet CNNs cut at a named layer, turning images into region features.
+
+Three kinds of encoder share one interface, :class:`ImageEncoder`:
+
+* EfficientNet-Lite0/Lite2 (Tan & Le 2019, "EfficientNet: Rethinking Model Scaling for Convolutional
+  Neural Networks", ICML; the Lite variants of tensorflow/tpu), rebuilt here as Gluon ``HybridBlock``s
+  that load the ``.npz`` weights in ``../shared/models`` (PyTorch state-dict names, TensorFlow "SAME"
+  padding, input ``(pixel - 127) / 128``).
+* any Gluon model-zoo architecture with a local ``.params`` file, cut inside its ``features``;
+* any MXNet symbolic checkpoint (``PREFIX-symbol.json`` + ``PREFIX-NNNN.params``) cut at an internal
+  node, as Sockeye 1.x's ``image_captioning/extract_features.py`` did.
+
+A cut at a spatial layer of shape ``(channels, H, W)`` gives ``H * W`` regions of ``channels`` each.
+"""
+import logging
+import math
+import os
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import HybridBlock, nn
+
+from . import constants as C
+from .utils import ImcapError, check_condition
+
+logger = logging.getLogger(__name__)
+
+# Stage table of EfficientNet-B0 (Tan & Le 2019, Table 1): (kernel, stride) per stage. The repeats and
+# channel counts are read off the weight file, so the same code builds Lite0 and Lite2.
+_STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
+_BN_EPSILON = 1e-3
+_DEFAULT_INPUT_SIZE = {C.ENCODER_EFFICIENTNET_LITE0: 224, C.ENCODER_EFFICIENTNET_LITE2: 260}
+# ImageNet statistics of the Gluon model zoo (RGB, pixels scaled to [0, 1]).
+_ZOO_MEAN = (0.485, 0.456, 0.406)
+_ZOO_STD = (0.229, 0.224, 0.225)
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
+    """TensorFlow "SAME" padding (before, after) of one spatial axis of ``size`` pixels."""
+    out = int(math.ceil(size / float(stride)))
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class _SameConvBN(HybridBlock):
+    """Conv (no bias, TF SAME padding) + BatchNorm (eps 1e-3) + optional ReLU6.
+
+    Input ``(batch, in_channels, H, W)``; output ``(batch, channels, ceil(H/stride), ceil(W/stride))``.
+    """
+
+    def __init__(self, in_channels: int, channels: int, kernel: int, stride: int, groups: int,
+                 input_hw: Tuple[int, int], activation: bool, **kwargs) -> None:
+        super().__init__(**kwargs)
+        pad_h = _same_padding(input_hw[0], kernel, stride)
+        pad_w = _same_padding(input_hw[1], kernel, stride)
+        symmetric = pad_h[0] == pad_h[1] and pad_w[0] == pad_w[1]
+        self._explicit_pad = None if symmetric else (0, 0, 0, 0) + pad_h + pad_w
+        self.output_hw = (int(math.ceil(input_hw[0] / stride)), int(math.ceil(input_hw[1] / stride)))
+        self._activation = activation
+        with self.name_scope():
+            self.conv = nn.Conv2D(channels, kernel, strides=stride,
+                                  padding=(pad_h[0], pad_w[0]) if symmetric else 0,
+                                  groups=groups, use_bias=False, in_channels=in_channels)
+            self.bn = nn.BatchNorm(epsilon=_BN_EPSILON, in_channels=channels)
+
+    def hybrid_forward(self, F, x):
+        if self._explicit_pad is not None:
+            x = F.pad(x, mode="constant", pad_width=self._explicit_pad, constant_value=0)
+        x = self.bn(self.conv(x))
+        return F.clip(x, 0, 6) if self._activation else x
+
+    def weight_map(self, conv_name: str, bn_name: str) -> Dict[str, mx.gluon.Parameter]:
+        """Parameters keyed by their PyTorch state-dict names."""
+        bn = self.bn.params
+        mapping = {conv_name + ".weight": self.conv.weight}
+        for torch_name, gluon_name in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "running_mean"),
+                                       ("running_var", "running_var")):
+            mapping["%s.%s" % (bn_name, torch_name)] = bn.get(gluon_name)
+        return mapping
+
+
+class _MBConv(HybridBlock):
+    """Mobile inverted bottleneck without squeeze-and-excitation (Sandler et al. 2018, MobileNetV2).
+
+    1x1 expansion (unless the expand ratio is 1), kxk depthwise, 1x1 linear projection; identity skip when
+    the stride is 1 and channels are unchanged.
+    """
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, kernel: int, stride: int,
+                 input_hw: Tuple[int, int], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.skip = stride == 1 and in_channels == out_channels
+        with self.name_scope():
+            self.expand = None
+            if mid_channels != in_channels:
+                self.expand = _SameConvBN(in_channels, mid_channels, 1, 1, 1, input_hw, True)
+            self.depthwise = _SameConvBN(mid_channels, mid_channels, kernel, stride, mid_channels, input_hw, True)
+            self.project = _SameConvBN(mid_channels, out_channels, 1, 1, 1, self.depthwise.output_hw, False)
+        self.output_hw = self.depthwise.output_hw
+
+    def hybrid_forward(self, F, x):
+        out = self.expand(x) if self.expand is not None else x
+        out = self.project(self.depthwise(out))
+        return out + x if self.skip else out
+
+
+class EfficientNetLite(HybridBlock):
+    """EfficientNet-Lite (no SE, ReLU6, fixed stem and head) built from a PyTorch-named ``.npz`` file.
+
+    Input ``(batch, 3, H, W)`` float32 already normalized as ``(pixel - 127) / 128``. The output depends
+    on ``layer``: ``stem``, ``blocks.N`` or ``head`` give ``(batch, channels, h, w)``; ``pool`` gives
+    ``(batch, 1280)``; ``logits`` gives ``(batch, 1000)`` ImageNet class scores.
+
+    :param weights: name -> array, as stored in ``efficientnet_lite*.npz``.
+    :param input_size: (H, W) in pixels; TF "SAME" padding is fixed for it.
+    :param layer: where to cut the network.
+    :raises ImcapError: if ``layer`` is unknown.
+    """
+
+    def __init__(self, weights: Dict[str, np.ndarray], input_size: Tuple[int, int], layer: str = "head",
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        num_blocks = 1 + max(int(k.split(".")[1]) for k in weights if k.startswith("_blocks."))
+        self.layer_names = ["stem"] + ["blocks.%d" % i for i in range(num_blocks)] + ["head", "pool", "logits"]
+        check_condition(layer in self.layer_names, "unknown EfficientNet-Lite layer '%s'; choose from: %s"
+                        % (layer, ", ".join(self.layer_names)))
+        self._cut = self.layer_names.index(layer)
+        self.weight_names = {}  # type: Dict[str, mx.gluon.Parameter]
+        hw = tuple(input_size)
+        with self.name_scope():
+            stem_out = weights["_conv_stem.weight"].shape[0]
+            self.stem = _SameConvBN(3, stem_out, 3, 2, 1, hw, True)
+            self.weight_names.update(self.stem.weight_map("_conv_stem", "_bn0"))
+            hw = self.stem.output_hw
+            self.blocks = nn.HybridSequential()
+            in_channels, stage, prev_out = stem_out, -1, None
+            for i in range(num_blocks):
+                name = "_blocks.%d" % i
+                out_channels, mid_channels, _, kernel = [weights[name + "._project_conv.weight"].shape[0]] + \
+                    list(weights[name + "._depthwise_conv.weight"].shape[0:1]) + \
+                    list(weights[name + "._depthwise_conv.weight"].shape[2:4])
+                if out_channels != prev_out:  # a new stage starts where the output width changes
+                    stage += 1
+                    stride = _STAGE_STRIDES[stage]
+                else:
+                    stride = 1
+                prev_out = out_channels
+                block = _MBConv(in_channels, mid_channels, out_channels, kernel, stride, hw)
+                self.blocks.add(block)
+                if block.expand is not None:
+                    self.weight_names.update(block.expand.weight_map(name + "._expand_conv", name + "._bn0"))
+                self.weight_names.update(block.depthwise.weight_map(name + "._depthwise_conv", name + "._bn1"))
+                self.weight_names.update(block.project.weight_map(name + "._project_conv", name + "._bn2"))
+                hw, in_channels = block.output_hw, out_channels
+            head_out = weights["_conv_head.weight"].shape[0]
+            self.head = _SameConvBN(in_channels, head_out, 1, 1, 1, hw, True)
+            self.weight_names.update(self.head.weight_map("_conv_head", "_bn1"))
+            self.fc = nn.Dense(weights["_fc.weight"].shape[0], in_units=head_out)
+            self.weight_names.update({"_fc.weight": self.fc.weight, "_fc.bias": self.fc.bias})
+        self.output_hw = hw
+
+    def load_weights(self, weights: Dict[str, np.ndarray], ctx: mx.Context) -> None:
+        """Initialize every parameter from ``weights``.
+
+        :raises ImcapError: if a name is missing or a shape differs.
+        """
+        missing = sorted(set(self.weight_names) - set(weights))
+        check_condition(not missing, "weights lack %d parameters, e.g. %s" % (len(missing), missing[:3]))
+        for name, param in self.weight_names.items():
+            value = weights[name]
+            check_condition(tuple(param.shape) == value.shape, "parameter %s has shape %s, the network expects %s"
+                            % (name, value.shape, param.shape))
+            param.initialize(ctx=ctx)
+            param.set_data(mx.nd.array(value, ctx=ctx))
+
+    def hybrid_forward(self, F, x):
+        x = self.stem(x)
+        if self._cut == 0:
+            return x
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if self._cut == i + 1:
+                return x
+        x = self.head(x)
+        if self.layer_names[self._cut] == "head":
+            return x
+        x = F.mean(x, axis=(2, 3))
+        if self.layer_names[self._cut] == "pool":
+            return x
+        return self.fc(x)
+
+
+def _zoo_features(name: str, params_path: str, layer: Optional[str], ctx: mx.Context) -> HybridBlock:
+    """A Gluon model-zoo network's ``features`` cut before ``layer`` (an index) or before its global pooling."""
+    from mxnet.gluon.model_zoo import vision
+    try:
+        net = vision.get_model(name, pretrained=False)
+    except ValueError as e:
+        raise ImcapError("unknown image encoder '%s': %s" % (name, str(e).splitlines()[0]))
+    check_condition(params_path is not None and os.path.isfile(params_path),
+                    "model-zoo encoder %s needs --image-encoder-model-path FILE.params (no download at run time); "
+                    "got %s" % (name, params_path))
+    net.load_parameters(params_path, ctx=ctx, ignore_extra=True)
+    children = list(net.features)
+    if layer is None:
+        pools = [i for i, c in enumerate(children) if isinstance(c, (nn.GlobalAvgPool2D, nn.AvgPool2D))]
+        cut = pools[-1] if pools else len(children)
+    else:
+        check_condition(layer.lstrip("-").isdigit(), "--image-encoder-layer for a model-zoo net is an index into "
+                        "its 'features' (0..%d), got '%s'" % (len(children), layer))
+        cut = int(layer)
+    features = nn.HybridSequential(prefix="")
+    for child in children[:cut]:
+        features.add(child)
+    return features
+
+
+def _symbol_features(prefix: str, layer: Optional[str], ctx: mx.Context) -> HybridBlock:
+    """An MXNet symbolic checkpoint ``PREFIX-symbol.json`` + ``PREFIX-NNNN.params`` cut at node ``layer``."""
+    check_condition(prefix is not None, "--image-encoder symbol needs --image-encoder-model-path PREFIX")
+    check_condition(layer is not None, "--image-encoder symbol needs --image-encoder-layer NAME")
+    directory, base = os.path.split(os.path.abspath(prefix))
+    pattern = re.compile(re.escape(base) + r"-(\d{4})\.params$")
+    epochs = sorted(int(m.group(1)) for m in (pattern.match(f) for f in os.listdir(directory or ".")) if m)
+    check_condition(os.path.isfile(prefix + "-symbol.json") and epochs,
+                    "no symbolic checkpoint at %s (need %s-symbol.json and %s-NNNN.params)" % (prefix, prefix, prefix))
+    symbol, arg_params, aux_params = mx.model.load_checkpoint(prefix, epochs[-1])
+    internals = symbol.get_internals()
+    name = layer if layer.endswith("_output") else layer + "_output"
+    outputs = internals.list_outputs()
+    check_condition(name in outputs, "layer '%s' is not in %s-symbol.json; some names: %s"
+                    % (layer, prefix, ", ".join(o[:-len("_output")] for o in outputs if o.endswith("_output"))[-400:]))
+    data_name = symbol.list_arguments()[0]
+    block = mx.gluon.SymbolBlock(internals[name], mx.sym.var(data_name))
+    params = block.collect_params()
+    for pname, param in params.items():
+        source = arg_params.get(pname, aux_params.get(pname))
+        check_condition(source is not None, "parameter %s is missing from the checkpoint %s" % (pname, prefix))
+        param.initialize(ctx=ctx)
+        param.set_data(source.as_in_context(ctx))
+    return block
+
+
+class ImageEncoder:
+    """A pretrained CNN cut at a layer, with its preprocessing: uint8 images in, region features out.
+
+    :param name: ``efficientnet_lite0``, ``efficientnet_lite2``, a Gluon model-zoo name, or ``symbol``.
+    :param model_path: weights (see ``--image-encoder-model-path``); EfficientNet-Lite defaults to
+        ``models_dir/NAME.npz``.
+    :param layer: layer to cut at (encoder-specific names; ``None`` = the last spatial feature map).
+    :param input_size: (H, W) pixels the images are resized to; ``None`` = the encoder's default.
+    :param fuse: fuse the graph with MXNet's MKLDNN backend (oneDNN) for faster CPU inference.
+    :raises ImcapError: on unknown names, missing weight files, or unknown layers.
+    """
+
+    def __init__(self, name: str = C.ENCODER_EFFICIENTNET_LITE0, model_path: Optional[str] = None,
+                 layer: Optional[str] = None, input_size: Optional[Sequence[int]] = None,
+                 models_dir: Optional[str] = None, ctx: Optional[mx.Context] = None, fuse: bool = True) -> None:
+        self.ctx = ctx or mx.cpu()
+        self.name = name
+        if name in _DEFAULT_INPUT_SIZE:
+            if model_path is None:
+                from .arguments import DEFAULT_MODELS
+                model_path = os.path.join(models_dir or DEFAULT_MODELS, name + ".npz")
+            check_condition(os.path.isfile(model_path), "%s: no such weight file for %s" % (model_path, name))
+            size = int(input_size[0]) if input_size else _DEFAULT_INPUT_SIZE[name]
+            self.input_size = (int(input_size[0]), int(input_size[1])) if input_size else (size, size)
+            self.layer = layer or "head"
+            with np.load(model_path) as npz:
+                weights = {k: npz[k] for k in npz.files}
+            self.net = EfficientNetLite(weights, self.input_size, self.layer)
+            self.net.load_weights(weights, self.ctx)
+            self.mean, self.std = np.float32(127.0), np.float32(128.0)
+        else:
+            self.input_size = (int(input_size[0]), int(input_size[1])) if input_size else (224, 224)
+            self.layer = layer or ""
+            if name == "symbol":
+                self.net = _symbol_features(model_path, layer, self.ctx)
+            else:
+                self.net = _zoo_features(name, model_path, layer, self.ctx)
+            self.mean = np.array(_ZOO_MEAN, dtype=np.float32).reshape(1, 3, 1, 1) * 255
+            self.std = np.array(_ZOO_STD, dtype=np.float32).reshape(1, 3, 1, 1) * 255
+        self.model_path = model_path
+        self._fuse = fuse
+        self._ready = False
+
+    def _prepare(self, x: mx.nd.NDArray) -> None:
+        if self._fuse:
+            try:
+                self.net.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
+            except Exception as e:  # e.g. a GPU build without MKLDNN: fall back to plain hybridization
+                logger.info("MKLDNN graph fusion unavailable (%s); using hybridize()", e)
+                self.net.hybridize(static_alloc=True, static_shape=True)
+        else:
+            self.net.hybridize(static_alloc=True, static_shape=True)
+        self._ready = True
+
+    def preprocess(self, images: np.ndarray) -> mx.nd.NDArray:
+        """``(batch, H, W, 3)`` uint8 RGB → normalized ``(batch, 3, H, W)`` float32 on the context."""
+        x = images.astype(np.float32).transpose(0, 3, 1, 2)
+        return mx.nd.array((x - self.mean) / self.std, ctx=self.ctx)
+
+    def forward(self, images: np.ndarray) -> np.ndarray:
+        """Run the cut network: ``(batch, H, W, 3)`` uint8 → its raw output as float32 numpy."""
+        x = self.preprocess(images)
+        if not self._ready:
+            self._prepare(x)
+        return self.net(x).asnumpy()
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Region features: ``(batch, H, W, 3)`` uint8 → ``(batch, regions, channels)`` float32.
+
+        A spatial output ``(batch, channels, h, w)`` becomes ``h * w`` regions in row-major order; a vector
+        output ``(batch, channels)`` becomes one region.
+        """
+        out = self.forward(images)
+        if out.ndim == 4:
+            b, c, h, w = out.shape
+            return out.reshape(b, c, h * w).transpose(0, 2, 1)
+        return out.reshape(out.shape[0], 1, -1)
+
+    def describe(self) -> Dict[str, object]:
+        """What identifies the features this encoder makes (stored in the cache manifest)."""
+        return {"encoder": self.name, "layer": self.layer, "input_size": list(self.input_size),
+                "model_path": os.path.basename(self.model_path) if self.model_path else None}
+
+
+def load_image(path: str, size: Tuple[int, int]) -> np.ndarray:
+    """Read an image as ``(H, W, 3)`` uint8 RGB, resized to ``size`` = (H, W) pixels (bilinear) if needed.
+
+    Grayscale, palette, CMYK, RGBA and 16-bit images are converted to RGB (alpha composited on white).
+    Images larger than PIL's decompression-bomb limit are still read (the limit is raised here), but
+    decoded through ``draft`` at a reduced scale when the format allows it.
+
+    :raises ImcapError: if the file is missing, empty or not a readable image.
+    """
+    from PIL import Image, ImageFile
+    Image.MAX_IMAGE_PIXELS = None
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    check_condition(os.path.isfile(path), "no such file")
+    check_condition(os.path.getsize(path) > 0, "empty file")
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (size[1], size[0]))
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                img = img.convert("RGBA")
+                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, img)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img, dtype=np.float64)
+                peak = arr.max() if arr.size and arr.max() > 0 else 1.0
+                img = Image.fromarray((arr * (255.0 / max(peak, 255.0 if peak <= 255 else 65535.0))).astype(np.uint8))
+            img = img.convert("RGB")
+            if img.size != (size[1], size[0]):
+                img = img.resize((size[1], size[0]), Image.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except ImcapError:
+        raise
+    except Exception as e:  # PIL raises many types for broken files
+        raise ImcapError("not a readable image (%s: %s)" % (type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
+
+
+def read_class_names(path: str) -> List[str]:
+    """ImageNet class names, one per line in output-index order."""
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f]

@@ -1,0 +1,170 @@
+"""The captioning model: image encoder + target embedding + decoder + output layer, and its config.
+
+``CaptionModel`` is a Gluon ``Block`` of hybridized parts. Training decodes a whole teacher-forced caption
+(:meth:`CaptionModel.forward`); search uses :meth:`CaptionModel.encode` once and :meth:`CaptionModel.step` per
+position, both hybridized so that one step is one cached graph call.
+"""
+import dataclasses
+import logging
+import os
+from typing import List, Optional, Tuple, Union
+
+import mxnet as mx
+from mxnet.gluon import Block, HybridBlock, nn
+
+from . import constants as C
+from .config import Config
+from .decoder import RNNDecoderConfig, get_decoder
+from .encoder import EncoderConfig, ImageFeatureEncoder
+from .utils import check_condition
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ModelConfig(Config):
+    """Everything needed to rebuild a model (saved as ``config.yaml`` in the model dir).
+
+    :param vocab_size: target vocabulary size, special symbols included.
+    :param encoder: image encoder config (feature shape and projection).
+    :param decoder: config of a registered decoder.
+    :param decoder_name: the ``--decoder`` name it was registered under.
+    :param num_embed: target embedding size.
+    :param embed_dropout: dropout on target embeddings.
+    :param weight_tying: share the target embedding and the output layer (needs ``num_embed`` equal to the
+        decoder's output size; Press & Wolf 2017).
+    :param feature_extraction: how the cached features were made (the cache manifest), so that the captioner
+        can run the same CNN on raw images.
+    """
+    vocab_size: int = 0
+    encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
+    decoder: RNNDecoderConfig = dataclasses.field(default_factory=RNNDecoderConfig)
+    decoder_name: str = C.DECODER_RNN
+    num_embed: int = 256
+    embed_dropout: float = 0.1
+    weight_tying: bool = False
+    feature_extraction: Optional[dict] = None
+
+
+class _Encode(HybridBlock):
+    """Features ``(batch, regions, feature_dim)`` → static + dynamic decoder states (hybridized for search)."""
+
+    def __init__(self, model: "CaptionModel", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.encoder = model.encoder
+        self.decoder = model.decoder
+
+    def hybrid_forward(self, F, features):
+        static, dynamic = self.decoder._init_state(F, self.encoder(features))
+        return static + dynamic
+
+
+class _Step(HybridBlock):
+    """One search step: previous word ids ``(batch,)`` + states → ``log-probs (batch, vocab)``,
+    ``attention (batch, regions)`` and the new dynamic states (hybridized for search)."""
+
+    def __init__(self, model: "CaptionModel", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.embedding = model.embedding
+        self.decoder = model.decoder
+        self.output_layer = model.output_layer
+        self._num_static = model.decoder.num_static_states
+
+    def hybrid_forward(self, F, prev_ids, *states):
+        static, dynamic = list(states[:self._num_static]), list(states[self._num_static:])
+        output, attention, dynamic = self.decoder.step(self.embedding(prev_ids), static, dynamic)
+        return [F.log_softmax(self.output_layer(output), axis=-1), attention] + dynamic
+
+
+class CaptionModel(Block):
+    """Image-to-caption seq2seq model.
+
+    :param config: the model config.
+    :raises ImcapError: if weight tying is asked for with mismatching sizes.
+    """
+
+    def __init__(self, config: ModelConfig, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        decoder_config = config.decoder
+        check_condition(not config.weight_tying or config.num_embed == decoder_config.output_num_hidden,
+                        "weight tying needs --num-embed == the decoder output size (%d != %d)"
+                        % (config.num_embed, decoder_config.output_num_hidden))
+        with self.name_scope():
+            self.encoder = ImageFeatureEncoder(config.encoder, prefix="encoder_")
+            self.embedding = nn.HybridSequential(prefix="target_")
+            with self.embedding.name_scope():
+                self.embedding.add(nn.Embedding(config.vocab_size, config.num_embed))
+                if config.embed_dropout > 0:
+                    self.embedding.add(nn.Dropout(config.embed_dropout))
+            self.decoder = get_decoder(decoder_config, prefix="decoder_")
+            params = self.embedding[0].params if config.weight_tying else None
+            self.output_layer = nn.Dense(config.vocab_size, flatten=False, in_units=decoder_config.output_num_hidden,
+                                         prefix="output_", params=params)
+            if config.weight_tying:
+                self.output_layer.weight = self.embedding[0].weight
+        self._encode = _Encode(self, prefix="")
+        self._step = _Step(self, prefix="")
+
+    def hybridize(self, active: bool = True, **kwargs) -> None:
+        """Hybridize the parts: the per-step cell for training, the encode and step graphs for search."""
+        self.encoder.hybridize(active, **kwargs)
+        self.embedding.hybridize(active, **kwargs)
+        self.decoder.cell.hybridize(active, **kwargs)
+        self.decoder.output.hybridize(active, **kwargs)
+        self.output_layer.hybridize(active, **kwargs)
+        self._encode.hybridize(active, static_alloc=True)
+        self._step.hybridize(active, static_alloc=True)
+
+    def forward(self, features, target_in):
+        """Teacher-forced decoding.
+
+        :param features: ``(batch, regions, feature_dim)`` float32.
+        :param target_in: ``(batch, length)`` word ids, starting with ``<s>``.
+        :return: logits ``(batch, length, vocab)`` and attention ``(batch, length, regions)``.
+        """
+        static, dynamic = self.decoder.init_state(self.encoder(features))
+        outputs, attention = self.decoder.decode_sequence(self.embedding(target_in), static, dynamic)
+        return self.output_layer(outputs), attention
+
+    def encode(self, features: mx.nd.NDArray) -> Tuple[List[mx.nd.NDArray], List[mx.nd.NDArray]]:
+        """``(batch, regions, feature_dim)`` → ``(static, dynamic)`` decoder states for search."""
+        states = self._encode(features)
+        states = states if isinstance(states, (list, tuple)) else [states]
+        n = self.decoder.num_static_states
+        return list(states[:n]), list(states[n:])
+
+    def step(self, prev_ids: mx.nd.NDArray, static: List[mx.nd.NDArray], dynamic: List[mx.nd.NDArray]):
+        """One search step: ``prev_ids (batch,)`` → ``(log_probs (batch, vocab), attention (batch, regions),
+        dynamic)``."""
+        results = self._step(prev_ids, *static, *dynamic)
+        return results[0], results[1], list(results[2:])
+
+    def num_parameters(self) -> int:
+        """Number of trainable scalars (shared parameters counted once)."""
+        seen, total = set(), 0
+        for param in self.collect_params().values():
+            if param.name not in seen and param.grad_req != "null":
+                seen.add(param.name)
+                total += int(mx.nd.prod(mx.nd.array(param.shape)).asscalar()) if param.shape else 0
+        return total
+
+
+def load_model(model_dir: str, params_name: str = C.PARAMS_BEST_NAME, ctx: Union[mx.Context, List] = None
+               ) -> Tuple[CaptionModel, "object"]:
+    """Load a model dir's config, vocabulary and parameters.
+
+    :return: ``(model, vocab)``; the model is hybridized for search.
+    :raises ImcapError: if a file of the model dir is missing.
+    """
+    from .vocab import load_vocab
+    ctx = ctx or mx.cpu()
+    for name in (C.CONFIG_NAME, C.VOCAB_TRG_NAME, params_name):
+        check_condition(os.path.isfile(os.path.join(model_dir, name)), "%s: not a model dir (no %s)"
+                        % (model_dir, name))
+    config = ModelConfig.load(os.path.join(model_dir, C.CONFIG_NAME))
+    vocab = load_vocab(os.path.join(model_dir, C.VOCAB_TRG_NAME))
+    model = CaptionModel(config, prefix="model_")
+    model.load_parameters(os.path.join(model_dir, params_name), ctx=ctx)
+    model.hybridize()
+    return model, vocab

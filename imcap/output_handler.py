@@ -1,0 +1,92 @@
+"""Output formats of the captioner behind one interface and a factory (after Sockeye's ``output_handler.py``).
+
+Every handler writes exactly one line per input line; a line that could not be captioned is written empty
+(``caption``), as ``score\\t`` with an empty caption (``caption_with_score``) or as a JSON object with an
+``error`` key (``json``).
+"""
+import json
+from typing import IO, List, Optional
+
+import numpy as np
+
+from . import constants as C
+
+
+class CaptionResult:
+    """What the captioner produced for one input line.
+
+    :param line: 1-based input line number.
+    :param tokens: caption tokens of the best hypothesis (empty on error).
+    :param score: its length-normalized log-probability.
+    :param attention: ``(len(tokens) + 1, regions)`` weights per generated word (``</s>`` last), or None.
+    :param nbest: ``(tokens, score)`` of the n best hypotheses, best first.
+    :param error: why the line could not be captioned, or None.
+    """
+
+    def __init__(self, line: int, tokens: List[str], score: float = 0.0, attention: Optional[np.ndarray] = None,
+                 nbest: Optional[List] = None, error: Optional[str] = None, source: str = "") -> None:
+        self.line = line
+        self.tokens = tokens
+        self.score = score
+        self.attention = attention
+        self.nbest = nbest or []
+        self.error = error
+        self.source = source
+
+    @property
+    def caption(self) -> str:
+        return " ".join(self.tokens)
+
+
+class OutputHandler:
+    """Writes one line per :class:`CaptionResult` to a stream."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def handle(self, result: CaptionResult) -> None:
+        self.stream.write(self.format(result) + "\n")
+
+    def format(self, result: CaptionResult) -> str:
+        raise NotImplementedError()
+
+
+class CaptionOutputHandler(OutputHandler):
+    """The caption alone (``--output-type caption``)."""
+
+    def format(self, result: CaptionResult) -> str:
+        return result.caption
+
+
+class CaptionWithScoreOutputHandler(OutputHandler):
+    """``score<TAB>caption`` (``--output-type caption_with_score``), as Sockeye's ``translation_with_score``."""
+
+    def format(self, result: CaptionResult) -> str:
+        return "%.6f\t%s" % (result.score, result.caption) if result.error is None else "\t"
+
+
+class JSONOutputHandler(OutputHandler):
+    """One JSON object per line (``--output-type json``): ``caption``, ``tokens``, ``score``, ``attention``
+    (per generated word, ``</s>`` included, the weights over the regions), ``nbest`` and ``image``; a failed line
+    has ``error``."""
+
+    def format(self, result: CaptionResult) -> str:
+        obj = {"line": result.line, "image": result.source, "caption": result.caption, "tokens": result.tokens,
+               "score": result.score}
+        if result.attention is not None:
+            obj["attention"] = np.round(result.attention.astype(np.float64), 5).tolist()
+        if result.nbest:
+            obj["nbest"] = [{"caption": " ".join(t), "score": s} for t, s in result.nbest]
+        if result.error is not None:
+            obj["error"] = result.error
+        return json.dumps(obj, ensure_ascii=False)
+
+
+_HANDLERS = {C.OUTPUT_TYPE_CAPTION: CaptionOutputHandler,
+             C.OUTPUT_TYPE_CAPTION_WITH_SCORE: CaptionWithScoreOutputHandler,
+             C.OUTPUT_TYPE_JSON: JSONOutputHandler}
+
+
+def get_output_handler(output_type: str, stream: IO[str]) -> OutputHandler:
+    """The handler of ``--output-type``."""
+    return _HANDLERS[output_type](stream)

@@ -1,0 +1,557 @@
+"""Training: ``python -m imcap.train``, a bucketed seq2seq trainer over cached image features.
+
+Builds the target vocabulary, buckets captions by length (GluonNLP's ``FixedBucketSampler``), trains with Adam
+and gradient clipping, and every ``--checkpoint-interval`` updates evaluates validation perplexity (and, with
+``--decode-and-evaluate N``, BLEU of beam-search captions of N validation images), writes ``params.NNNNN``,
+``params.best``, a ``metrics`` line and the training state, and stops early when the optimized metric has not
+improved for ``--max-num-checkpoint-not-improved`` checkpoints.
+
+A run started again with the same command resumes from its last checkpoint: parameters, optimizer state, data
+position, learning rate, early-stopping counters and random state (every checkpoint interval reseeds the random
+generators with ``seed + checkpoint``, and every epoch's batch order depends only on ``seed`` and the epoch),
+so a resumed run writes the same metrics as an uninterrupted one.
+
+Option names follow Sockeye (Hieber et al. 2017, "Sockeye: A Toolkit for Neural Machine Translation").
+"""
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from typing import Dict, List, Optional
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon
+
+from . import arguments
+from . import constants as C
+from .beam_search import BeamSearch
+from .data import BucketBatcher, ParallelData
+from .decoder import RNNDecoderConfig
+from .encoder import EncoderConfig
+from .features import FeatureStore, read_manifest
+from .model import CaptionModel, ModelConfig
+from .utils import (ImcapError, atomic_open, atomic_path, check_condition, read_lines, run_main, seed_everything,
+                    setup_logging)
+from .vocab import build_vocab, ids_to_tokens, load_vocab, save_vocab
+
+logger = logging.getLogger("imcap.train")
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    """Every option of the trainer, in Sockeye's groups and names."""
+    data = parser.add_argument_group("Data")
+    data.add_argument("--source", "-s", required=True, type=arguments.regular_file,
+                      help="Training features list (SPLIT.features from imcap.extract_features).")
+    data.add_argument("--target", "-t", required=True, type=arguments.regular_file,
+                      help="Training captions, parallel to --source.")
+    data.add_argument("--validation-source", "-vs", required=True, type=arguments.regular_file,
+                      help="Validation features list.")
+    data.add_argument("--validation-target", "-vt", required=True, nargs="+", type=arguments.regular_file,
+                      help="Validation captions, each file parallel to --validation-source (several files: all "
+                           "references; perplexity uses every pair, BLEU every reference).")
+    data.add_argument("--source-root", default=None,
+                      help="Root of relative feature paths. Default: the directory of each list file.")
+    data.add_argument("--output", "-o", required=True, help="Model directory.")
+    data.add_argument("--overwrite-output", action="store_true",
+                      help="Delete an existing model directory instead of resuming from it.")
+    data.add_argument("--word-min-count", type=arguments.int_greater_or_equal(1), default=5,
+                      help="Words seen fewer times in the training captions become <unk>.")
+    data.add_argument("--max-seq-len", type=arguments.int_greater_or_equal(2), default=40,
+                      help="Captions are cut to this many tokens (</s> included).")
+    data.add_argument("--bucket-width", type=arguments.int_greater_or_equal(1), default=3,
+                      help="Width of the caption-length buckets (tokens).")
+
+    model = parser.add_argument_group("Model")
+    model.add_argument("--decoder", choices=C.DECODER_CHOICES, default=C.DECODER_RNN, help="Decoder type.")
+    model.add_argument("--image-encoder-num-hidden", type=arguments.int_greater_or_equal(1), default=512,
+                       help="Size of the projected image regions.")
+    model.add_argument("--image-positional-embedding-type", choices=["none", "learned"], default="none",
+                       help="Positional embedding added to the regions.")
+    model.add_argument("--image-encoder-dropout", type=arguments.float_greater_or_equal(0), default=0.0,
+                       help="Dropout on the projected regions.")
+    model.add_argument("--num-embed", type=arguments.int_greater_or_equal(1), default=256,
+                       help="Target embedding size.")
+    model.add_argument("--embed-dropout", type=arguments.float_greater_or_equal(0), default=0.1,
+                       help="Dropout on target embeddings.")
+    model.add_argument("--rnn-cell-type", choices=C.RNN_CELL_CHOICES, default="lstm", help="RNN cell.")
+    model.add_argument("--rnn-num-hidden", type=arguments.int_greater_or_equal(1), default=512,
+                       help="RNN state size.")
+    model.add_argument("--num-layers", type=arguments.int_greater_or_equal(1), default=1,
+                       help="Decoder layers.")
+    model.add_argument("--rnn-attention-type", choices=C.ATT_CHOICES, default=C.ATT_MLP,
+                       help="Attention over the regions: mlp (Bahdanau) or dot (Luong, scaled).")
+    model.add_argument("--rnn-attention-num-hidden", type=arguments.int_greater_or_equal(1), default=512,
+                       help="Hidden size of the MLP attention.")
+    model.add_argument("--rnn-decoder-state-init", choices=C.STATE_INIT_CHOICES, default=C.STATE_INIT_AVG,
+                       help="Initial RNN state: from the mean region (avg) or zero.")
+    model.add_argument("--rnn-no-context-gating", action="store_true",
+                       help="Do not gate the attention context (Xu et al. 2015, sec. 4.2.1).")
+    model.add_argument("--rnn-dropout", type=arguments.float_greater_or_equal(0), default=0.3,
+                       help="Dropout on RNN outputs and the deep output layer.")
+    model.add_argument("--output-num-hidden", type=arguments.int_greater_or_equal(1), default=256,
+                       help="Size of the deep output layer.")
+    model.add_argument("--weight-tying", action="store_true",
+                       help="Share target embedding and output layer (needs --num-embed == --output-num-hidden).")
+
+    train = parser.add_argument_group("Training")
+    train.add_argument("--batch-size", "-b", type=arguments.int_greater_or_equal(1), default=64,
+                       help="Captions per update (over all devices).")
+    train.add_argument("--optimizer", default="adam", help="MXNet optimizer.")
+    train.add_argument("--initial-learning-rate", type=arguments.float_greater_or_equal(0), default=0.001,
+                       help="Initial learning rate.")
+    train.add_argument("--weight-decay", type=arguments.float_greater_or_equal(0), default=0.0,
+                       help="L2 weight decay.")
+    train.add_argument("--gradient-clipping-type", choices=["abs", "norm", "none"], default="norm",
+                       help="Clip each gradient value (abs) or the global gradient norm (norm).")
+    train.add_argument("--gradient-clipping-threshold", type=arguments.float_greater_or_equal(0), default=5.0,
+                       help="Clipping threshold.")
+    train.add_argument("--label-smoothing", type=arguments.float_greater_or_equal(0), default=0.1,
+                       help="Label smoothing of the cross-entropy (Szegedy et al. 2016).")
+    train.add_argument("--doubly-stochastic-attention-weight", type=arguments.float_greater_or_equal(0),
+                       default=0.0, help="Weight of the penalty sum_r (1 - sum_t a_tr)^2 of Xu et al. 2015 (eq. 14).")
+    train.add_argument("--checkpoint-interval", type=arguments.int_greater_or_equal(1), default=1000,
+                       help="Updates between checkpoints.")
+    train.add_argument("--optimized-metric", choices=C.METRIC_CHOICES, default=C.METRIC_PERPLEXITY,
+                       help="Metric that picks params.best and drives early stopping (bleu needs "
+                            "--decode-and-evaluate).")
+    train.add_argument("--max-num-checkpoint-not-improved", type=int, default=8,
+                       help="Stop after this many checkpoints without improvement (-1: never).")
+    train.add_argument("--learning-rate-reduce-factor", type=float, default=0.5,
+                       help="Multiply the learning rate by this after --learning-rate-reduce-num-not-improved "
+                            "checkpoints without improvement.")
+    train.add_argument("--learning-rate-reduce-num-not-improved", type=int, default=3,
+                       help="See --learning-rate-reduce-factor (-1: never reduce).")
+    train.add_argument("--max-updates", type=int, default=None, help="Stop after this many updates.")
+    train.add_argument("--max-num-epochs", type=int, default=None, help="Stop after this many epochs.")
+    train.add_argument("--max-seconds", type=int, default=None,
+                       help="Stop at the first checkpoint after this much training time (seconds, over resumes).")
+    train.add_argument("--decode-and-evaluate", type=int, default=0,
+                       help="At each checkpoint, caption this many validation images and compute BLEU "
+                            "(-1: all; 0: none).")
+    train.add_argument("--decode-and-evaluate-beam-size", type=arguments.int_greater_or_equal(1), default=3,
+                       help="Beam size of --decode-and-evaluate.")
+    train.add_argument("--keep-last-params", type=int, default=-1,
+                       help="Keep only this many params.NNNNN files (-1: all).")
+    train.add_argument("--seed", type=int, default=13, help="Random seed.")
+    train.add_argument("--kvstore", default="device", help="KVStore for several devices (device or local).")
+    arguments.add_device_args(parser)
+    arguments.add_logging_args(parser)
+
+
+def model_config_from_args(args: argparse.Namespace, vocab_size: int, regions: int, feature_dim: int,
+                           manifest: Optional[Dict]) -> ModelConfig:
+    """The :class:`ModelConfig` the options describe."""
+    encoder = EncoderConfig(num_regions=regions, feature_dim=feature_dim, num_hidden=args.image_encoder_num_hidden,
+                            positional_embedding=args.image_positional_embedding_type,
+                            dropout=args.image_encoder_dropout)
+    decoder = RNNDecoderConfig(cell_type=args.rnn_cell_type, num_layers=args.num_layers,
+                               num_hidden=args.rnn_num_hidden, attention_type=args.rnn_attention_type,
+                               attention_num_hidden=args.rnn_attention_num_hidden,
+                               state_init=args.rnn_decoder_state_init, context_gating=not args.rnn_no_context_gating,
+                               num_embed=args.num_embed, output_num_hidden=args.output_num_hidden,
+                               encoder_num_hidden=args.image_encoder_num_hidden, dropout=args.rnn_dropout)
+    return ModelConfig(vocab_size=vocab_size, encoder=encoder, decoder=decoder, decoder_name=args.decoder,
+                       num_embed=args.num_embed, embed_dropout=args.embed_dropout, weight_tying=args.weight_tying,
+                       feature_extraction=manifest)
+
+
+def contexts(args: argparse.Namespace) -> List[mx.Context]:
+    """Devices from ``--device-ids``/``--use-cpu`` (CPU contexts when no GPU is present)."""
+    if args.use_cpu or mx.context.num_gpus() == 0:
+        return [mx.cpu(i) for i in range(max(1, len(args.device_ids)))]
+    ids = []
+    for d in args.device_ids:
+        ids.extend(range(-d) if d < 0 else [d])
+    return [mx.gpu(i) for i in ids]
+
+
+def sequence_loss(logits, attention, target_out, label_smoothing: float, attention_weight: float):
+    """Summed token cross-entropy (with label smoothing) and summed negative log-likelihood.
+
+    :param logits: ``(batch, length, vocab)``.
+    :param attention: ``(batch, length, regions)``.
+    :param target_out: ``(batch, length)`` ids, 0 = padding (not counted).
+    :return: ``(loss to minimize, nll)``, both scalars summed over tokens.
+    """
+    log_probs = mx.nd.log_softmax(logits, axis=-1)
+    mask = target_out != 0
+    nll = -mx.nd.pick(log_probs, target_out, axis=-1) * mask
+    loss = nll
+    if label_smoothing > 0:
+        vocab = log_probs.shape[-1]
+        ones = mx.nd.ones((vocab, 1), ctx=log_probs.context) / vocab
+        mean = mx.nd.dot(log_probs, ones).reshape(nll.shape)  # a GEMM: MXNet's CPU mean is much slower
+        loss = (1 - label_smoothing) * nll - label_smoothing * mean * mask
+    loss = mx.nd.sum(loss)
+    if attention_weight > 0:  # Xu et al. 2015, eq. 14: every region should get attention over the caption
+        coverage = mx.nd.sum(attention * mx.nd.expand_dims(mask, axis=2), axis=1)   # (batch, regions)
+        loss = loss + attention_weight * mx.nd.sum(mx.nd.square(1 - coverage))
+    return loss, mx.nd.sum(nll)
+
+
+class TrainingState:
+    """Counters of a run, saved in ``training_state/state.json`` at every checkpoint."""
+
+    FIELDS = ("updates", "epoch", "batch_in_epoch", "checkpoint", "samples", "best_metric", "best_checkpoint",
+              "num_not_improved", "num_not_improved_lr", "learning_rate", "elapsed", "train_nll", "train_tokens",
+              "converged")
+
+    def __init__(self, learning_rate: float) -> None:
+        self.updates = self.epoch = self.batch_in_epoch = self.checkpoint = self.samples = 0
+        self.best_metric = None  # type: Optional[float]
+        self.best_checkpoint = 0
+        self.num_not_improved = self.num_not_improved_lr = 0
+        self.learning_rate = learning_rate
+        self.elapsed = 0.0
+        self.train_nll = 0.0
+        self.train_tokens = 0
+        self.converged = False
+
+    def to_json(self) -> str:
+        return json.dumps({k: getattr(self, k) for k in self.FIELDS}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainingState":
+        values = json.loads(text)
+        state = cls(values["learning_rate"])
+        for k in cls.FIELDS:
+            if k in values:
+                setattr(state, k, values[k])
+        return state
+
+
+def write_metrics(path: str, lines: List[Dict]) -> None:
+    """Write the ``metrics`` file: ``CHECKPOINT\\tkey=value...`` per checkpoint, atomically."""
+    with atomic_open(path) as f:
+        for entry in lines:
+            f.write("%d\t%s\n" % (entry["checkpoint"], "\t".join(
+                "%s=%s" % (k, ("%.6f" % v if isinstance(v, float) else v))
+                for k, v in entry.items() if k != "checkpoint")))
+
+
+def read_metrics(path: str) -> List[Dict]:
+    """Read a ``metrics`` file written by :func:`write_metrics`."""
+    entries = []
+    if not os.path.isfile(path):
+        return entries
+    for line in read_lines(path):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        entry = {"checkpoint": int(fields[0])}  # type: Dict
+        for field in fields[1:]:
+            key, value = field.split("=", 1)
+            try:
+                entry[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+            except ValueError:
+                entry[key] = value
+        entries.append(entry)
+    return entries
+
+
+class Trainer:
+    """Runs one training, from scratch or resumed from ``args.output``."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.ctx = contexts(args)
+        self.dir = args.output
+        self.state_dir = os.path.join(self.dir, C.TRAINING_STATE_DIRNAME)
+        self.resume = os.path.isfile(os.path.join(self.state_dir, C.TRAINING_STATE_NAME))
+        self._prepare_dir()
+        setup_logging(os.path.join(self.dir, C.LOG_NAME), quiet=args.quiet)
+        logger.info("imcap.train %s", " ".join(sys.argv[1:]))
+        logger.info("devices: %s%s", self.ctx, "; resuming from %s" % self.state_dir if self.resume else "")
+        self._load_data()
+        self._build_model()
+
+    def _prepare_dir(self) -> None:
+        args = self.args
+        args_path = os.path.join(self.dir, "args.yaml")
+        if os.path.isdir(self.dir) and args.overwrite_output:
+            shutil.rmtree(self.dir)
+            self.resume = False
+        if self.resume:
+            import yaml
+            with open(args_path, encoding="utf-8") as f:
+                previous = yaml.safe_load(f)
+            now = vars(args)
+            differing = sorted(k for k in now if k not in C.ARGS_MAY_DIFFER_ON_RESUME and previous.get(k) != now[k])
+            check_condition(not differing, "%s holds a training with other settings (%s); use --overwrite-output "
+                            "or another --output" % (self.dir, ", ".join(
+                                "%s: %s → %s" % (k, previous.get(k), now[k]) for k in differing)))
+        else:
+            check_condition(not os.path.isdir(self.dir) or not os.listdir(self.dir),
+                            "%s exists and holds no training state to resume; use --overwrite-output" % self.dir)
+            os.makedirs(self.dir, exist_ok=True)
+            import yaml
+            with atomic_open(args_path) as f:
+                yaml.safe_dump(vars(args), f, sort_keys=True)
+
+    def _load_data(self) -> None:
+        args = self.args
+        start = time.time()
+        train_store = FeatureStore(args.source, args.source_root)
+        val_store = FeatureStore(args.validation_source, args.source_root)
+        check_condition(train_store.shape == val_store.shape, "training features %s and validation features %s "
+                        "differ in shape" % (train_store.shape, val_store.shape))
+        logger.info("features: %d training images, %d validation images, (regions, dim) = %s, loaded in %.1f s",
+                    train_store.features.shape[0], val_store.features.shape[0], train_store.shape,
+                    time.time() - start)
+        vocab_path = os.path.join(self.dir, C.VOCAB_TRG_NAME)
+        if self.resume:
+            self.vocab = load_vocab(vocab_path)
+        else:
+            captions = (line.split() for line in read_lines(args.target))
+            self.vocab = build_vocab(captions, min_count=args.word_min_count)
+            save_vocab(self.vocab, vocab_path)
+        self.train_data = ParallelData(train_store, [args.target], self.vocab, args.max_seq_len)
+        self.val_data = ParallelData(val_store, args.validation_target, self.vocab, args.max_seq_len)
+        self.batcher = BucketBatcher(self.train_data, args.batch_size, args.bucket_width, args.seed)
+        self.val_batches = BucketBatcher(self.val_data, args.batch_size * 2, args.bucket_width, args.seed,
+                                         shuffle=False).epoch_batches(0)
+        logger.info("training: %d pairs in %d batches per epoch (buckets %s); validation: %d pairs",
+                    len(self.train_data), len(self.batcher), self.batcher.keys, len(self.val_data))
+        self.val_references = [read_lines(p) for p in args.validation_target]
+        self.manifest = read_manifest(os.path.dirname(os.path.abspath(args.source)))
+        self.val_store = val_store
+
+    def _build_model(self) -> None:
+        args = self.args
+        regions, dim = self.train_data.store.shape
+        self.config = model_config_from_args(args, len(self.vocab), regions, dim, self.manifest)
+        self.config.save(os.path.join(self.dir, C.CONFIG_NAME))
+        seed_everything(args.seed)
+        self.model = CaptionModel(self.config, prefix="model_")
+        self.model.initialize(mx.init.Xavier(factor_type="avg", magnitude=2.34), ctx=self.ctx)
+        self.model.hybridize()
+        logger.info("model: %s decoder, %d parameters", self.config.decoder_name, self.model.num_parameters())
+        self.state = TrainingState(args.initial_learning_rate)
+        optimizer_params = {"learning_rate": args.initial_learning_rate, "wd": args.weight_decay}
+        if args.gradient_clipping_type == "abs":
+            optimizer_params["clip_gradient"] = args.gradient_clipping_threshold
+        self.params = self.model.collect_params()
+        self.trainer = gluon.Trainer(self.params, args.optimizer, optimizer_params,
+                                     kvstore=args.kvstore if len(self.ctx) > 1 else None)
+        self.metrics = []  # type: List[Dict]
+        if self.resume:
+            self._load_state()
+
+    # --- checkpoints and resumption -----------------------------------------------------------------------------
+
+    def _load_state(self) -> None:
+        with open(os.path.join(self.state_dir, C.TRAINING_STATE_NAME), encoding="utf-8") as f:
+            self.state = TrainingState.from_json(f.read())
+        self.model.load_parameters(os.path.join(self.dir, C.PARAMS_NAME % self.state.checkpoint), ctx=self.ctx)
+        self.trainer.load_states(os.path.join(self.state_dir, C.TRAINER_STATES_NAME + ".%05d" % self.state.checkpoint))
+        self.trainer.set_learning_rate(self.state.learning_rate)
+        self.metrics = [m for m in read_metrics(os.path.join(self.dir, C.METRICS_NAME))
+                        if m["checkpoint"] <= self.state.checkpoint]
+        logger.info("resumed at checkpoint %d: %d updates, epoch %d, batch %d, learning rate %g",
+                    self.state.checkpoint, self.state.updates, self.state.epoch, self.state.batch_in_epoch,
+                    self.state.learning_rate)
+
+    def _save_state(self) -> None:
+        """Params, trainer states, metrics, then state.json last: a crash at any point leaves a resumable dir."""
+        os.makedirs(self.state_dir, exist_ok=True)
+        n = self.state.checkpoint
+        trainer_path = os.path.join(self.state_dir, C.TRAINER_STATES_NAME + ".%05d" % n)
+        with atomic_path(trainer_path) as tmp:
+            self.trainer.save_states(tmp)
+        write_metrics(os.path.join(self.dir, C.METRICS_NAME), self.metrics)
+        with atomic_open(os.path.join(self.state_dir, C.TRAINING_STATE_NAME)) as f:
+            f.write(self.state.to_json())
+        for name in os.listdir(self.state_dir):
+            if name.startswith(C.TRAINER_STATES_NAME + ".") and name != os.path.basename(trainer_path):
+                os.remove(os.path.join(self.state_dir, name))
+        if self.args.keep_last_params > 0:
+            for old in range(1, n - self.args.keep_last_params + 1):
+                path = os.path.join(self.dir, C.PARAMS_NAME % old)
+                if os.path.isfile(path):
+                    os.remove(path)
+
+    def _save_params(self, name: str) -> None:
+        with atomic_path(os.path.join(self.dir, name)) as tmp:
+            self.model.save_parameters(tmp)
+
+    # --- evaluation ---------------------------------------------------------------------------------------------
+
+    def validation_perplexity(self) -> float:
+        """Perplexity of the validation captions (teacher forcing, no dropout)."""
+        nll, tokens = 0.0, 0
+        for indices in self.val_batches:
+            batch = self.val_data.make_batch(indices)
+            ctx = self.ctx[0]
+            logits, attention = self.model(mx.nd.array(batch.features, ctx=ctx), mx.nd.array(batch.target_in, ctx=ctx))
+            _, batch_nll = sequence_loss(logits, attention, mx.nd.array(batch.target_out, ctx=ctx), 0.0, 0.0)
+            nll += batch_nll.asscalar()
+            tokens += batch.num_tokens
+        return math.exp(nll / max(tokens, 1))
+
+    def validation_bleu(self) -> float:
+        """BLEU of beam-search captions of the first ``--decode-and-evaluate`` validation lines."""
+        from .evaluate import bleu_scores
+        n = self.args.decode_and_evaluate
+        index = self.val_store.index
+        n = len(index) if n < 0 else min(n, len(index))
+        search = BeamSearch([self.model], self.vocab, beam_size=self.args.decode_and_evaluate_beam_size,
+                            max_output_length=self.args.max_seq_len, ctx=self.ctx[0])
+        hypotheses = []
+        for start in range(0, n, 64):
+            rows = index[start:min(start + 64, n)]
+            features = self.val_store.features[np.maximum(rows, 0)].astype(np.float32)
+            for hyps in search.search(features):
+                hypotheses.append(" ".join(ids_to_tokens(self.vocab, hyps[0].ids)))
+        with atomic_open(os.path.join(self.dir, C.DECODE_OUT_NAME % self.state.checkpoint)) as f:
+            f.write("".join(h + "\n" for h in hypotheses))
+        references = [refs[:n] for refs in self.val_references]
+        return bleu_scores(hypotheses, references)["bleu4"]
+
+    def checkpoint(self, train_start: float) -> None:
+        """Evaluate, write params/metrics/state, update early stopping and the learning rate."""
+        state, args = self.state, self.args
+        state.checkpoint += 1
+        eval_start = time.time()
+        entry = {"checkpoint": state.checkpoint, "updates": state.updates, "epoch": state.epoch,
+                 "learning-rate": state.learning_rate,
+                 "perplexity-train": math.exp(state.train_nll / max(state.train_tokens, 1)),
+                 "perplexity-val": self.validation_perplexity()}
+        if args.decode_and_evaluate != 0:
+            entry["bleu-val"] = self.validation_bleu()
+        state.elapsed += time.time() - train_start
+        entry["time-elapsed"] = state.elapsed
+        entry["samples-per-second"] = state.samples / max(state.elapsed, 1e-9)
+        metric = entry["bleu-val"] if args.optimized_metric == C.METRIC_BLEU else entry["perplexity-val"]
+        improved = state.best_metric is None or (metric > state.best_metric if C.METRIC_MAXIMIZE[args.optimized_metric]
+                                                 else metric < state.best_metric)
+        self._save_params(C.PARAMS_NAME % state.checkpoint)
+        if improved:
+            state.best_metric, state.best_checkpoint = metric, state.checkpoint
+            state.num_not_improved = state.num_not_improved_lr = 0
+            self._save_params(C.PARAMS_BEST_NAME)
+        else:
+            state.num_not_improved += 1
+            state.num_not_improved_lr += 1
+            if 0 < args.learning_rate_reduce_num_not_improved <= state.num_not_improved_lr:
+                state.learning_rate *= args.learning_rate_reduce_factor
+                state.num_not_improved_lr = 0
+                self.trainer.set_learning_rate(state.learning_rate)
+                logger.info("learning rate reduced to %g", state.learning_rate)
+        if 0 <= args.max_num_checkpoint_not_improved <= state.num_not_improved:
+            state.converged = True
+        self.metrics.append(entry)
+        state.train_nll, state.train_tokens = 0.0, 0
+        self._save_state()
+        logger.info("checkpoint %d: updates %d, epoch %d, ppl train %.2f val %.2f%s%s, %.1f samples/s, eval %.1f s",
+                    state.checkpoint, state.updates, state.epoch, entry["perplexity-train"], entry["perplexity-val"],
+                    ", bleu val %.2f" % entry["bleu-val"] if "bleu-val" in entry else "",
+                    " (best)" if improved else " (not improved for %d)" % state.num_not_improved,
+                    entry["samples-per-second"], time.time() - eval_start)
+
+    # --- the loop -----------------------------------------------------------------------------------------------
+
+    def _update(self, batch) -> None:
+        args, ctx = self.args, self.ctx
+        n = len(ctx)
+        splits = [slice(i * len(batch) // n, (i + 1) * len(batch) // n) for i in range(n)]
+        total_tokens = float(batch.num_tokens)
+        with autograd.record():
+            losses, nlls = [], []
+            for c, part in zip(ctx, splits):
+                logits, attention = self.model(mx.nd.array(batch.features[part], ctx=c),
+                                               mx.nd.array(batch.target_in[part], ctx=c))
+                loss, nll = sequence_loss(logits, attention, mx.nd.array(batch.target_out[part], ctx=c),
+                                          args.label_smoothing, args.doubly_stochastic_attention_weight)
+                losses.append(loss / total_tokens)
+                nlls.append(nll)
+        autograd.backward(losses)
+        if args.gradient_clipping_type == "norm":
+            grads = [p.grad(c) for p in self.params.values() if p.grad_req != "null" for c in ctx]
+            if n == 1:
+                gluon.utils.clip_global_norm(grads, args.gradient_clipping_threshold, check_isfinite=False)
+            else:
+                self._clip_norm_multi_device()
+        self.trainer.step(1)
+        self.state.train_nll += sum(x.asscalar() for x in nlls)
+        self.state.train_tokens += batch.num_tokens
+
+    def _clip_norm_multi_device(self) -> None:
+        """Clip the norm of the gradient summed over devices, identically on every device."""
+        params = [p for p in self.params.values() if p.grad_req != "null"]
+        total = 0.0
+        for p in params:
+            summed = sum(g.as_in_context(mx.cpu()) for g in p.list_grad())
+            total += float((summed ** 2).sum().asscalar())
+        norm = math.sqrt(total)
+        if norm > self.args.gradient_clipping_threshold:
+            scale = self.args.gradient_clipping_threshold / norm
+            for p in params:
+                for g in p.list_grad():
+                    g *= scale
+
+    def _should_stop(self) -> bool:
+        args, state = self.args, self.state
+        return (state.converged or (args.max_updates is not None and state.updates >= args.max_updates)
+                or (args.max_num_epochs is not None and state.epoch >= args.max_num_epochs)
+                or (args.max_seconds is not None and state.elapsed >= args.max_seconds))
+
+    def fit(self) -> TrainingState:
+        """Train until a stopping criterion holds; return the final state."""
+        args, state = self.args, self.state
+        if self._should_stop():
+            logger.info("nothing to do: the training in %s has already stopped", self.dir)
+            return state
+        mx.random.seed(args.seed + state.checkpoint)
+        np.random.seed(args.seed + state.checkpoint)
+        start = time.time()
+        while not self._should_stop():
+            for batch in self.batcher.iter_epoch(state.epoch, state.batch_in_epoch):
+                self._update(batch)
+                state.updates += 1
+                state.batch_in_epoch += 1
+                state.samples += len(batch)
+                if state.updates % args.checkpoint_interval == 0 or \
+                        (args.max_updates is not None and state.updates >= args.max_updates):
+                    self.checkpoint(start)
+                    start = time.time()
+                    mx.random.seed(args.seed + state.checkpoint)
+                    np.random.seed(args.seed + state.checkpoint)
+                    if self._should_stop():
+                        break
+            else:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+                if args.max_num_epochs is not None and state.epoch >= args.max_num_epochs:
+                    # the stop must leave a checkpoint of the final weights
+                    if state.updates % args.checkpoint_interval != 0:
+                        self.checkpoint(start)
+                    break
+        logger.info("training stopped after %d updates (%d epochs, %.0f s); best checkpoint %d (%s %.4f)",
+                    state.updates, state.epoch, state.elapsed, state.best_checkpoint, args.optimized_metric,
+                    state.best_metric if state.best_metric is not None else float("nan"))
+        return state
+
+
+def run_train(args: argparse.Namespace) -> TrainingState:
+    """Train a model as ``args`` say (what the CLI and the tests call)."""
+    check_condition(args.optimized_metric != C.METRIC_BLEU or args.decode_and_evaluate != 0,
+                    "--optimized-metric bleu needs --decode-and-evaluate")
+    return Trainer(args).fit()
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Parse the command line and train."""
+    parser = arguments.new_parser(__doc__.splitlines()[0])
+    add_training_args(parser)
+    args = parser.parse_args(argv)
+    setup_logging(quiet=args.quiet)
+    run_main(run_train, args)
+
+
+if __name__ == "__main__":
+    main()

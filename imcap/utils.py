@@ -1,0 +1,97 @@
+"""Small helpers used everywhere: user errors, atomic file writes, logging and seeding."""
+import contextlib
+import logging
+import os
+import random
+import sys
+import tempfile
+from typing import IO, Iterator, Optional
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class ImcapError(Exception):
+    """A user-facing error: bad input, a bad option or an inconsistent file. Its message is one line."""
+
+
+def check_condition(condition: bool, message: str) -> None:
+    """Raise :class:`ImcapError` with ``message`` unless ``condition`` holds (use instead of assert)."""
+    if not condition:
+        raise ImcapError(message)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path`` atomically.
+
+    A crash while writing leaves the old ``path`` (or none) in place, never a half-written file.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual mode
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w", encoding: Optional[str] = "utf-8") -> Iterator[IO]:
+    """Open ``path`` for writing through :func:`atomic_path`; text files are UTF-8."""
+    with atomic_path(path) as tmp:
+        if "b" in mode:
+            encoding = None
+        with open(tmp, mode, encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def setup_logging(log_file: Optional[str] = None, quiet: bool = False) -> None:
+    """Log to STDERR (unless ``quiet``) and, if given, append to ``log_file``."""
+    handlers = []  # type: list
+    if not quiet:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    if log_file is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers or [logging.NullHandler()], force=True,
+                        format="[%(asctime)s %(levelname)s %(name)s] %(message)s", datefmt="%Y-%m-%d:%H:%M:%S")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and MXNet's random generators."""
+    import mxnet as mx
+    random.seed(seed)
+    np.random.seed(seed)
+    mx.random.seed(seed)
+
+
+def read_lines(path: str) -> list:
+    """Read a UTF-8 text file into a list of lines without their line ends (``\\n`` or ``\\r\\n``).
+
+    :raises ImcapError: if the file does not exist or is not valid UTF-8.
+    """
+    check_condition(os.path.isfile(path), "%s: no such file" % path)
+    try:
+        with open(path, encoding="utf-8", newline=None) as f:
+            return [line.rstrip("\n").rstrip("\r") for line in f]
+    except UnicodeDecodeError as e:
+        raise ImcapError("%s: not valid UTF-8 (%s)" % (path, e))
+
+
+def run_main(run, args) -> None:
+    """Run a CLI's ``run_<tool>(args)``; an :class:`ImcapError` becomes a one-line message and exit 1."""
+    try:
+        run(args)
+    except ImcapError as e:
+        sys.stderr.write("Error: %s\n" % e)
+        sys.exit(1)

@@ -1,0 +1,28 @@
+"""imcap: image captioning as sequence-to-sequence translation on MXNet Gluon and GluonNLP."""
+import os
+import re
+
+from setuptools import find_packages, setup
+
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "imcap", "__init__.py"), encoding="utf-8") as f:
+    version = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+setup(
+    name="imcap",
+    version=version,
+    description="Sockeye-style image captioning on MXNet Gluon and GluonNLP",
+    packages=find_packages(include=["imcap", "imcap.*"]),
+    python_requires=">=3.8",
+    install_requires=[
+        "mxnet==1.9.1",        # the GPU build mxnet-cu112==1.9.1 may replace it (install it first)
+        "numpy==1.23.5",       # mxnet 1.9.1 uses np.bool, gone in numpy 1.24
+        "gluonnlp==0.10.0",    # built from source; scripts/install.sh handles its stale Cython file
+        "pillow",
+        "sacrebleu>=2.0",
+        "matplotlib",
+        "pyyaml",
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest"]},
+)

@@ -1,0 +1,136 @@
+"""Beam search pieces, and the whole search on a hand-built model whose best caption is known."""
+import itertools
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
+from imcap import constants as C
+from imcap.beam_search import BeamSearch, length_penalty, mask_finished, top_k
+from imcap.vocab import build_vocab
+
+WORDS = ["a", "b", "c"]
+
+
+def make_vocab():
+    vocab = build_vocab([WORDS])
+    assert [vocab[w] for w in (C.PAD_SYMBOL, C.UNK_SYMBOL, C.BOS_SYMBOL, C.EOS_SYMBOL)] == [0, 1, 2, 3]
+    return vocab
+
+
+class MarkovModel:
+    """A hand-built bigram model: p(next | previous) from a fixed table, the same for every image.
+
+    It has the interface of imcap.model.CaptionModel that search uses (encode, step) and one dynamic state
+    (a step counter), so that state reordering is exercised too."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.log_table = np.log(table)
+
+    def encode(self, features):
+        batch = features.shape[0]
+        return [features], [mx.nd.zeros((batch, 1))]
+
+    def step(self, prev_ids, static, dynamic):
+        log_probs = mx.nd.array(self.log_table[prev_ids.asnumpy().astype(int)])
+        attention = mx.nd.ones((prev_ids.shape[0], static[0].shape[1])) / static[0].shape[1]
+        return log_probs, attention, [dynamic[0] + 1]
+
+
+def table_with(rows):
+    """A (7, 7) transition table over <pad> <unk> <s> </s> a b c; unspecified rows are uniform."""
+    table = np.full((7, 7), 1e-9)
+    for prev, probs in rows.items():
+        for word, p in probs.items():
+            table[prev, word] = p
+    table /= table.sum(axis=1, keepdims=True)
+    return table
+
+
+def exhaustive_best(table, max_len, alpha=1.0, beta=0.0):
+    """Best word sequence by enumerating every sequence of at most max_len words (</s> included)."""
+    log = np.log(table)
+    best, best_score = None, -np.inf
+    for n in range(1, max_len + 1):
+        for words in itertools.product([4, 5, 6], repeat=n - 1):
+            seq = list(words) + [3]
+            prev, total = 2, 0.0
+            for w in seq:
+                total += log[prev, w]
+                prev = w
+            score = total / length_penalty(np.array([n]), alpha, beta)[0]
+            if score > best_score:
+                best, best_score = list(words), score
+    return best, best_score
+
+
+# <s> → a (0.6) or b (0.4); a → </s> (0.3) or c (0.7 but c is a dead end); b → </s> (0.9)
+GARDEN_PATH = table_with({2: {4: 0.6, 5: 0.4}, 4: {3: 0.3, 6: 0.35, 5: 0.35}, 5: {3: 0.9, 4: 0.1},
+                          6: {3: 0.2, 4: 0.4, 5: 0.4}})
+
+
+def test_length_penalty_gnmt():
+    assert length_penalty(np.array([1, 5]), 1.0, 0.0).tolist() == [1.0, 5.0]
+    assert length_penalty(np.array([5]), 0.0, 0.0).tolist() == [1.0]
+    assert np.allclose(length_penalty(np.array([4]), 0.6, 5.0), ((5 + 4) / 6.0) ** 0.6)
+
+
+def test_top_k_orders_best_first():
+    scores = np.array([[0.1, 0.9, 0.5, 0.7], [3.0, 2.0, 1.0, 0.0]])
+    values, indices = top_k(scores, 3)
+    assert indices.tolist() == [[1, 3, 2], [0, 1, 2]]
+    assert np.allclose(values, [[0.9, 0.7, 0.5], [3.0, 2.0, 1.0]])
+
+
+def test_mask_finished_keeps_score_with_pad_only():
+    log_probs = np.log(np.full((2, 5), 0.2))
+    masked = mask_finished(log_probs.copy(), np.array([True, False]), pad_id=0)
+    assert masked[0, 0] == 0.0 and (masked[0, 1:] < -1e29).all()
+    assert np.allclose(masked[1], np.log(0.2))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_beam_finds_exhaustive_best_where_greedy_fails(alpha):
+    vocab = make_vocab()
+    model = MarkovModel(GARDEN_PATH)
+    features = np.zeros((3, 4, 2), dtype=np.float32)  # 3 images of 4 regions
+    best, best_score = exhaustive_best(GARDEN_PATH, 6, alpha)
+    wide = BeamSearch([model], vocab, beam_size=6, max_output_length=6, length_penalty_alpha=alpha)
+    for hyps in wide.search(features):
+        assert hyps[0].ids == best
+        assert hyps[0].score == pytest.approx(best_score, abs=1e-6)  # float32 log-probs
+    greedy = BeamSearch([model], vocab, beam_size=1, max_output_length=6, length_penalty_alpha=alpha)
+    assert greedy.search(features)[0][0].ids[0] == 4  # greedy takes the likelier first word "a"
+    assert best == [5]  # ... but "b </s>" is the best caption
+
+
+def test_nbest_sorted_and_distinct_with_attention():
+    vocab = make_vocab()
+    search = BeamSearch([MarkovModel(GARDEN_PATH)], vocab, beam_size=4, max_output_length=5, nbest_size=3,
+                        keep_attention=True, length_penalty_alpha=0.0)
+    hyps = search.search(np.zeros((2, 4, 2), dtype=np.float32))[0]
+    assert len(hyps) == 3
+    assert [h.score for h in hyps] == sorted([h.score for h in hyps], reverse=True)
+    assert len({tuple(h.ids) for h in hyps}) == 3
+    for h in hyps:
+        assert h.attention.shape == (len(h.ids) + 1, 4)  # one row per word and </s>
+        assert np.allclose(h.attention.sum(axis=1), 1.0)
+
+
+def test_max_output_length_forces_end():
+    vocab = make_vocab()
+    loop = table_with({2: {4: 1.0}, 4: {4: 0.99, 3: 0.01}})  # "a a a ..." almost never ends
+    hyps = BeamSearch([MarkovModel(loop)], vocab, beam_size=2, max_output_length=4).search(np.zeros((1, 1, 1)))
+    assert hyps[0][0].ids == [4, 4, 4]
+
+
+def test_ensemble_averages_log_probabilities():
+    vocab = make_vocab()
+    # alone, model 1 prefers "a </s>" and model 2 "b </s>"; averaged log-probs prefer "c </s>"
+    m1 = table_with({2: {4: 0.6, 5: 0.01, 6: 0.39}, 4: {3: 1}, 5: {3: 1}, 6: {3: 1}})
+    m2 = table_with({2: {4: 0.01, 5: 0.6, 6: 0.39}, 4: {3: 1}, 5: {3: 1}, 6: {3: 1}})
+    features = np.zeros((1, 1, 1))
+    assert BeamSearch([MarkovModel(m1)], vocab, 3, 3).search(features)[0][0].ids == [4]
+    assert BeamSearch([MarkovModel(m2)], vocab, 3, 3).search(features)[0][0].ids == [5]
+    assert BeamSearch([MarkovModel(m1), MarkovModel(m2)], vocab, 3, 3).search(features)[0][0].ids == [6]
