@@ -106,6 +106,8 @@ class BucketBatcher:
         self.seed = seed
         self.shuffle = shuffle
         self.keys = self.sampler._bucket_keys
+        # The sampler shuffles its lists in place; keep the initial order so that every epoch starts from it.
+        self._initial = (list(self.sampler._batch_infos), [list(ids) for ids in self.sampler._bucket_sample_ids])
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -113,6 +115,8 @@ class BucketBatcher:
     def epoch_batches(self, epoch: int) -> List[List[int]]:
         """The batches (lists of pair indices) of ``epoch``, the same every time for the same seed and epoch."""
         state = np.random.get_state()
+        self.sampler._batch_infos = list(self._initial[0])
+        self.sampler._bucket_sample_ids = [list(ids) for ids in self._initial[1]]
         np.random.seed((self.seed * 1000003 + epoch) % (2 ** 32))
         try:
             return [list(b) for b in self.sampler]

@@ -98,11 +98,11 @@ class CaptionModel(Block):
                 if config.embed_dropout > 0:
                     self.embedding.add(nn.Dropout(config.embed_dropout))
             self.decoder = get_decoder(decoder_config, prefix="decoder_")
+            # Given the embedding's params, the Dense looks its weight up under the embedding's prefix: the same
+            # Parameter (Gluon refuses a later reassignment of the attribute).
             params = self.embedding[0].params if config.weight_tying else None
             self.output_layer = nn.Dense(config.vocab_size, flatten=False, in_units=decoder_config.output_num_hidden,
                                          prefix="output_", params=params)
-            if config.weight_tying:
-                self.output_layer.weight = self.embedding[0].weight
         self._encode = _Encode(self, prefix="")
         self._step = _Step(self, prefix="")
 

@@ -129,7 +129,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--max-updates", type=int, default=None, help="Stop after this many updates.")
     train.add_argument("--max-num-epochs", type=int, default=None, help="Stop after this many epochs.")
     train.add_argument("--max-seconds", type=int, default=None,
-                       help="Stop at the first checkpoint after this much training time (seconds, over resumes).")
+                       help="Stop (with a last checkpoint) once training and validation have taken this long "
+                            "(seconds of wall-clock time, summed over resumes).")
     train.add_argument("--decode-and-evaluate", type=int, default=0,
                        help="At each checkpoint, caption this many validation images and compute BLEU "
                             "(-1: all; 0: none).")
@@ -285,6 +286,10 @@ class Trainer:
             check_condition(not differing, "%s holds a training with other settings (%s); use --overwrite-output "
                             "or another --output" % (self.dir, ", ".join(
                                 "%s: %s → %s" % (k, previous.get(k), now[k]) for k in differing)))
+            for folder in (self.dir, self.state_dir):  # temporary files of atomic writes cut short by a kill
+                for name in os.listdir(folder):
+                    if name.startswith(".") and name.endswith(".tmp"):
+                        os.remove(os.path.join(folder, name))
         else:
             check_condition(not os.path.isdir(self.dir) or not os.listdir(self.dir),
                             "%s exists and holds no training state to resume; use --overwrite-output" % self.dir)
@@ -318,7 +323,9 @@ class Trainer:
         logger.info("training: %d pairs in %d batches per epoch (buckets %s); validation: %d pairs",
                     len(self.train_data), len(self.batcher), self.batcher.keys, len(self.val_data))
         self.val_references = [read_lines(p) for p in args.validation_target]
-        self.manifest = read_manifest(os.path.dirname(os.path.abspath(args.source)))
+        # cache.json sits at the root the feature paths are relative to
+        self.manifest = read_manifest(args.source_root if args.source_root is not None
+                                      else os.path.dirname(os.path.abspath(args.source)))
         self.val_store = val_store
 
     def _build_model(self) -> None:
@@ -463,12 +470,16 @@ class Trainer:
         with autograd.record():
             losses, nlls = [], []
             for c, part in zip(ctx, splits):
+                # A batch smaller than the number of devices leaves some without rows: they run one row with
+                # weight 0, so that every device has a fresh (zero) gradient for the kvstore to sum.
+                weight = 1.0 if part.stop > part.start else 0.0
+                part = part if weight else slice(0, 1)
                 logits, attention = self.model(mx.nd.array(batch.features[part], ctx=c),
                                                mx.nd.array(batch.target_in[part], ctx=c))
                 loss, nll = sequence_loss(logits, attention, mx.nd.array(batch.target_out[part], ctx=c),
                                           args.label_smoothing, args.doubly_stochastic_attention_weight)
-                losses.append(loss / total_tokens)
-                nlls.append(nll)
+                losses.append(loss * (weight / total_tokens))
+                nlls.append(nll * weight)
         autograd.backward(losses)
         if args.gradient_clipping_type == "norm":
             grads = [p.grad(c) for p in self.params.values() if p.grad_req != "null" for c in ctx]
@@ -515,7 +526,8 @@ class Trainer:
                 state.updates += 1
                 state.batch_in_epoch += 1
                 state.samples += len(batch)
-                if state.updates % args.checkpoint_interval == 0 or \
+                out_of_time = args.max_seconds is not None and state.elapsed + time.time() - start >= args.max_seconds
+                if state.updates % args.checkpoint_interval == 0 or out_of_time or \
                         (args.max_updates is not None and state.updates >= args.max_updates):
                     self.checkpoint(start)
                     start = time.time()

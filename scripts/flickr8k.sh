@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The whole imcap pipeline on Flickr8k from ../shared: prepare → extract → train → caption → evaluate → visualize.
+# The whole imcap pipeline on Flickr8k from ../shared:
+#   prepare → extract → train → average checkpoints → choose decoding settings on val → caption test → evaluate
+#   → visualize.
 #
-#   scripts/flickr8k.sh quick   # a subset (1000 training images, 3 minutes of training): a few minutes in all
-#   scripts/flickr8k.sh full    # all 8091 images, 60 minutes of training, test BLEU at the end
+#   scripts/flickr8k.sh quick   # 1000 training images, 3 minutes of training, 200 val/test images: ~6 minutes
+#   scripts/flickr8k.sh full    # all 8091 images, 60 minutes of training (the recipe of docs/benchmarks.md)
 #
-# Environment: PYTHON (default .venv/bin/python), IMCAP_SHARED (default ../shared), RUNS (default runs).
+# Environment: PYTHON (default .venv/bin/python), IMCAP_SHARED (default ../shared), RUNS (default runs),
+# ENCODER (default efficientnet_lite0), TRAIN_ARGS (extra options for imcap.train).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${1:-quick}
@@ -14,47 +17,61 @@ RUNS=${RUNS:-runs}
 ENCODER=${ENCODER:-efficientnet_lite0}
 FEATURES=$RUNS/features-$ENCODER
 case "$PROFILE" in
-  quick) OUT=$RUNS/flickr8k-quick; PREP_ARGS="--max-images-per-split 1000"
-         TRAIN_ARGS="--max-seconds 180 --checkpoint-interval 100 --batch-size 64 --decode-and-evaluate 200"
-         EVAL_SPLIT_LIMIT=200 ;;
-  full)  OUT=$RUNS/flickr8k-full; PREP_ARGS=""
-         TRAIN_ARGS="--max-seconds 3600 --checkpoint-interval 500 --batch-size 128 --decode-and-evaluate 500"
-         EVAL_SPLIT_LIMIT=0 ;;
+  quick) OUT=$RUNS/flickr8k-quick; PREP="--max-images-per-split 1000"; EVAL_LIMIT=200
+         TRAIN="--max-seconds 180 --checkpoint-interval 100 --batch-size 64 --decode-and-evaluate 200"
+         SELECT="--beam-sizes 3 --alphas 1.0" ;;
+  full)  OUT=$RUNS/flickr8k-full; PREP=""; EVAL_LIMIT=0
+         TRAIN="--max-seconds 3540 --checkpoint-interval 500 --batch-size 128 --decode-and-evaluate 500"
+         SELECT="--beam-sizes 1 3 5 --alphas 0.0 0.5 1.0" ;;
   *) echo "usage: $0 quick|full" >&2; exit 2 ;;
 esac
 DATA=$OUT/data
+MODEL=$OUT/model
 mkdir -p "$OUT"
-step() { echo; echo "== $*"; }
+step() { echo; echo "== $(date +%H:%M:%S) $*"; }
 
 step "prepare: Flickr8k captions → $DATA"
-$PY -m imcap.prepare_data --captions "$SHARED/data/flickr8k/captions.tsv" --output "$DATA" $PREP_ARGS
-if [ "$EVAL_SPLIT_LIMIT" -gt 0 ]; then   # the quick profile validates and scores on a part of val and test
-  for f in "$DATA"/{val,test}.images "$DATA"/{val,test}.captions.?; do head -n "$EVAL_SPLIT_LIMIT" "$f" > "$f.tmp"; mv "$f.tmp" "$f"; done
+$PY -m imcap.prepare_data --captions "$SHARED/data/flickr8k/captions.tsv" --output "$DATA" $PREP --quiet
+if [ "$EVAL_LIMIT" -gt 0 ]; then   # the quick profile validates and scores on a part of val and test
+  for f in "$DATA"/{val,test}.images "$DATA"/{val,test}.captions.?; do
+    head -n "$EVAL_LIMIT" "$f" > "$f.tmp" && mv "$f.tmp" "$f"
+  done
 fi
 
-step "extract: $ENCODER features → $FEATURES (cached images are skipped)"
+step "extract: $ENCODER features → $FEATURES (images already cached are skipped)"
 $PY -m imcap.extract_features --image-encoder "$ENCODER" --image-root "$SHARED/data/flickr8k/images" \
-    --input "$DATA"/train.images "$DATA"/val.images "$DATA"/test.images --output-root "$FEATURES" \
-    --output "$DATA"/train.features "$DATA"/val.features "$DATA"/test.features --quiet
+    --input "$DATA"/{train,val,test}.images --output-root "$FEATURES" \
+    --output "$DATA"/{train,val,test}.features 2>&1 | grep -E "images/s|cached|Error|error" || true
 
-step "train → $OUT/model"
+step "train → $MODEL (progress: $MODEL/log)"
 $PY -m imcap.train --source "$DATA"/train.features --target "$DATA"/train.captions \
     --validation-source "$DATA"/val.features --validation-target "$DATA"/val.captions.{0,1,2,3,4} \
-    --source-root "$FEATURES" --output "$OUT"/model $TRAIN_ARGS --quiet
+    --source-root "$FEATURES" --output "$MODEL" $TRAIN ${TRAIN_ARGS:-} --quiet
+tail -n 3 "$MODEL"/metrics | cut -f1-7
 
-step "caption the test images → $OUT/test.hyp"
-$PY -m imcap.captioner --models "$OUT"/model --source-root "$FEATURES" --beam-size 5 \
+step "average the 4 best checkpoints → $MODEL/params.avg"
+$PY -m imcap.average "$MODEL" -n 4 --quiet
+
+step "choose checkpoint, beam size and length penalty on the validation split"
+$PY scripts/select_decoding.py --model "$MODEL" --source "$DATA"/val.features --source-root "$FEATURES" \
+    --references "$DATA"/val.captions.{0,1,2,3,4} --checkpoints params.best params.avg $SELECT \
+    --output "$OUT"/decode.options
+DECODE=$(cat "$OUT"/decode.options)
+
+step "caption the test images once, with $DECODE → $OUT/test.hyp"
+$PY -m imcap.captioner --models "$MODEL" --source-root "$FEATURES" $DECODE \
     --input "$DATA"/test.features --output "$OUT"/test.hyp
 
-step "evaluate (sacrebleu, all references)"
-$PY -m imcap.evaluate --hypotheses "$OUT"/test.hyp --references "$DATA"/test.captions.{0,1,2,3,4} | tee "$OUT"/test.scores
+step "evaluate on test (sacrebleu, 5 references)"
+$PY -m imcap.evaluate --hypotheses "$OUT"/test.hyp --references "$DATA"/test.captions.{0,1,2,3,4} \
+  | tee "$OUT"/test.scores
 
 step "visualize → $OUT/test-captions.png, $OUT/training-curves.png"
 $PY -m imcap.visualize captions --images "$DATA"/test.images --image-root "$SHARED/data/flickr8k/images" \
     --hypotheses "$OUT"/test.hyp --references "$DATA"/test.captions.{0,1,2,3,4} --num-images 8 \
     --output "$OUT"/test-captions.png --quiet
-$PY -m imcap.visualize curves --model "$OUT"/model --output "$OUT"/training-curves.png --quiet
+$PY -m imcap.visualize curves --model "$MODEL" --output "$OUT"/training-curves.png --quiet
 
-step "a few test captions (prediction | first reference)"
-paste -d'|' <(head -n 5 "$DATA"/test.images) <(head -n 5 "$OUT"/test.hyp) <(head -n 5 "$DATA"/test.captions.0) \
-  | sed 's/|/  |  /g'
+step "a few test captions (image: prediction | first reference)"
+paste -d'\t' <(head -n 5 "$DATA"/test.images) <(head -n 5 "$OUT"/test.hyp) <(head -n 5 "$DATA"/test.captions.0) \
+  | awk -F'\t' '{printf "%s: %s | %s\n", $1, $2, $3}'

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Quality benchmark: the full Flickr8k recipe (scripts/flickr8k.sh full: features from the cache, 60 minutes of
+# training, checkpoint/beam/length-penalty chosen on val, the test split scored once), then one figure per line
+# and a row appended to docs/benchmarks.md.
+#
+#   bench/flickr8k_quality.sh            # ~75 minutes on 2 CPU cores; run it alone on the machine
+#
+# Environment: as scripts/flickr8k.sh (PYTHON, IMCAP_SHARED, RUNS, ENCODER, TRAIN_ARGS).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+RUNS=${RUNS:-runs}
+OUT=$RUNS/flickr8k-full
+mkdir -p "$OUT"
+start=$(date +%s)
+scripts/flickr8k.sh full 2>&1 | tee "$OUT"/bench.log
+total=$(( $(date +%s) - start ))
+$PY bench/report_quality.py --run "$OUT" --log "$OUT"/bench.log --total-seconds "$total" \
+    --command "bench/flickr8k_quality.sh${TRAIN_ARGS:+ (TRAIN_ARGS=$TRAIN_ARGS)}" --benchmarks docs/benchmarks.md

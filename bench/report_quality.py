@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Read a finished full Flickr8k run (scripts/flickr8k.sh full) and report it: one figure per line on STDOUT and
+a row appended to docs/benchmarks.md (with the command, the machine and the date)."""
+import argparse
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from imcap.evaluate import bleu_scores  # noqa: E402
+from imcap.train import read_metrics  # noqa: E402
+from imcap.utils import read_lines  # noqa: E402
+from benchlib import append_row  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--total-seconds", type=float, required=True)
+    parser.add_argument("--command", required=True)
+    parser.add_argument("--benchmarks", required=True)
+    args = parser.parse_args()
+    run, data = args.run, os.path.join(args.run, "data")
+    log = open(args.log, encoding="utf-8").read()
+    metrics = read_metrics(os.path.join(run, "model", "metrics"))
+    last = metrics[-1]
+    config = open(os.path.join(run, "model", "config.yaml"), encoding="utf-8").read()
+    decode = open(os.path.join(run, "decode.options"), encoding="utf-8").read().strip()
+    val_line = re.findall(r"best on validation: BLEU-4 ([0-9.]+)", log)
+    captioning = re.findall(r"Captioned (\d+) lines \((\d+) failed\) in ([0-9.]+) s, ([0-9.]+) lines/s", log)
+    test_hyp = read_lines(os.path.join(run, "test.hyp"))
+    test = bleu_scores(test_hyp, [read_lines(os.path.join(data, "test.captions.%d" % i)) for i in range(5)])
+    figures = {
+        "training minutes": last["time-elapsed"] / 60.0,
+        "updates": last["updates"],
+        "epochs": last["epoch"],
+        "training samples/s": last["samples-per-second"],
+        "val BLEU-4 (chosen setting)": float(val_line[-1]) if val_line else float("nan"),
+        "captioning images/s (test, chosen setting)": float(captioning[-1][3]) if captioning else float("nan"),
+        "pipeline minutes": args.total_seconds / 60.0,
+    }
+    figures.update({"test BLEU-%d" % n: test["bleu%d" % n] for n in range(1, 5)})
+    for name, value in figures.items():
+        print("%s: %s" % (name, "%.2f" % value if isinstance(value, float) else value))
+    decoder = re.search(r"decoder:\n((?:  .*\n)+)", config)
+    configuration = "; ".join(l.strip() for l in decoder.group(1).splitlines()) if decoder else "see config.yaml"
+    append_row(args.benchmarks, "Flickr8k quality (bench/flickr8k_quality.sh)",
+               ["configuration", "decoding (chosen on val)", "train min", "updates", "samples/s", "val BLEU-4",
+                "test BLEU-1/2/3/4"], args.command,
+               [configuration, "`%s`" % decode, "%.1f" % figures["training minutes"], str(figures["updates"]),
+                "%.0f" % figures["training samples/s"], "%.2f" % figures["val BLEU-4 (chosen setting)"],
+                " / ".join("%.1f" % test["bleu%d" % n] for n in range(1, 5))])
+
+
+if __name__ == "__main__":
+    main()

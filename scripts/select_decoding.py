@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Choose the params file, beam size and length penalty of a model on the VALIDATION split (never on test).
+
+    python scripts/select_decoding.py --model DIR --source val.features --references val.captions.{0..4} \
+        [--source-root CACHE] [--checkpoints params.best params.avg] [--beam-sizes 1 3 5] [--alphas 0 0.5 1]
+
+Prints one line per setting (val BLEU-4) and, last, the captioner options of the best one; with --output it
+also writes those options to a file, for ``python -m imcap.captioner $(cat FILE)``.
+"""
+import argparse
+import itertools
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import imcap  # noqa: E402,F401  (sets OMP_NUM_THREADS before mxnet is imported)
+import numpy as np  # noqa: E402
+
+from imcap.beam_search import BeamSearch  # noqa: E402
+from imcap.evaluate import bleu_scores  # noqa: E402
+from imcap.features import FeatureStore  # noqa: E402
+from imcap.model import load_model  # noqa: E402
+from imcap.utils import read_lines  # noqa: E402
+from imcap.vocab import ids_to_tokens  # noqa: E402
+
+
+def decode(model, vocab, features: np.ndarray, beam: int, alpha: float, batch_size: int = 32):
+    search = BeamSearch([model], vocab, beam_size=beam, length_penalty_alpha=alpha, max_output_length=30)
+    out = []
+    for start in range(0, len(features), batch_size):
+        for hyps in search.search(features[start:start + batch_size].astype(np.float32)):
+            out.append(" ".join(ids_to_tokens(vocab, hyps[0].ids)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--source", required=True, help="Validation .features list (one line per image).")
+    parser.add_argument("--source-root", default=None)
+    parser.add_argument("--references", required=True, nargs="+")
+    parser.add_argument("--checkpoints", nargs="+", default=["params.best"])
+    parser.add_argument("--beam-sizes", type=int, nargs="+", default=[1, 3, 5])
+    parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    parser.add_argument("--output", default=None, help="File for the chosen captioner options.")
+    args = parser.parse_args()
+    store = FeatureStore(args.source, args.source_root)
+    features = store.features[np.maximum(store.index, 0)]
+    references = [read_lines(p) for p in args.references]
+    best = None
+    for checkpoint in args.checkpoints:
+        if not os.path.isfile(os.path.join(args.model, checkpoint)):
+            print("%s: missing, skipped" % checkpoint)
+            continue
+        model, vocab = load_model(args.model, checkpoint)
+        for beam, alpha in itertools.product(args.beam_sizes, args.alphas):
+            if beam == 1 and alpha != args.alphas[0]:
+                continue  # the length penalty cannot change a greedy search
+            start = time.time()
+            bleu = bleu_scores(decode(model, vocab, features, beam, alpha), references)["bleu4"]
+            print("%s beam %d alpha %.1f: val BLEU-4 %.2f (%.0f s)" % (checkpoint, beam, alpha, bleu,
+                                                                      time.time() - start), flush=True)
+            if best is None or bleu > best[0]:
+                best = (bleu, checkpoint, beam, alpha)
+    options = "--checkpoints %s --beam-size %d --length-penalty-alpha %.1f" % best[1:]
+    print("best on validation: BLEU-4 %.2f with %s" % (best[0], options))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(options + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""A real short training on real data learns: the whole pipeline (prepare_data → extract_features with the real
+EfficientNet-Lite0 → train → captioner) on 300 Flickr8k training images (1500 captions) and 50 validation images.
+
+About a minute of CPU for training (measured: ~50 s CPU, 320 updates of a 1.6M-parameter model), plus ~10 s for
+the features of 350 images.
+"""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test.common import FLICKR8K, IMAGES, requires_shared
+
+pytestmark = [pytest.mark.slow, requires_shared]
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NUM_TRAIN, NUM_VAL, NUM_REFERENCES = 300, 50, 5
+CHECKPOINT_INTERVAL, MAX_UPDATES = 40, 320
+MODEL = ["--rnn-num-hidden", "256", "--rnn-attention-num-hidden", "256", "--image-encoder-num-hidden", "256",
+         "--num-embed", "128", "--output-num-hidden", "128", "--batch-size", "32", "--word-min-count", "3"]
+
+
+def run(module, *args, timeout=900):
+    """``python -m imcap.MODULE ARGS`` from the repository root; fails the test (showing STDERR) on a non-zero exit."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "imcap." + module] + [str(a) for a in args], cwd=REPO, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    assert proc.returncode == 0, "imcap.%s exited with %d; STDERR:\n%s" % (
+        module, proc.returncode, proc.stderr.decode("utf-8", "replace")[-5000:])
+    proc.seconds = time.time() - start
+    return proc
+
+
+def head(path, n, out):
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f.read().splitlines() if line.strip()][:n]
+    assert len(lines) == n
+    with open(out, "w", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in lines))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Prepare, extract, train and caption once; return the paths and timings."""
+    root = tmp_path_factory.mktemp("learns")
+    data, cache, model = root / "data", root / "cache", root / "model"
+    train_split = head(os.path.join(FLICKR8K, "train.txt"), NUM_TRAIN, root / "train.txt")
+    val_split = head(os.path.join(FLICKR8K, "val.txt"), NUM_VAL, root / "val.txt")
+    seconds = {}
+    seconds["prepare"] = run("prepare_data", "--captions", os.path.join(FLICKR8K, "captions.tsv"),
+                             "--splits", "train=%s" % train_split, "val=%s" % val_split, "--output", data,
+                             "--quiet").seconds
+    seconds["extract"] = run("extract_features", "--input", data / "train.images", data / "val.images",
+                             "--image-root", IMAGES, "--image-encoder", "efficientnet_lite0",
+                             "--output-root", cache, "--quiet").seconds
+    references = [data / ("val.captions.%d" % k) for k in range(NUM_REFERENCES)]
+    seconds["train"] = run("train", "--source", cache / "train.features", "--target", data / "train.captions",
+                           "--validation-source", cache / "val.features", "--validation-target", *references,
+                           "--output", model, *MODEL, "--checkpoint-interval", CHECKPOINT_INTERVAL,
+                           "--max-updates", MAX_UPDATES, "--decode-and-evaluate", NUM_VAL, "--quiet").seconds
+    captions = root / "val.hyp"
+    proc = run("captioner", "--models", model, "--input", cache / "val.features", "--source-root", cache,
+               "--output", captions, "--quiet")
+    seconds["caption"] = proc.seconds
+    print("seconds: %s" % seconds)
+    return {"root": root, "data": data, "cache": cache, "model": model, "captions": captions,
+            "captioner_stderr": proc.stderr.decode("utf-8", "replace"), "seconds": seconds}
+
+
+def test_data_was_prepared(trained):
+    data, cache = trained["data"], trained["cache"]
+    assert len((data / "train.captions").read_text(encoding="utf-8").splitlines()) == NUM_TRAIN * NUM_REFERENCES
+    assert len((cache / "train.features").read_text(encoding="utf-8").splitlines()) == NUM_TRAIN * NUM_REFERENCES
+    assert len((cache / "val.features").read_text(encoding="utf-8").splitlines()) == NUM_VAL
+    assert len([n for n in os.listdir(cache) if n.endswith(".npy")]) == NUM_TRAIN + NUM_VAL  # each image once
+
+
+def test_training_learns(trained):
+    from imcap.train import read_metrics
+    from imcap.vocab import load_vocab
+    model = trained["model"]
+    metrics = read_metrics(str(model / "metrics"))
+    assert [m["checkpoint"] for m in metrics] == list(range(1, MAX_UPDATES // CHECKPOINT_INTERVAL + 1))
+    assert metrics[-1]["updates"] == MAX_UPDATES
+    first, last = metrics[0], metrics[-1]
+    vocab_size = len(load_vocab(str(model / "vocab.trg.json")))
+    assert vocab_size > 200  # word-min-count 3 over 1500 captions: several hundred types
+    report = "\n".join("%d: ppl train %.1f val %.1f, bleu %.2f" % (m["checkpoint"], m["perplexity-train"],
+                                                                   m["perplexity-val"], m["bleu-val"]) for m in metrics)
+    # validation perplexity fell a lot, and far below a uniform model's (= the vocabulary size)
+    assert last["perplexity-val"] < 0.6 * first["perplexity-val"], report
+    assert last["perplexity-val"] < vocab_size / 10, report
+    assert last["perplexity-train"] < 0.6 * first["perplexity-train"], report
+    assert last["bleu-val"] > 0 and last["bleu-val"] > first["bleu-val"], report
+    for name in ("params.best", "config.yaml", "params.%05d" % len(metrics)):
+        assert (model / name).is_file()
+
+
+def test_captions_are_sensible(trained):
+    captions = trained["captions"].read_text(encoding="utf-8").splitlines()
+    assert len(captions) == NUM_VAL
+    assert "(0 failed)" in trained["captioner_stderr"]
+    good = [c for c in captions if c.split()[:1] == ["a"] and 4 <= len(c.split()) <= 20]
+    assert len(good) >= 0.8 * NUM_VAL, "\n".join(captions)
+    assert len(set(captions)) >= 5, "\n".join(captions)  # a degenerate model writes one caption for every image

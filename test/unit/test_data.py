@@ -1,0 +1,264 @@
+"""Training data: FeatureStore on a tiny cache, ParallelData pairs, BucketBatcher batches."""
+import logging
+import os
+
+import numpy as np
+import pytest
+
+import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
+from imcap import constants as C
+from imcap.data import BucketBatcher, ParallelData
+from imcap.features import FeatureStore
+from imcap.utils import ImcapError
+from imcap.vocab import build_vocab
+
+REGIONS, DIM = 3, 4
+NUM_IMAGES = 12
+MISSING_LINE = 5  # 0-based line of the features list that names a missing file
+
+
+def caption_of(i):
+    """Caption of pair i: a word naming the pair, then 0..8 filler words (lengths 2..10 with </s>)."""
+    return ["w%d" % i] + ["x"] * (i % 9)
+
+
+def write_lines(path, lines):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+def write_cache(root, num_images=NUM_IMAGES, missing=(MISSING_LINE,)):
+    """``num_images`` feature files whose values are the image number; the list names them in order, except the
+    lines in ``missing``, which name a file that does not exist."""
+    os.makedirs(os.path.join(root, "img"), exist_ok=True)
+    lines = []
+    for i in range(num_images):
+        rel = "img/%02d.jpg.npy" % i
+        if i in missing:
+            lines.append("img/missing%02d.jpg.npy" % i)
+            continue
+        np.save(os.path.join(root, rel), np.full((REGIONS, DIM), i, dtype=np.float16))
+        lines.append(rel)
+    return write_lines(os.path.join(root, "train.features"), lines)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """(store, captions path, vocab) of NUM_IMAGES pairs, one of them unreadable."""
+    list_path = write_cache(str(tmp_path))
+    captions = [" ".join(caption_of(i)) for i in range(NUM_IMAGES)]
+    caption_path = write_lines(tmp_path / "train.captions", captions)
+    vocab = build_vocab([c.split() for c in captions])
+    return FeatureStore(list_path), caption_path, vocab
+
+
+def pair_number(vocab, target_in_row):
+    """The i of the ``w<i>`` word right after <s>."""
+    return int(vocab.idx_to_token[int(target_in_row[1])][1:])
+
+
+# --- FeatureStore ---------------------------------------------------------------------------------------------
+
+def test_store_skips_unreadable_line_with_warning(tmp_path, caplog):
+    list_path = write_cache(str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        store = FeatureStore(list_path)
+    assert len(store) == NUM_IMAGES
+    assert store.index[MISSING_LINE] == -1
+    assert (np.delete(store.index, MISSING_LINE) >= 0).all()
+    assert store.features.shape == (NUM_IMAGES - 1, REGIONS, DIM)
+    assert store.shape == (REGIONS, DIM)
+    assert store.features.dtype == np.float16
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(":%d:" % (MISSING_LINE + 1) in w and "missing%02d" % MISSING_LINE in w for w in warnings), warnings
+    for line, row in enumerate(store.index):  # each line's row holds that image's features
+        if row >= 0:
+            assert (store.features[row] == line).all()
+
+
+def test_store_reads_each_unique_file_once(tmp_path, monkeypatch):
+    write_cache(str(tmp_path), num_images=3, missing=())
+    lines = ["img/00.jpg.npy", "img/01.jpg.npy", "img/00.jpg.npy", "img/02.jpg.npy", "img/01.jpg.npy",
+             "img/00.jpg.npy"]
+    list_path = write_lines(tmp_path / "five.features", lines)
+    loads = []
+    real_load = np.load
+
+    def counting_load(path, *args, **kwargs):
+        loads.append(path)
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(np, "load", counting_load)
+    store = FeatureStore(list_path, dtype="float32")
+    assert store.features.shape == (3, REGIONS, DIM)
+    assert store.features.dtype == np.float32
+    assert len(loads) == 3 and len(set(loads)) == 3
+    assert store.index.tolist() == [0, 1, 0, 2, 1, 0]
+    assert len(store) == 6
+
+
+def test_store_source_root(tmp_path):
+    write_cache(str(tmp_path / "cache"), num_images=2, missing=())
+    list_path = write_lines(tmp_path / "elsewhere.features", ["img/01.jpg.npy"])
+    store = FeatureStore(list_path, source_root=str(tmp_path / "cache"))
+    assert store.index.tolist() == [0] and (store.features[0] == 1).all()
+
+
+def test_store_with_no_readable_file_raises(tmp_path):
+    list_path = write_lines(tmp_path / "bad.features", ["nope.npy", "also-nope.npy"])
+    with pytest.raises(ImcapError, match="bad.features"):
+        FeatureStore(list_path)
+
+
+# --- ParallelData -----------------------------------------------------------------------------------------------
+
+def test_pairs_skip_unreadable_features(corpus, caplog):
+    store, caption_path, vocab = corpus
+    with caplog.at_level(logging.WARNING):
+        data = ParallelData(store, [caption_path], vocab, max_seq_len=40)
+    assert len(data) == NUM_IMAGES - 1
+    assert any("skipped" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    numbers = [int(vocab.idx_to_token[int(c[0])][1:]) for c in data.captions]
+    assert numbers == [i for i in range(NUM_IMAGES) if i != MISSING_LINE]
+    assert data.lengths.tolist() == [len(caption_of(i)) + 1 for i in numbers]
+
+
+def test_make_batch_targets_and_features(corpus):
+    store, caption_path, vocab = corpus
+    data = ParallelData(store, [caption_path], vocab, max_seq_len=40)
+    indices = [0, 3, 7]
+    batch = data.make_batch(indices)
+    length = int(data.lengths[indices].max())
+    assert batch.target_in.shape == batch.target_out.shape == (3, length)
+    assert batch.target_in.dtype == batch.target_out.dtype == np.int32
+    assert batch.features.shape == (3, REGIONS, DIM) and batch.features.dtype == np.float32
+    assert len(batch) == 3
+    eos, bos = vocab[C.EOS_SYMBOL], vocab[C.BOS_SYMBOL]
+    for row, index in enumerate(indices):
+        caption = data.captions[index].tolist()
+        n = len(caption)
+        assert batch.target_in[row, 0] == bos
+        assert batch.target_in[row, 1:n + 1].tolist() == caption
+        assert (batch.target_in[row, n + 1:] == 0).all()
+        assert batch.target_out[row, :n].tolist() == caption
+        assert batch.target_out[row, n] == eos
+        assert (batch.target_out[row, n + 1:] == 0).all()
+        assert (batch.features[row] == pair_number(vocab, batch.target_in[row])).all()
+    assert batch.num_tokens == sum(int(data.lengths[i]) for i in indices)  # words + </s>, no padding
+    wider = data.make_batch(indices, length + 4)
+    assert wider.target_in.shape[1] == length + 4
+    assert wider.num_tokens == batch.num_tokens
+    assert (wider.target_out[:, length:] == 0).all()
+
+
+def test_long_captions_are_cut(tmp_path):
+    list_path = write_cache(str(tmp_path), num_images=2, missing=())
+    long_caption = ["w%d" % i for i in range(12)]
+    caption_path = write_lines(tmp_path / "c", [" ".join(long_caption), "a b"])
+    vocab = build_vocab([long_caption, ["a", "b"]])
+    data = ParallelData(FeatureStore(list_path), [caption_path], vocab, max_seq_len=6)
+    assert data.lengths.tolist() == [6, 3]
+    assert [vocab.idx_to_token[i] for i in data.captions[0]] == long_caption[:5]
+    batch = data.make_batch([0, 1])
+    assert batch.target_in.shape == (2, 6)
+    assert batch.target_out[0, 5] == vocab[C.EOS_SYMBOL]
+
+
+def test_caption_line_count_mismatch_names_the_file(corpus, tmp_path):
+    store, _, vocab = corpus
+    short = write_lines(tmp_path / "short.captions", ["a b"] * (NUM_IMAGES - 2))
+    with pytest.raises(ImcapError, match="short.captions"):
+        ParallelData(store, [short], vocab, max_seq_len=40)
+
+
+def test_several_reference_files_pair_with_the_same_images(corpus, tmp_path):
+    store, caption_path, vocab = corpus
+    second = write_lines(tmp_path / "second.captions", ["a"] * NUM_IMAGES)
+    data = ParallelData(store, [caption_path, second], vocab, max_seq_len=40)
+    assert len(data) == 2 * (NUM_IMAGES - 1)
+    assert data.rows[:NUM_IMAGES - 1].tolist() == data.rows[NUM_IMAGES - 1:].tolist()
+
+
+# --- BucketBatcher ----------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def batcher(corpus):
+    store, caption_path, vocab = corpus
+    data = ParallelData(store, [caption_path], vocab, max_seq_len=40)
+    return BucketBatcher(data, batch_size=2, bucket_width=3, seed=7), vocab
+
+
+def test_batches_pad_to_their_bucket_key(batcher):
+    batcher, vocab = batcher
+    assert batcher.keys == batcher.sampler._bucket_keys
+    assert batcher.keys == sorted(batcher.keys) and len(batcher.keys) > 1
+    assert batcher.keys[-1] >= int(batcher.data.lengths.max())
+    for batch in batcher.iter_epoch(0):
+        length = batch.target_in.shape[1]
+        assert length in batcher.keys
+        numbers = [pair_number(vocab, row) for row in batch.target_in]
+        lengths = [len(caption_of(i)) + 1 for i in numbers]
+        assert all(n <= length for n in lengths)
+        # every caption of the batch belongs to this bucket: longer than the next smaller key
+        smaller = [k for k in batcher.keys if k < length]
+        if smaller:
+            assert all(n > smaller[-1] for n in lengths)
+
+
+def test_every_pair_once_per_epoch(batcher):
+    batcher, vocab = batcher
+    n = len(batcher.data)
+    for epoch in range(3):
+        indices = [i for b in batcher.epoch_batches(epoch) for i in b]
+        assert sorted(indices) == list(range(n))
+        numbers = [pair_number(vocab, row) for batch in batcher.iter_epoch(epoch) for row in batch.target_in]
+        assert sorted(numbers) == [i for i in range(NUM_IMAGES) if i != MISSING_LINE]
+    assert len(batcher) == len(batcher.epoch_batches(0))
+
+
+def test_same_seed_and_epoch_same_batches(batcher, corpus):
+    batcher, _ = batcher
+    np.random.seed(1)
+    first = batcher.epoch_batches(4)
+    np.random.seed(2)  # the global random state does not matter ...
+    assert batcher.epoch_batches(4) == first
+    store, caption_path, vocab = corpus  # ... nor does the instance
+    other = BucketBatcher(ParallelData(store, [caption_path], vocab, 40), batch_size=2, bucket_width=3, seed=7)
+    assert other.epoch_batches(4) == first
+    assert [b.target_in.tolist() for b in other.iter_epoch(4)] == [b.target_in.tolist()
+                                                                     for b in batcher.iter_epoch(4)]
+    assert batcher.epoch_batches(5) != first
+    seeded = BucketBatcher(batcher.data, batch_size=2, bucket_width=3, seed=8)
+    assert seeded.epoch_batches(4) != first
+
+
+def test_epoch_order_does_not_depend_on_earlier_epochs(batcher):
+    """A resumed run starts with a fresh batcher at epoch N; it must see the batches an uninterrupted run saw."""
+    batcher, _ = batcher
+    uninterrupted = [batcher.epoch_batches(epoch) for epoch in range(4)]
+    resumed = BucketBatcher(batcher.data, batch_size=2, bucket_width=3, seed=7)
+    assert resumed.epoch_batches(3) == uninterrupted[3]
+    assert resumed.epoch_batches(1) == uninterrupted[1]
+
+
+def test_epoch_batches_leave_global_random_state(batcher):
+    batcher, _ = batcher
+    np.random.seed(3)
+    expected = np.random.rand()
+    np.random.seed(3)
+    batcher.epoch_batches(0)
+    assert np.random.rand() == expected
+
+
+def test_iter_epoch_resumes_at_batch(batcher):
+    batcher, _ = batcher
+    full = [b.target_in.tolist() for b in batcher.iter_epoch(2)]
+    assert [b.target_in.tolist() for b in batcher.iter_epoch(2, start=3)] == full[3:]
+
+
+def test_unshuffled_order_is_fixed(corpus):
+    store, caption_path, vocab = corpus
+    data = ParallelData(store, [caption_path], vocab, 40)
+    unshuffled = BucketBatcher(data, batch_size=4, bucket_width=3, seed=1, shuffle=False)
+    assert unshuffled.epoch_batches(0) == unshuffled.epoch_batches(1)
