@@ -272,29 +272,35 @@ class Trainer:
         self._build_model()
 
     def _prepare_dir(self) -> None:
+        """Resume, start afresh, or refuse: a dir with a training state resumes if the settings agree; a dir a run
+        left before its first checkpoint (no state yet) starts again if the settings agree."""
+        import yaml
         args = self.args
         args_path = os.path.join(self.dir, "args.yaml")
         if os.path.isdir(self.dir) and args.overwrite_output:
             shutil.rmtree(self.dir)
             self.resume = False
-        if self.resume:
-            import yaml
+        if os.path.isfile(args_path):
             with open(args_path, encoding="utf-8") as f:
                 previous = yaml.safe_load(f)
             now = vars(args)
             differing = sorted(k for k in now if k not in C.ARGS_MAY_DIFFER_ON_RESUME and previous.get(k) != now[k])
             check_condition(not differing, "%s holds a training with other settings (%s); use --overwrite-output "
                             "or another --output" % (self.dir, ", ".join(
-                                "%s: %s → %s" % (k, previous.get(k), now[k]) for k in differing)))
+                                "--%s: %s → %s" % (k.replace("_", "-"), previous.get(k), now[k])
+                                for k in differing)))
+            if not self.resume:  # stopped before its first checkpoint: nothing to keep
+                shutil.rmtree(self.dir)
+        if self.resume:
             for folder in (self.dir, self.state_dir):  # temporary files of atomic writes cut short by a kill
                 for name in os.listdir(folder):
                     if name.startswith(".") and name.endswith(".tmp"):
                         os.remove(os.path.join(folder, name))
         else:
             check_condition(not os.path.isdir(self.dir) or not os.listdir(self.dir),
-                            "%s exists and holds no training state to resume; use --overwrite-output" % self.dir)
+                            "%s exists and is not an imcap model dir; use --overwrite-output or another --output"
+                            % self.dir)
             os.makedirs(self.dir, exist_ok=True)
-            import yaml
             with atomic_open(args_path) as f:
                 yaml.safe_dump(vars(args), f, sort_keys=True)
 

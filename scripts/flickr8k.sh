@@ -21,7 +21,7 @@ case "$PROFILE" in
          TRAIN="--max-seconds 180 --checkpoint-interval 100 --batch-size 64 --decode-and-evaluate 200"
          SELECT="--beam-sizes 3 --alphas 1.0" ;;
   full)  OUT=$RUNS/flickr8k-full; PREP=""; EVAL_LIMIT=0
-         TRAIN="--max-seconds 3540 --checkpoint-interval 500 --batch-size 128 --decode-and-evaluate 500"
+         TRAIN="--max-seconds 3540 --checkpoint-interval 300 --batch-size 128 --decode-and-evaluate 500 --learning-rate-reduce-num-not-improved 2"
          SELECT="--beam-sizes 1 3 5 --alphas 0.0 0.5 1.0" ;;
   *) echo "usage: $0 quick|full" >&2; exit 2 ;;
 esac

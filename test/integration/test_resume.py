@@ -55,14 +55,15 @@ def line_count(path: str) -> int:
         return 0
 
 
-def start_and_kill(args, model_dir: str, min_lines: int = 2, timeout: float = 180) -> int:
-    """Start ``imcap.train ARGS``, wait for ``min_lines`` metrics lines and SIGKILL it; return its exit code."""
+def start_and_kill(args, model_dir: str, min_lines: int = 2, timeout: float = 180, wait_for: str = "metrics") -> int:
+    """Start ``imcap.train ARGS``, wait for ``min_lines`` lines in the model dir's ``wait_for`` file and SIGKILL it;
+    return its exit code."""
     with open(os.path.join(os.path.dirname(model_dir), "killed.stderr"), "wb") as err:
         proc = subprocess.Popen(cli_command("train", args), cwd=REPO, env=cli_env(), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err)
         try:
             deadline = time.time() + timeout
-            metrics = os.path.join(model_dir, "metrics")
+            metrics = os.path.join(model_dir, wait_for)
             while line_count(metrics) < min_lines and proc.poll() is None and time.time() < deadline:
                 time.sleep(0.01)
             if proc.poll() is None:
@@ -114,7 +115,19 @@ def test_changed_setting_is_refused_on_resume(small_data, uninterrupted):
     proc = run_cli("train", *args, expect=1)
     error = proc.stderr.decode("utf-8", "replace")
     assert error.startswith("Error: ") and "Traceback" not in error
-    assert re.search(r"rnn[-_]num[-_]hidden", error) and "64" in error and "32" in error
+    assert "--rnn-num-hidden" in error and "64" in error and "32" in error
     assert "max_updates" not in error  # may differ on resume
     with open(os.path.join(uninterrupted, "metrics"), "rb") as f:
         assert f.read() == metrics
+
+
+def test_run_killed_before_its_first_checkpoint_starts_again(small_data, uninterrupted, tmp_path):
+    model_dir = str(tmp_path / "C")
+    args = train_args(small_data, model_dir, *RESUME_OPTIONS)
+    returncode = start_and_kill(args, model_dir, min_lines=1, wait_for="args.yaml")
+    assert returncode == -signal.SIGKILL
+    assert line_count(os.path.join(model_dir, "metrics")) == 0
+
+    run_cli("train", *args)  # the same command, no --overwrite-output needed
+
+    assert_same_metrics(os.path.join(uninterrupted, "metrics"), os.path.join(model_dir, "metrics"))
