@@ -1,7 +1,7 @@
 """Command-line argument groups and typed validators, shared by every imcap CLI (after Sockeye)."""
 import argparse
 import os
-from typing import Callable
+from typing import Any, Callable, List, Optional
 
 from . import constants as C
 
@@ -103,3 +103,13 @@ def add_image_encoder_args(parser: argparse.ArgumentParser) -> None:
                             "efficientnet_lite0 and model-zoo nets, 260 for efficientnet_lite2).")
     group.add_argument("--image-encoder-no-fusion", action="store_true",
                        help="Do not fuse the graph with MXNet's MKLDNN backend (plain hybridize).")
+
+
+def cli_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Any],
+             argv: Optional[List[str]] = None) -> None:
+    """What every tool's ``main()`` does: parse ``argv``, set up logging (``--quiet``) and call ``run(args)``; a
+    user error ends the program with a one-line message and exit code 1."""
+    from .utils import run_main, setup_logging
+    args = parser.parse_args(argv)
+    setup_logging(quiet=getattr(args, "quiet", False))
+    run_main(run, args)

@@ -14,7 +14,7 @@ import mxnet as mx
 from . import arguments
 from . import constants as C
 from .train import read_metrics
-from .utils import atomic_path, check_condition, run_main, setup_logging
+from .utils import atomic_path, check_condition
 
 logger = logging.getLogger("imcap.average")
 
@@ -77,9 +77,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="Metrics-file column that ranks checkpoints (perplexity-val, bleu-val, ...).")
     parser.add_argument("--output", "-o", default=None, help="Output params file. Default: MODEL/params.avg.")
     arguments.add_logging_args(parser)
-    args = parser.parse_args(argv)
-    setup_logging(quiet=args.quiet)
-    run_main(run_average, args)
+    arguments.cli_main(parser, run_average, argv)
 
 
 if __name__ == "__main__":

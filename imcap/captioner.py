@@ -26,7 +26,7 @@ from .beam_search import BeamSearch
 from .features import check_features_match, resolve
 from .model import load_model
 from .output_handler import CaptionResult, get_output_handler
-from .utils import ImcapError, check_condition, run_main, setup_logging
+from .utils import ImcapError, check_condition
 from .vocab import ids_to_tokens
 
 logger = logging.getLogger("imcap.captioner")
@@ -240,9 +240,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Parse the command line and caption."""
     parser = arguments.new_parser(__doc__.splitlines()[0])
     add_captioner_args(parser)
-    args = parser.parse_args(argv)
-    setup_logging(quiet=args.quiet)
-    run_main(run_captioner, args)
+    arguments.cli_main(parser, run_captioner, argv)
 
 
 if __name__ == "__main__":

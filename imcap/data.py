@@ -5,7 +5,7 @@ each batch pads to its bucket's length; the order of every epoch is a function o
 makes a resumed run see the same batches as an uninterrupted one.
 """
 import logging
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence
 
 import gluonnlp as nlp
 import numpy as np

@@ -55,7 +55,7 @@ class RNNDecoderConfig(Config):
 class Decoder(HybridBlock):
     """Base of all decoders; see the module docstring for the contract."""
 
-    _registry = {}  # type: Dict[Type[Config], Tuple[str, Type["Decoder"]]]
+    _registry: Dict[Type[Config], Tuple[str, Type["Decoder"]]] = {}
 
     @classmethod
     def register(cls, config_type: Type[Config], name: str):

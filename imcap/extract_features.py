@@ -21,7 +21,7 @@ from tqdm import tqdm
 from . import arguments
 from . import constants as C
 from .features import feature_relpath, save_feature, write_or_check_manifest
-from .utils import ImcapError, atomic_open, check_condition, read_lines, run_main, setup_logging
+from .utils import ImcapError, atomic_open, check_condition, read_lines
 
 logger = logging.getLogger("imcap.extract_features")
 
@@ -145,9 +145,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     add_extraction_args(parser)
     arguments.add_image_encoder_args(parser)
     arguments.add_logging_args(parser)
-    args = parser.parse_args(argv)
-    setup_logging(quiet=args.quiet)
-    run_main(run_extract_features, args)
+    arguments.cli_main(parser, run_extract_features, argv)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import arguments
 from .arguments import DEFAULT_FLICKR8K
-from .utils import ImcapError, atomic_open, check_condition, read_lines, run_main, setup_logging
+from .utils import ImcapError, atomic_open, check_condition, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -478,9 +478,7 @@ def create_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Command-line entry point: parse ``argv`` (default ``sys.argv``), set up logging and run."""
-    args = create_parser().parse_args(argv)
-    setup_logging(quiet=args.quiet)
-    run_main(run_prepare_data, args)
+    arguments.cli_main(create_parser(), run_prepare_data, argv)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from .decoder import RNNDecoderConfig
 from .encoder import EncoderConfig
 from .features import FeatureStore, read_manifest
 from .model import CaptionModel, ModelConfig
-from .utils import (ImcapError, atomic_open, atomic_path, check_condition, read_lines, run_main, seed_everything,
+from .utils import (atomic_open, atomic_path, check_condition, read_lines, seed_everything,
                     setup_logging)
 from .vocab import build_vocab, ids_to_tokens, load_vocab, save_vocab
 
@@ -566,9 +566,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Parse the command line and train."""
     parser = arguments.new_parser(__doc__.splitlines()[0])
     add_training_args(parser)
-    args = parser.parse_args(argv)
-    setup_logging(quiet=args.quiet)
-    run_main(run_train, args)
+    arguments.cli_main(parser, run_train, argv)
 
 
 if __name__ == "__main__":

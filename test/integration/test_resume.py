@@ -1,7 +1,6 @@
 """Resumption of ``imcap.train``: a run killed with SIGKILL and started again with the same command ends exactly
 where an uninterrupted run ends (same metrics, same parameters); a changed setting is refused."""
 import os
-import re
 import signal
 import subprocess
 import time

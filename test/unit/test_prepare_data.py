@@ -116,7 +116,7 @@ def test_flickr_token_format_and_padding(tmp_path):
     captions = write(tmp_path / "Flickr8k.token.txt",
                      "a.jpg#0\tA dog .\na.jpg#1\tThe dog runs !\nb.jpg#0\tA cat .\nc.jpg#0\t?!\n"
                      "b.jpg#1\tCats sleep .\nb.jpg#2\tA grey cat .\nd.jpg#0\tUnused .\n")
-    train = write(tmp_path / "Flickr_8k.trainImages.txt", "b.jpg\nc.jpg\n")
+    write(tmp_path / "Flickr_8k.trainImages.txt", "b.jpg\nc.jpg\n")
     val = write(tmp_path / "Flickr_8k.devImages.txt", "a.jpg\nc.jpg\n")
     write(tmp_path / "Flickr_8k.testImages.txt", "b.jpg\n")
     out = str(tmp_path / "out")
