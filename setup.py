@@ -20,6 +20,7 @@ setup(
         "gluonnlp==0.10.0",    # built from source; scripts/install.sh handles its stale Cython file
         "pillow",
         "sacrebleu>=2.0",
+        "pycocoevalcap",       # METEOR (needs java at run time), ROUGE-L, CIDEr-D; pulls in pycocotools
         "matplotlib",
         "pyyaml",
         "tqdm",

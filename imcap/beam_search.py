@@ -115,6 +115,7 @@ class BeamSearch:
             log_probs = log_probs.asnumpy().astype(np.float64)
             if len(self.models) > 1:
                 log_probs /= len(self.models)
+                attention = attention / len(self.models)
             log_probs[:, self.blocked] = NEG_INF
             if t + 1 == self.max_output_length:  # the last step must end every open hypothesis
                 forced = np.full_like(log_probs, NEG_INF)

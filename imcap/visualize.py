@@ -1,22 +1,29 @@
-"""Figures for inspecting a captioning model: captioned image grids and training curves.
+"""Figures for inspecting a captioning model: captioned image grids, training curves, attention maps.
 
     python -m imcap.visualize captions --images test.images --hypotheses test.pred \\
         --references test.captions.0 test.captions.1 --output captions.png
     python -m imcap.visualize curves --model MODEL_DIR --output curves.png
+    python -m imcap.captioner --models MODEL_DIR --extract-image-features --output-type json \\
+        < images.txt > captions.json
+    python -m imcap.visualize attention --json captions.json --line 1 --output attention.png
 
 ``captions`` draws a grid of images, each with its predicted caption (black on a white box) and its
 ground-truth references (``GT:``, dark text on a light-green box) below it. ``curves`` plots the
 model dir's ``metrics`` file (see DESIGN.md): perplexity and validation BLEU against updates, and
-against wall-clock time. Figures are PNG files, written atomically, rendered with matplotlib's Agg
-backend (no display needed).
+against wall-clock time. ``attention`` draws, for one line of the captioner's ``--output-type json``
+output, the image with the predicted caption as title, then one panel per generated word (``</s>``
+shown as ``<end>``): the image under the word's attention weights over the encoder's regions as a
+semi-transparent heat map (see :func:`plot_attention`). Figures are PNG files, written atomically,
+rendered with matplotlib's Agg backend (no display needed).
 """
 import argparse
+import json
 import logging
 import math
 import os
 import random
 import textwrap
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -57,6 +64,16 @@ REFERENCE_STYLE = dict(face="#dff2df", edge="#93c593", text="#12351a")
 EMPTY_CAPTION = "(empty caption)"
 # Training curves: one panel per plot, in inches.
 CURVE_PANEL_SIZE = (5.0, 3.8)
+# Attention maps, in inches and points: panels of ATTENTION_PANEL_WIDTH, ATTENTION_COLUMNS a row.
+ATTENTION_PANEL_WIDTH = 2.5
+ATTENTION_COLUMNS = 6
+ATTENTION_MAX_IMAGE_HEIGHT = 2.6  # a portrait image is scaled down to this height
+ATTENTION_WORD_FONT_SIZE = 12.0
+ATTENTION_CAPTION_FONT_SIZE = 10.0
+ATTENTION_TITLE_GAP = 0.06  # between a title's last line and its image
+ATTENTION_CMAP = "jet"
+ATTENTION_ALPHA = 0.5
+END_LABEL = "<end>"  # how the last attention row, that of </s>, is titled
 
 _TEXT_TO_PATH = TextToPath()
 
@@ -379,6 +396,251 @@ def _maybe_log_scale(ax: "plt.Axes", entries: List[Dict[str, float]], keys: List
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+class AttentionPlot(NamedTuple):
+    """What :func:`plot_attention` drew: the PNG's size and, per panel, its image box and title."""
+    size: Tuple[int, int]  # (width, height) in pixels
+    boxes: List[Tuple[int, int, int, int]]  # (left, top, right, bottom) pixels of each panel's image
+    titles: List[str]  # the caption (first panel), then each word, the last "<end>"
+
+
+def parse_grid(value: str) -> Tuple[int, int]:
+    """``HxW`` (e.g. ``7x7``) as ``(H, W)``; for ``--grid``."""
+    parts = value.lower().split("x")
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected HEIGHTxWIDTH, e.g. 7x7, got '%s'" % value)
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError("grid sides must be >= 1, got '%s'" % value)
+    return height, width
+
+
+def attention_grid_shape(regions: int, grid: Optional[Tuple[int, int]] = None) -> Tuple[int, int]:
+    """The ``(rows, columns)`` of the region grid: ``grid`` if given, else the square root of ``regions``.
+
+    :raises ImcapError: if ``grid`` does not hold ``regions`` regions, or none is given and ``regions``
+        is not a square.
+    """
+    if grid is not None:
+        check_condition(grid[0] * grid[1] == regions, "--grid %dx%d has %d regions, the attention has %d"
+                        % (grid[0], grid[1], grid[0] * grid[1], regions))
+        return grid
+    side = int(round(math.sqrt(regions)))
+    check_condition(side * side == regions, "%d attention regions is not a square grid: give --grid HxW"
+                    % regions)
+    return side, side
+
+
+def upsample_attention(weights: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """A ``(rows, columns)`` grid of weights resized smoothly (bicubic, PIL) to ``size`` = (width, height).
+
+    Region ``(i, j)`` covers the ``i``-th of ``rows`` horizontal bands and the ``j``-th of ``columns``
+    vertical bands of the whole frame (PIL aligns the cell centers); the overshoot of the bicubic
+    kernel is clipped to the range of the weights.
+
+    :return: a ``(height, width)`` float32 array.
+    """
+    weights = np.ascontiguousarray(weights, dtype=np.float32)
+    image = Image.fromarray(weights)  # mode "F"
+    return np.clip(np.asarray(image.resize(size, Image.BICUBIC), dtype=np.float32), min(float(weights.min()), 0.0),
+                   float(weights.max()))
+
+
+def read_caption_json(path: str, line: int) -> Dict[str, Any]:
+    """Line ``line`` (1-based) of a captioner ``--output-type json`` file, checked for plotting.
+
+    :return: the JSON object, with ``tokens`` (from ``caption`` if missing) and ``attention`` a
+        ``(rows, regions)`` float array whose ``rows`` is ``len(tokens) + 1`` (``</s>`` last) or
+        ``len(tokens)``.
+    :raises ImcapError: naming the file and line, if the line is missing, empty or not JSON, has an
+        ``error`` (the captioner could not caption it) or has no ``attention``.
+    """
+    lines = read_lines(path)
+    check_condition(1 <= line <= len(lines), "%s has %d lines, no line %d" % (path, len(lines), line))
+    return parse_caption_json(lines[line - 1], path, line)
+
+
+def parse_caption_json(text: str, path: str, line: int) -> Dict[str, Any]:
+    """Parse and check one JSON line (see :func:`read_caption_json`)."""
+    where = "%s line %d" % (path, line)
+    check_condition(bool(text.strip()), "%s is empty" % where)
+    try:
+        record = json.loads(text)
+    except ValueError as e:
+        raise ImcapError("%s: not JSON (%s); expected the captioner's --output-type json" % (where, e))
+    check_condition(isinstance(record, dict), "%s: not a JSON object" % where)
+    check_condition("error" not in record, "%s: the captioner failed on this line: %s" % (where, record.get("error")))
+    check_condition("attention" in record, "%s has no 'attention': write it with the captioner's --output-type json"
+                    % where)
+    check_condition(bool(record.get("image")), "%s has no 'image'" % where)
+    tokens = record.get("tokens")
+    if tokens is None:
+        tokens = str(record.get("caption", "")).split()
+    try:
+        attention = np.array(record["attention"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ImcapError("%s: 'attention' is not a list of rows of equal length" % where)
+    check_condition(attention.ndim == 2 and attention.shape[1] > 0,
+                    "%s: 'attention' is not a list of rows of equal length" % where)
+    check_condition(bool(np.all(np.isfinite(attention))), "%s: 'attention' has non-finite values" % where)
+    check_condition(attention.shape[0] in (len(tokens), len(tokens) + 1),
+                    "%s: %d attention rows for %d tokens (expected one per token and one for </s>)"
+                    % (where, attention.shape[0], len(tokens)))
+    record = dict(record, tokens=[str(t) for t in tokens], attention=attention)
+    return record
+
+
+def resolve_image(image: str, image_root: Optional[str]) -> str:
+    """The image file of a JSON line's ``image``: joined to ``image_root`` unless absolute; a cached
+    feature file ``X.npy`` (captions of ``--source-root features``) stands for the image ``X``."""
+    if image.endswith(".npy"):
+        image = image[:-len(".npy")]
+    return image if image_root is None or os.path.isabs(image) else os.path.join(image_root, image)
+
+
+def plot_attention(record: Dict[str, Any], output: str, image_root: Optional[str] = None,
+                   grid: Optional[Tuple[int, int]] = None, columns: int = ATTENTION_COLUMNS,
+                   title: Optional[str] = None, dpi: int = DPI) -> AttentionPlot:
+    """Draw the attention of one captioned image and write it to ``output`` (PNG).
+
+    Panels of :data:`ATTENTION_PANEL_WIDTH` inches, ``columns`` a row: first the image with the whole
+    caption as its title, then per generated word (the last, ``</s>``, titled ``<end>``) the image under
+    that word's weights over the regions, upsampled bicubically to the image size and drawn with the
+    ``jet`` colormap at 50% opacity, scaled from 0 (blue) to the word's largest weight (red).
+
+    The encoder saw the image resized to its input size (e.g. 224x224) WITHOUT keeping the aspect
+    ratio, so the region grid (row-major, as the features are stored) covers the whole frame: each
+    region is an equal cell of the image as shown here, in its original aspect ratio. EXIF orientation
+    is ignored, by the encoder and here alike.
+
+    :param record: a checked JSON line (:func:`parse_caption_json`): ``image``, ``tokens``,
+        ``attention``; ``line`` and ``score`` go into the default title.
+    :param output: PNG file to write.
+    :param image_root: folder ``image`` is relative to (None: as given); see :func:`resolve_image`.
+    :param grid: ``(rows, columns)`` of the region grid; None: square (see :func:`attention_grid_shape`).
+    :param columns: panels per row.
+    :param title: figure title; None: the image path, line and score; "": none.
+    :param dpi: pixels per inch of the PNG.
+    :raises ImcapError: if the image is missing or unreadable or the grid does not fit.
+    """
+    check_condition(columns >= 1, "columns must be >= 1")
+    attention = record["attention"]
+    tokens = record["tokens"]
+    rows_shape = attention_grid_shape(attention.shape[1], grid)
+    words = list(tokens[:attention.shape[0]]) + [END_LABEL] * (attention.shape[0] - len(tokens))
+    path = resolve_image(record["image"], image_root)
+    content_width = ATTENTION_PANEL_WIDTH - 2 * PANEL_MARGIN
+    image = _load_image(path, max_pixels=int(2 * content_width * dpi))
+    height_px, width_px = image.shape[:2]
+    heat_maps = [upsample_attention(weights.reshape(rows_shape), (width_px, height_px)) for weights in attention]
+
+    caption = " ".join(tokens)
+    caption_lines = wrap_text(caption if caption else EMPTY_CAPTION, content_width, ATTENTION_CAPTION_FONT_SIZE)
+    titles = [caption] + words
+    panels = len(titles)
+    columns = min(columns, panels)
+    rows = int(math.ceil(panels / columns))
+    aspect = height_px / float(width_px)
+    image_height = min(content_width * aspect, ATTENTION_MAX_IMAGE_HEIGHT)
+    image_width = image_height / aspect
+    word_title_height = _line_height(ATTENTION_WORD_FONT_SIZE) + ATTENTION_TITLE_GAP
+    caption_title_height = len(caption_lines) * _line_height(ATTENTION_CAPTION_FONT_SIZE) + ATTENTION_TITLE_GAP
+    title_heights = [max(word_title_height, caption_title_height) if r == 0 else word_title_height
+                     for r in range(rows)]
+    row_heights = [t + image_height + ROW_GAP for t in title_heights]
+    if title is None:
+        title = "%s   (line %s, score %.3f)" % (record["image"], record.get("line", "?"),
+                                                  float(record.get("score", 0.0)))
+    figure_title_height = TITLE_HEIGHT if title else 0.0
+    fig_width = columns * ATTENTION_PANEL_WIDTH + 2 * FIGURE_MARGIN
+    fig_height = sum(row_heights) + figure_title_height + 2 * FIGURE_MARGIN
+    fig = plt.figure(figsize=(fig_width, fig_height), dpi=dpi, facecolor="white")
+    inches = fig.dpi_scale_trans
+    boxes = []  # type: List[Tuple[int, int, int, int]]
+    extent = (0, width_px, height_px, 0)
+    try:
+        if title:
+            label = title
+            while len(label) > 4 and _text_width(label, TITLE_FONT_SIZE * 0.8) > fig_width - 2 * FIGURE_MARGIN:
+                label = "..." + label[4:]
+            fig.text(fig_width / 2, fig_height - FIGURE_MARGIN - figure_title_height / 2, label, transform=inches,
+                     ha="center", va="center", fontsize=TITLE_FONT_SIZE * 0.8)
+        for k in range(panels):
+            row, column = divmod(k, columns)
+            top = fig_height - FIGURE_MARGIN - figure_title_height - sum(row_heights[:row])
+            image_top = top - title_heights[row]
+            x0 = FIGURE_MARGIN + column * ATTENTION_PANEL_WIDTH + PANEL_MARGIN + (content_width - image_width) / 2
+            y0 = image_top - image_height
+            center = x0 + image_width / 2
+            if k == 0:
+                line_height = _line_height(ATTENTION_CAPTION_FONT_SIZE)
+                for i, text in enumerate(reversed(caption_lines)):
+                    fig.text(center, image_top + ATTENTION_TITLE_GAP + (i + 0.5) * line_height, text,
+                             transform=inches, ha="center", va="center_baseline",
+                             fontsize=ATTENTION_CAPTION_FONT_SIZE,
+                             color="#777777" if not caption else "black", fontstyle="normal" if caption else "italic")
+            else:
+                fig.text(center, image_top + ATTENTION_TITLE_GAP, titles[k], transform=inches, ha="center",
+                         va="bottom", fontsize=ATTENTION_WORD_FONT_SIZE,
+                         color="#444444" if titles[k] == END_LABEL else "black")
+            ax = fig.add_axes((x0 / fig_width, y0 / fig_height, image_width / fig_width, image_height / fig_height))
+            ax.imshow(image, extent=extent, aspect="auto", interpolation="antialiased")
+            if k > 0:
+                heat = heat_maps[k - 1]
+                ax.imshow(heat, extent=extent, aspect="auto", cmap=ATTENTION_CMAP, alpha=ATTENTION_ALPHA,
+                          vmin=0.0, vmax=max(float(heat.max()), 1e-12), interpolation="antialiased")
+            ax.set_xlim(0, width_px)
+            ax.set_ylim(height_px, 0)
+            ax.set_axis_off()
+            boxes.append((int(round(x0 * dpi)), int(round((fig_height - image_top) * dpi)),
+                          int(round((x0 + image_width) * dpi)), int(round((fig_height - y0) * dpi))))
+        _save(fig, output, dpi)
+    finally:
+        plt.close(fig)
+    return AttentionPlot((int(round(fig_width * dpi)), int(round(fig_height * dpi))), boxes, titles)
+
+
+def attention_output_path(output: str, line: int, image: str) -> str:
+    """Where ``--all-lines`` writes the figure of ``line``: ``output`` formatted with ``{line}`` and
+    ``{image}`` (the image file name without extension) if it has either, else
+    ``output/line<line>_<image>.png``."""
+    stem = os.path.splitext(os.path.basename(image[:-4] if image.endswith(".npy") else image))[0] or "image"
+    if "{line" in output or "{image" in output:
+        try:
+            return output.format(line=line, image=stem)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ImcapError("--output pattern '%s': %s (use {line} and {image})" % (output, e))
+    return os.path.join(output, "line%d_%s.png" % (line, stem))
+
+
+def run_attention(args: argparse.Namespace) -> List[AttentionPlot]:
+    """``attention`` subcommand: plot ``--line`` of ``--json``, or with ``--all-lines`` the first
+    ``--max-images`` lines that have a caption (failed lines are skipped with a warning)."""
+    common = dict(image_root=args.image_root, grid=args.grid, columns=args.columns, title=args.title,
+                  dpi=args.dpi)
+    if not args.all_lines:
+        record = read_caption_json(args.json, args.line)
+        return [plot_attention(record, args.output, **common)]
+    plots = []  # type: List[AttentionPlot]
+    lines = read_lines(args.json)
+    for number, text in enumerate(lines, 1):
+        if len(plots) >= args.max_images:
+            break
+        if not text.strip():
+            continue
+        try:
+            record = parse_caption_json(text, args.json, number)
+        except ImcapError as e:
+            if "the captioner failed" not in str(e):
+                raise
+            logger.warning("Skipping %s", e)
+            continue
+        output = attention_output_path(args.output, number, str(record["image"]))
+        plots.append(plot_attention(record, output, **common))
+    check_condition(len(plots) > 0, "%s: no line to plot" % args.json)
+    return plots
+
+
 def select_lines(num_lines: int, num_images: int, sample: bool, seed: int) -> List[int]:
     """Indices of the lines to plot: the first ``num_images``, or with ``sample`` a seeded random
     choice of that many, in file order."""
@@ -420,13 +682,14 @@ def run_curves(args: argparse.Namespace) -> Tuple[int, int]:
                                 dpi=args.dpi)
 
 
-def run_visualize(args: argparse.Namespace) -> Tuple[int, int]:
-    """Run the chosen subcommand; returns the PNG's size in pixels."""
+def run_visualize(args: argparse.Namespace):
+    """Run the chosen subcommand; returns the PNG's size in pixels (``attention``: an
+    :class:`AttentionPlot` per PNG written)."""
     return args.run(args)
 
 
 def create_parser() -> argparse.ArgumentParser:
-    """The ``python -m imcap.visualize`` parser, with subcommands ``captions`` and ``curves``."""
+    """The ``python -m imcap.visualize`` parser, with subcommands ``captions``, ``curves`` and ``attention``."""
     parser = arguments.new_parser(__doc__.strip().splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
 
@@ -452,9 +715,42 @@ def create_parser() -> argparse.ArgumentParser:
     curves.add_argument("--model", required=True, help="Model directory (its '%s' file is read)." % C.METRICS_NAME)
     curves.set_defaults(run=run_curves)
 
+    attention = subparsers.add_parser(
+        "attention", formatter_class=arguments.HelpFormatter,
+        help="Attention maps of a caption, one panel per word, from the captioner's --output-type json.",
+        description="The image, then per generated word (</s> as <end>) the image under that word's attention "
+                    "weights over the regions, upsampled bicubically, as a 'jet' heat map at 50% opacity scaled "
+                    "from 0 to the word's largest weight. The encoder saw the image resized to its input size "
+                    "(e.g. 224x224) without keeping the aspect ratio, so the region grid covers the whole frame.")
+    attention.add_argument("--json", required=True, type=arguments.regular_file,
+                           help="Output of python -m imcap.captioner --output-type json (one JSON object a line).")
+    attention.add_argument("--image-root", default=None,
+                           help="Folder the 'image' paths of the JSON are relative to (absolute paths are used "
+                                "as they are; a cached feature file X.npy stands for the image X). Default: the "
+                                "current directory.")
+    which = attention.add_mutually_exclusive_group()
+    which.add_argument("--line", type=arguments.int_greater_or_equal(1), default=1,
+                       help="Which line of --json to plot (1-based).")
+    which.add_argument("--all-lines", action="store_true",
+                       help="Plot every line (up to --max-images; lines the captioner failed on are skipped), "
+                            "one PNG each: --output is then a directory or a pattern with {line} and {image}.")
+    attention.add_argument("--max-images", type=arguments.int_greater_or_equal(1), default=20,
+                           help="With --all-lines: at most this many PNGs.")
+    attention.add_argument("--grid", type=parse_grid, default=None, metavar="HxW",
+                           help="Rows x columns of the region grid (row-major). Default: square, e.g. 7x7 for 49 "
+                                "regions.")
+    attention.add_argument("--columns", type=arguments.int_greater_or_equal(1), default=ATTENTION_COLUMNS,
+                           help="Panels per row.")
+    attention.add_argument("--output", "-o", required=True,
+                           help="PNG file to write; with --all-lines a directory (line<N>_<image>.png in it) or a "
+                                "pattern such as 'att/{image}-{line}.png'.")
+    attention.set_defaults(run=run_attention)
+
     for sub in (captions, curves):
         sub.add_argument("--output", "-o", required=True, help="PNG file to write.")
-        sub.add_argument("--title", default=None, help="Figure title (curves: default the model dir's name).")
+    for sub in (captions, curves, attention):
+        sub.add_argument("--title", default=None, help="Figure title (curves: default the model dir's name; "
+                                                       "attention: the image, line and score).")
         sub.add_argument("--dpi", type=arguments.int_greater_or_equal(10), default=DPI, help="Pixels per inch.")
         arguments.add_logging_args(sub)
     return parser

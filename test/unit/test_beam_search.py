@@ -133,4 +133,7 @@ def test_ensemble_averages_log_probabilities():
     features = np.zeros((1, 1, 1))
     assert BeamSearch([MarkovModel(m1)], vocab, 3, 3).search(features)[0][0].ids == [4]
     assert BeamSearch([MarkovModel(m2)], vocab, 3, 3).search(features)[0][0].ids == [5]
-    assert BeamSearch([MarkovModel(m1), MarkovModel(m2)], vocab, 3, 3).search(features)[0][0].ids == [6]
+    ensemble = BeamSearch([MarkovModel(m1), MarkovModel(m2)], vocab, 3, 3, keep_attention=True)
+    best = ensemble.search(features)[0][0]
+    assert best.ids == [6]
+    assert np.allclose(best.attention.sum(axis=1), 1.0)  # averaged over the models, not summed

@@ -1,12 +1,30 @@
-"""Tests of imcap.evaluate: BLEU against hand-computed values, multiple references, CLI checks."""
+"""Tests of imcap.evaluate: BLEU, ROUGE-L and CIDEr-D against hand-computed values, METEOR pinned (needs
+Java: one JVM for the module), multiple and empty references, CLI checks."""
 import json
 import math
+from collections import Counter
 
 import pytest
 
 from imcap import arguments
 from imcap import evaluate
 from imcap.utils import ImcapError
+
+
+# A fixed example: 4 images with 2 to 4 references each (the empty lines are dropped).
+HYPS = ["a dog runs on the grass",
+        "a man rides a bike down the hill",
+        "the the the cat",
+        "two children play in the snow"]
+REFS = [["a dog runs fast on the green grass", "a man rides a red bike down the hill",
+         "the cat sat on the mat", "two kids are playing in the snow"],
+        ["a brown dog is running on the grass", "a cyclist goes down a hill",
+         "a cat is sitting on a mat", "children play in snow"],
+        ["a dog plays outside", "", "a black cat on a rug", ""],
+        ["", "", "the cat is sleeping", ""]]
+# Pinned with pycocoevalcap 1.2 (METEOR: meteor-1.5.jar on OpenJDK 17).
+CIDER_D = 2.8591449970055365
+METEOR = 41.44949735665179
 
 
 def _bleu_by_hand(matches, totals, sys_len, ref_len, order):
@@ -94,14 +112,38 @@ def test_cli_table_and_json(tmp_path, capsys):
     hyp = _write(tmp_path / "hyp", ["a dog runs on the grass", "a man rides a bike"])
     ref0 = _write(tmp_path / "ref.0", ["a dog runs on the grass", "a man rides a red bike"])
     ref1 = _write(tmp_path / "ref.1", ["", "a man rides a bike"])
-    scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references", ref0, ref1]))
+    scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references", ref0, ref1,
+                                           "--metrics", "bleu"]))
     assert scores["bleu4"] == pytest.approx(100.0)
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["metric", "value"]
     assert out[1].split() == ["bleu1", "100.00"] and len(out) == 5
 
-    scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references", ref0, "--json"]))
+    # Families are reported in the order of METRICS whatever the order asked; CIDEr-D with 3 decimals.
+    scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references", ref0, ref1,
+                                           "--metrics", "cider", "rouge", "bleu"]))
+    assert list(scores) == ["bleu1", "bleu2", "bleu3", "bleu4", "ROUGE-L", "CIDEr-D"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[5].split() == ["ROUGE-L", "100.00"]
+    assert out[6].split()[0] == "CIDEr-D" and out[6].split()[1] == "%.3f" % scores["CIDEr-D"]
+
+    scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references", ref0, "--json",
+                                           "--metrics", "bleu", "rouge", "cider"]))
     assert json.loads(capsys.readouterr().out) == pytest.approx(scores)
+
+
+def test_cli_default_metrics_without_java(tmp_path, capsys, monkeypatch):
+    # All families by default; without Java, METEOR is skipped with a one-line note on STDERR.
+    monkeypatch.setattr(evaluate.shutil, "which", lambda name: None)
+    hyp = _write(tmp_path / "hyp", HYPS)
+    refs = [_write(tmp_path / ("ref.%d" % k), stream) for k, stream in enumerate(REFS)]
+    scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references"] + refs))
+    assert list(scores) == ["bleu1", "bleu2", "bleu3", "bleu4", "ROUGE-L", "CIDEr-D"]
+    captured = capsys.readouterr()
+    assert captured.err == "METEOR skipped: Java not found (pycocoevalcap's METEOR 1.5 needs `java` on PATH)\n"
+    assert len(captured.out.splitlines()) == 7
+    with pytest.raises(ImcapError, match="no metric computed"):
+        evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references"] + refs + ["--metrics", "meteor"]))
 
 
 def test_cli_line_count_mismatch_names_the_file(tmp_path):
@@ -110,3 +152,162 @@ def test_cli_line_count_mismatch_names_the_file(tmp_path):
     ref1 = _write(tmp_path / "ref.1", ["a dog"])
     with pytest.raises(ImcapError, match=r"ref\.1 has 1 lines, .*hyp has 2"):
         evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references", ref0, ref1]))
+
+
+def _references_of(image, refs=REFS):
+    return [stream[image] for stream in refs if stream[image].strip()]
+
+
+def _lcs(a, b):
+    """Length of the longest common subsequence of token lists ``a`` and ``b``."""
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(len(a)):
+        for j in range(len(b)):
+            table[i + 1][j + 1] = table[i][j] + 1 if a[i] == b[j] else max(table[i][j + 1], table[i + 1][j])
+    return table[-1][-1]
+
+
+def _rouge_l_f(precision, recall, beta=1.2):
+    return (1 + beta ** 2) * precision * recall / (recall + beta ** 2 * precision) if precision and recall else 0.0
+
+
+def test_rouge_l_by_hand():
+    # LCS (hypothesis, each reference) by hand, with the reference lengths:
+    #   0: 'a dog runs on the grass' 6/8, 'a dog on the grass' 5/8, 'a dog' 2/4
+    #   1: all 8 words 8/9, 'a down hill' 3/6
+    #   2: 'the cat' 2/6, 'cat' 1/7, 'cat' 1/6, 'the cat' 2/4
+    #   3: 'two in the snow' 4/7, 'children play in snow' 4/4
+    lcs = [[(6, 8), (5, 8), (2, 4)], [(8, 9), (3, 6)], [(2, 6), (1, 7), (1, 6), (2, 4)], [(4, 7), (4, 4)]]
+    for image, hyp in enumerate(HYPS):
+        refs = _references_of(image)
+        assert [(_lcs(hyp.split(), ref.split()), len(ref.split())) for ref in refs] == lcs[image]
+    # Per image: the best precision and the best recall over the references, then F with beta 1.2.
+    f_scores = []
+    for image, hyp in enumerate(HYPS):
+        precision = max(m for m, _ in lcs[image]) / len(hyp.split())
+        recall = max(m / n for m, n in lcs[image])
+        f_scores.append(_rouge_l_f(precision, recall))
+    assert f_scores == pytest.approx([2.44 * 0.75 / 2.19, 2.44 * (8 / 9) / (8 / 9 + 1.44), 0.5,
+                                      2.44 * (2 / 3) / (1 + 1.44 * 2 / 3)])
+    scores = evaluate.rouge_scores(HYPS, REFS)
+    assert list(scores) == ["ROUGE-L"]
+    assert scores["ROUGE-L"] == pytest.approx(100 * sum(f_scores) / 4, abs=1e-9)
+    assert scores["ROUGE-L"] == pytest.approx(77.4211530267, abs=1e-6)
+
+
+def _cider_d_by_hand(hyps, refs, n=4, sigma=6.0):
+    """CIDEr-D as the COCO caption code defines it, written from its definition: TF-IDF n-gram vectors
+    (raw counts; IDF = log(images) - log(images whose references have the n-gram)), hypothesis weights
+    clipped by the reference's, cosine times a Gaussian length penalty, mean over the n orders and the
+    references, times 10; the mean over the images."""
+    def ngrams(sentence):
+        words = sentence.split()
+        return [Counter(tuple(words[i:i + k]) for i in range(len(words) - k + 1)) for k in range(1, n + 1)]
+
+    images = len(hyps)
+    doc_freq = Counter(gram for image_refs in refs
+                       for gram in {g for ref in image_refs for order in ngrams(ref) for g in order})
+
+    def tf_idf(counts):
+        return {g: c * (math.log(images) - math.log(max(1, doc_freq[g]))) for g, c in counts.items()}
+
+    total = 0.0
+    for hyp, image_refs in zip(hyps, refs):
+        hyp_vecs = [tf_idf(c) for c in ngrams(hyp)]
+        score = 0.0
+        for ref in image_refs:
+            penalty = math.exp(-(len(hyp.split()) - len(ref.split())) ** 2 / (2 * sigma ** 2))
+            for vh, vr in zip(hyp_vecs, [tf_idf(c) for c in ngrams(ref)]):
+                norm_h, norm_r = math.sqrt(sum(v * v for v in vh.values())), math.sqrt(sum(v * v for v in vr.values()))
+                if norm_h and norm_r:
+                    clipped = sum(min(v, vr.get(g, 0.0)) * vr.get(g, 0.0) for g, v in vh.items())
+                    score += penalty * clipped / (norm_h * norm_r)
+        total += 10 * score / (n * len(image_refs))
+    return total / images
+
+
+def test_cider_d_by_hand_and_pinned():
+    scores = evaluate.cider_scores(HYPS, REFS)
+    assert list(scores) == ["CIDEr-D"]
+    refs = [_references_of(image) for image in range(len(HYPS))]
+    assert scores["CIDEr-D"] == pytest.approx(_cider_d_by_hand(HYPS, refs), abs=1e-9)
+    assert scores["CIDEr-D"] == pytest.approx(CIDER_D, abs=1e-9)
+    # Empty references are dropped: scored as references they would lower the per-image mean.
+    assert evaluate.cider_scores(HYPS, REFS + [[""] * 4]) == pytest.approx(scores)
+
+
+def test_cider_d_maximum_and_zero():
+    # Every reference identical to its hypothesis (and distinct across images): the cosine is 1 for each
+    # of the 4 orders and no length penalty, so 10 for each image.
+    hyps = ["a dog runs on the grass", "a man rides a bike", "two children play in the snow"]
+    assert evaluate.cider_scores(hyps, [list(hyps)] * 3)["CIDEr-D"] == pytest.approx(10.0)
+    # A 3-word caption has no 4-gram: that order contributes 0, at most 7.5.
+    assert evaluate.cider_scores(["a black dog", "a white cat"], [["a black dog", "a white cat"]])["CIDEr-D"] \
+        == pytest.approx(7.5)
+    # The IDF comes from the scored images: an n-gram in every image's references weighs 0, so one image
+    # alone always scores 0.
+    assert evaluate.cider_scores(["a dog runs"], [["a dog runs"]])["CIDEr-D"] == 0.0
+    # No shared n-gram at all: 0 (and ROUGE-L 0 too).
+    hyps, refs = ["an orange kite flies", "green trees"], [["a dog runs on the grass", "a man rides a bike"]]
+    assert evaluate.cider_scores(hyps, refs)["CIDEr-D"] == 0.0
+    assert evaluate.rouge_scores(hyps, refs)["ROUGE-L"] == 0.0
+    # Same n-grams, other lengths: the Gaussian length penalty exp(-delta^2 / 72) lowers the score.
+    longer = evaluate.cider_scores(["a dog runs on the grass", "a man rides a bike"],
+                                   [["a dog runs on the grass in the sun on a warm summer day",
+                                     "a man rides a bike"]])["CIDEr-D"]
+    assert 5.0 < longer < 10.0
+
+
+@pytest.fixture(scope="module")
+def meteor_example():
+    """METEOR of the fixed example with '|||' (the jar's field separator) inserted in a hypothesis and a
+    reference: one JVM for the module (it takes about 5 s to start)."""
+    if not evaluate.java_available():
+        pytest.skip("java not on PATH")
+    hyps = list(HYPS)
+    hyps[0] = "a dog runs ||| on the grass"
+    refs = [list(stream) for stream in REFS]
+    refs[1][0] = "a brown dog ||||| is running on the grass"
+    return evaluate.meteor_scores(hyps, refs)
+
+
+def test_meteor_pinned(meteor_example):
+    # The '|||' runs are removed before the jar sees them: the value is that of the clean example.
+    assert list(meteor_example) == ["METEOR"]
+    assert meteor_example["METEOR"] == pytest.approx(METEOR, abs=1e-3)
+
+
+def test_meteor_without_java(monkeypatch, capsys):
+    monkeypatch.setattr(evaluate.shutil, "which", lambda name: None)
+    assert evaluate.evaluate(HYPS, REFS, ["meteor", "rouge"]) == pytest.approx(evaluate.rouge_scores(HYPS, REFS))
+    assert capsys.readouterr().err.startswith("METEOR skipped: Java not found")
+
+
+def test_coco_inputs_drop_empty_and_normalize_spaces():
+    gts, res = evaluate.coco_inputs([" a  dog ", "a cat"], [["a dog  runs", "a cat"], ["", "a | cat |||"]],
+                                    for_meteor=True)
+    assert gts == {0: ["a dog runs"], 1: ["a cat", "a | cat"]}
+    assert res == {0: ["a dog"], 1: ["a cat"]}
+    with pytest.raises(ImcapError, match="line 1 has no reference METEOR can read"):
+        evaluate.coco_inputs(["a dog"], [["|||"]], for_meteor=True)
+    with pytest.raises(ImcapError, match="line 2 has no non-empty reference"):
+        evaluate.cider_scores(["a dog", "a cat"], [["a dog", ""]])
+
+
+def test_meteor_failure_is_an_error(tmp_path, monkeypatch, capsys):
+    # A 'java' that dies at once: a clear error with its STDERR, and no hang on the scorer's lock.
+    java = tmp_path / "java"
+    java.write_text("#!/bin/sh\necho 'Error: no JVM here' >&2\nexit 1\n", encoding="utf-8")
+    java.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ImcapError, match="METEOR .* failed: .*no JVM here"):
+        evaluate.meteor_scores(HYPS, REFS)
+    # The CLI's default (all families): a note on STDERR, the others reported. Named: an error.
+    hyp = _write(tmp_path / "hyp", HYPS)
+    refs = [_write(tmp_path / ("ref.%d" % k), stream) for k, stream in enumerate(REFS)]
+    scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references"] + refs))
+    assert list(scores) == ["bleu1", "bleu2", "bleu3", "bleu4", "ROUGE-L", "CIDEr-D"]
+    err = capsys.readouterr().err
+    assert err.startswith("METEOR skipped: METEOR (java -jar meteor-1.5.jar) failed") and len(err.splitlines()) == 1
+    with pytest.raises(ImcapError, match="no JVM here"):
+        evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references"] + refs + ["--metrics", "bleu", "meteor"]))

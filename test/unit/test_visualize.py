@@ -1,4 +1,5 @@
-"""Tests of imcap.visualize on real Flickr8k images: captions grid, training curves, errors."""
+"""Tests of imcap.visualize on real Flickr8k images: captions grid, training curves, attention maps, errors."""
+import json
 import os
 from collections import defaultdict
 
@@ -8,6 +9,7 @@ from PIL import Image
 
 from imcap import visualize
 from imcap.utils import ImcapError
+from test.common import IMAGES, requires_shared
 
 SHARED = os.environ.get("IMCAP_SHARED",
                         os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared"))
@@ -121,3 +123,131 @@ def test_wrap_text_fits():
     assert " ".join(" ".join(lines)[4:].split()) == text
     for line in lines:
         assert visualize._text_width(line, 9) <= 2.0
+
+
+# Attention maps: a hand-built captioner JSON line for a real Flickr8k image.
+ATTENTION_IMAGE = "1000268201_693b08cb0e.jpg"
+GRID = 7
+
+
+def _attention_record(image, peak_row=1, regions=GRID * GRID, **extra):
+    """A captioner --output-type json object for 'a dog runs': 4 attention rows (3 words and </s>);
+    row ``peak_row`` puts 0.2 on each of the regions 0, 1, 7 and 8 (the top-left 2x2 cells of the
+    row-major 7x7 grid), the others are smooth random weights."""
+    rng = np.random.RandomState(3)
+    attention = rng.dirichlet(np.full(regions, 20.0), size=4)
+    attention[peak_row] = 0.2 / (regions - 4)
+    attention[peak_row, [0, 1, GRID, GRID + 1]] = 0.2
+    record = {"line": 2, "image": image, "caption": "a dog runs", "tokens": ["a", "dog", "runs"],
+              "score": -0.75, "attention": np.round(attention, 5).tolist()}
+    record.update(extra)
+    return record
+
+
+def _write_json_lines(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return str(path)
+
+
+def _red_minus_blue(pixels, box, rows, cols):
+    """Mean red minus blue over the fraction ``rows`` x ``cols`` (slices of [0, 1]) of a panel's image box,
+    2 pixels inside its edges."""
+    left, top, right, bottom = box[0] + 2, box[1] + 2, box[2] - 2, box[3] - 2
+    h, w = bottom - top, right - left
+    area = pixels[top + int(rows.start * h):top + int(rows.stop * h),
+                  left + int(cols.start * w):left + int(cols.stop * w)]
+    return float((area[..., 0] - area[..., 2]).mean())
+
+
+@requires_shared
+def test_attention_figure(tmp_path):
+    assert os.path.isfile(os.path.join(IMAGES, ATTENTION_IMAGE))
+    json_path = _write_json_lines(tmp_path / "captions.json", [
+        {"line": 1, "image": "missing.jpg", "caption": "", "tokens": [], "score": 0.0, "error": "no such file"},
+        _attention_record(ATTENTION_IMAGE)])
+    output = str(tmp_path / "out" / "attention.png")
+    args = visualize.create_parser().parse_args(
+        ["attention", "--json", json_path, "--image-root", IMAGES, "--line", "2", "--output", output, "--dpi", "50"])
+    plot, = visualize.run_visualize(args)
+    # The image with the caption, then one panel per word and <end>: 5 panels on one row.
+    assert plot.titles == ["a dog runs", "a", "dog", "runs", "<end>"]
+    assert len(plot.boxes) == 5 and len({(b[2] - b[0], b[3] - b[1]) for b in plot.boxes}) == 1
+    width = 5 * visualize.ATTENTION_PANEL_WIDTH + 2 * visualize.FIGURE_MARGIN
+    assert plot.size[0] == pytest.approx(width * 50, abs=1)
+    assert 2.0 * 50 < plot.size[1] < 4.5 * 50  # one row: title, word, image
+    _check_png(output, plot.size)
+    with Image.open(output) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    # The panel of 'dog' (attention on the top-left 2x2 cells) is red there and blue in the opposite corner.
+    # The heat map is blended at alpha 0.5 over the image: subtracting half the red-minus-blue of the bare
+    # image (first panel, same size) leaves half that of the heat map alone, whose 'jet' colors run from
+    # dark blue (0, 0, 128) at 0 to dark red (128, 0, 0) at the word's largest weight.
+    def heat(rows, cols):
+        return (_red_minus_blue(pixels, plot.boxes[2], rows, cols)
+                - 0.5 * _red_minus_blue(pixels, plot.boxes[0], rows, cols))
+
+    near, far = slice(0.0, 2 / 7), slice(5 / 7, 1.0)  # the 2x2 cells at the top left, at the bottom right
+    assert heat(near, near) > 40 and heat(far, far) < -50
+    top_left, bottom_right = slice(0.0, 0.5), slice(0.5, 1.0)  # quadrants: mostly blue, but less at the top left
+    assert heat(top_left, top_left) > heat(bottom_right, bottom_right) + 25
+
+
+@requires_shared
+def test_attention_all_lines_absolute_image_and_grid(tmp_path):
+    image = os.path.abspath(os.path.join(IMAGES, ATTENTION_IMAGE))
+    json_path = _write_json_lines(tmp_path / "captions.json", [
+        {"line": 1, "image": "missing.jpg", "caption": "", "tokens": [], "score": 0.0, "error": "no such file"},
+        _attention_record(image, regions=48, line=2),
+        _attention_record(image, regions=48, line=3)])
+    out_dir = tmp_path / "maps"
+    args = visualize.create_parser().parse_args(
+        ["attention", "--json", json_path, "--all-lines", "--max-images", "1", "--grid", "6x8", "--columns", "2",
+         "--output", str(out_dir), "--dpi", "30"])
+    plot, = visualize.run_visualize(args)  # the failed line 1 is skipped, --max-images stops after line 2
+    assert os.listdir(str(out_dir)) == ["line2_1000268201_693b08cb0e.png"]
+    assert plot.size[0] == pytest.approx((2 * visualize.ATTENTION_PANEL_WIDTH + 2 * visualize.FIGURE_MARGIN) * 30,
+                                         abs=1)
+    assert visualize.attention_output_path("a/{image}-{line}.png", 7, "x/y.jpg.npy") == "a/y-7.png"
+
+
+@requires_shared
+def test_attention_errors(tmp_path):
+    record = _attention_record(ATTENTION_IMAGE)
+    no_attention = {k: v for k, v in record.items() if k != "attention"}
+    json_path = _write_json_lines(tmp_path / "captions.json", [
+        {"line": 1, "image": "missing.jpg", "caption": "", "tokens": [], "score": 0.0, "error": "no such file"},
+        no_attention,
+        _attention_record(ATTENTION_IMAGE, regions=48)])
+    parser = visualize.create_parser()
+
+    def run(*options):
+        visualize.run_visualize(parser.parse_args(["attention", "--json", json_path, "--image-root", IMAGES,
+                                                   "--output", str(tmp_path / "x.png")] + list(options)))
+
+    with pytest.raises(ImcapError, match=r"captions\.json line 1: the captioner failed on this line: no such file"):
+        run("--line", "1")
+    with pytest.raises(ImcapError, match=r"captions\.json line 2 has no 'attention'.*--output-type json"):
+        run("--line", "2")
+    with pytest.raises(ImcapError, match="48 attention regions is not a square grid: give --grid HxW"):
+        run("--line", "3")
+    with pytest.raises(ImcapError, match=r"--grid 7x7 has 49 regions, the attention has 48"):
+        run("--line", "3", "--grid", "7x7")
+    with pytest.raises(ImcapError, match=r"has 3 lines, no line 4"):
+        run("--line", "4")
+    with pytest.raises(ImcapError, match=r"line 2 has no 'attention'"):
+        run("--all-lines")  # a line of another output type is an error, not skipped
+    assert not os.path.exists(str(tmp_path / "x.png"))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["attention", "--json", json_path, "--grid", "7by7", "--output", "x.png"])
+
+
+def test_upsample_attention_and_grid_shape():
+    weights = np.zeros((7, 7), dtype=np.float32)
+    weights[0, 0] = 1.0
+    heat = visualize.upsample_attention(weights, (70, 50))
+    assert heat.shape == (50, 70)
+    # Cell (0, 0) is the top-left 10x7 pixels; bicubic overshoot is clipped to the weights' range.
+    assert heat[3, 5] == pytest.approx(1.0, abs=0.05) and heat[-10:, -10:].max() == 0.0
+    assert heat.min() >= 0.0 and heat.max() <= 1.0
+    assert visualize.attention_grid_shape(49) == (7, 7) and visualize.attention_grid_shape(48, (6, 8)) == (6, 8)
+    assert visualize.parse_grid("6X8") == (6, 8)
