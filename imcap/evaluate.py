@@ -57,7 +57,7 @@ from sacrebleu.metrics import BLEU
 
 from . import arguments
 from . import constants as C
-from .utils import ImcapError, check_condition, read_lines, run_main, setup_logging
+from .utils import ImcapError, check_condition, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -342,9 +342,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     """``python -m imcap.evaluate``."""
     parser = arguments.new_parser(__doc__.strip().splitlines()[0])
     add_evaluate_args(parser)
-    args = parser.parse_args(argv)
-    setup_logging(quiet=args.quiet)
-    run_main(run_evaluate, args)
+    arguments.cli_main(parser, run_evaluate, argv)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from PIL import Image  # noqa: E402
 
 from . import arguments  # noqa: E402
 from . import constants as C  # noqa: E402
-from .utils import ImcapError, atomic_path, check_condition, read_lines, run_main, setup_logging  # noqa: E402
+from .utils import ImcapError, atomic_path, check_condition, read_lines  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -758,9 +758,7 @@ def create_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """``python -m imcap.visualize``."""
-    args = create_parser().parse_args(argv)
-    setup_logging(quiet=args.quiet)
-    run_main(run_visualize, args)
+    arguments.cli_main(create_parser(), run_visualize, argv)
 
 
 if __name__ == "__main__":
