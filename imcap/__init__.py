@@ -20,3 +20,6 @@ import warnings  # noqa: E402
 # The search graphs share the model's blocks and use only some of their parameters; Gluon warns about the rest.
 warnings.filterwarnings("ignore", message="Parameter .* is not used by any computation")
 warnings.filterwarnings("ignore", message="Some buckets are empty and will be removed")
+# The Transformer and convolutional decoders keep the encoded regions as their first static state (as every decoder
+# does) but their search step reads only the keys and values projected from them.
+warnings.filterwarnings("ignore", message="The 1-th input to HybridBlock is not used by any computation")

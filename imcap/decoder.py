@@ -5,12 +5,18 @@ The contract every decoder keeps, so that training, beam search and ensembles ne
 
 * ``init_state(encoded)``: ``(batch, regions, encoder_hidden)`` → ``(static, dynamic)`` lists of arrays whose
   first axis is the batch. ``static`` states (e.g. attention keys) depend on the image only, so beam search
-  repeats them once and never reorders them; ``dynamic`` states (recurrent state) are reordered along with
-  the hypotheses.
+  repeats them once and never reorders them; ``dynamic`` states (recurrent state, caches of the prefix) are
+  reordered along with the hypotheses (``take`` along axis 0). A dynamic state may grow along another axis
+  from step to step (the Transformer's self-attention cache).
 * ``step(embedded, static, dynamic)``: one target position ``(batch, embed)`` → ``(output (batch, out),
   attention (batch, regions), new dynamic)``.
 * ``decode_sequence(embedded, static, dynamic)``: a whole target prefix ``(batch, length, embed)`` →
   ``(outputs (batch, length, out), attention (batch, length, regions))``, equal to stepping through it.
+* ``hybridize_sequence(active, **kwargs)``: hybridize what ``decode_sequence`` runs (for training).
+
+Registered decoders: ``rnn`` (here), ``transformer`` (:mod:`imcap.transformer`) and ``cnn``
+(:mod:`imcap.convolution`). The config of each has ``num_embed`` and ``output_num_hidden`` (the size of the
+output, i.e. of the vocabulary projection's input).
 """
 import dataclasses
 from typing import Dict, List, Tuple, Type
@@ -76,6 +82,11 @@ class Decoder(HybridBlock):
 
     def decode_sequence(self, embedded, static: List, dynamic: List):
         raise NotImplementedError()
+
+    def hybridize_sequence(self, active: bool = True, **kwargs) -> None:
+        """Hybridize what :meth:`decode_sequence` runs; by default the whole decoder, whose ``hybrid_forward``
+        decodes a sequence."""
+        self.hybridize(active, **kwargs)
 
 
 def get_decoder(config: Config, prefix: str = "decoder_") -> Decoder:
@@ -216,6 +227,11 @@ class RNNDecoder(Decoder):
         axis = hidden.ndim - 1 if not isinstance(hidden, mx.sym.Symbol) else -1
         out = self.output(F.concat(hidden, context, embedded, dim=axis))
         return self.output_dropout(out) if self.output_dropout is not None else out
+
+    def hybridize_sequence(self, active: bool = True, **kwargs) -> None:
+        """Teacher forcing loops over the positions in Python: hybridize the step cell and the output layer."""
+        self.cell.hybridize(active, **kwargs)
+        self.output.hybridize(active, **kwargs)
 
     def step(self, embedded, static, dynamic):
         """One step: ``embedded (batch, embed)`` → ``(output (batch, out), attention (batch, regions), dynamic)``."""

@@ -7,16 +7,17 @@ position, both hybridized so that one step is one cached graph call.
 import dataclasses
 import logging
 import os
-from typing import List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import mxnet as mx
 from mxnet.gluon import Block, HybridBlock, nn
 
 from . import constants as C
 from .config import Config
-from .decoder import RNNDecoderConfig, get_decoder
+from . import convolution, transformer  # noqa: F401  (register the cnn and transformer decoders)
+from .decoder import RNNDecoderConfig, decoder_config_type, get_decoder
 from .encoder import EncoderConfig, ImageFeatureEncoder
-from .utils import check_condition
+from .utils import ImcapError, check_condition
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,10 @@ class ModelConfig(Config):
 
     :param vocab_size: target vocabulary size, special symbols included.
     :param encoder: image encoder config (feature shape and projection).
-    :param decoder: config of a registered decoder.
-    :param decoder_name: the ``--decoder`` name it was registered under.
+    :param decoder: config of a registered decoder (:class:`imcap.decoder.RNNDecoderConfig`,
+        :class:`imcap.transformer.TransformerDecoderConfig` or :class:`imcap.convolution.ConvolutionalDecoderConfig`).
+    :param decoder_name: the ``--decoder`` name it was registered under; it says which config type ``decoder``
+        loads back as.
     :param num_embed: target embedding size.
     :param embed_dropout: dropout on target embeddings.
     :param weight_tying: share the target embedding and the output layer (needs ``num_embed`` equal to the
@@ -38,12 +41,31 @@ class ModelConfig(Config):
     """
     vocab_size: int = 0
     encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
-    decoder: RNNDecoderConfig = dataclasses.field(default_factory=RNNDecoderConfig)
+    decoder: Config = dataclasses.field(default_factory=RNNDecoderConfig)
     decoder_name: str = C.DECODER_RNN
     num_embed: int = 256
     embed_dropout: float = 0.1
     weight_tying: bool = False
     feature_extraction: Optional[dict] = None
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "ModelConfig":
+        """As :meth:`Config.from_dict`, with ``decoder`` rebuilt as the config type registered under
+        ``decoder_name`` (``rnn`` when missing).
+
+        :raises ImcapError: on an unknown decoder name or unknown keys.
+        """
+        values = dict(values)
+        name = values.get("decoder_name", C.DECODER_RNN)
+        try:
+            config_type = decoder_config_type(name)
+        except KeyError:
+            raise ImcapError("unknown decoder_name %r (known: %s)" % (name, ", ".join(C.DECODER_CHOICES)))
+        if isinstance(values.get("decoder"), dict):
+            values["decoder"] = config_type.from_dict(values["decoder"])
+        elif "decoder" not in values:
+            values["decoder"] = config_type()
+        return super().from_dict(values)
 
 
 class _Encode(HybridBlock):
@@ -107,11 +129,11 @@ class CaptionModel(Block):
         self._step = _Step(self, prefix="")
 
     def hybridize(self, active: bool = True, **kwargs) -> None:
-        """Hybridize the parts: the per-step cell for training, the encode and step graphs for search."""
+        """Hybridize the parts: what the decoder's teacher forcing runs (the per-step cell of the RNN, the whole
+        sequence graph of the others), the encode and step graphs for search."""
         self.encoder.hybridize(active, **kwargs)
         self.embedding.hybridize(active, **kwargs)
-        self.decoder.cell.hybridize(active, **kwargs)
-        self.decoder.output.hybridize(active, **kwargs)
+        self.decoder.hybridize_sequence(active, **kwargs)
         self.output_layer.hybridize(active, **kwargs)
         self._encode.hybridize(active, static_alloc=True)
         self._step.hybridize(active, static_alloc=True)

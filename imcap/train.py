@@ -30,11 +30,14 @@ from mxnet import autograd, gluon
 from . import arguments
 from . import constants as C
 from .beam_search import BeamSearch
+from .config import Config
+from .convolution import ConvolutionalDecoderConfig
 from .data import BucketBatcher, ParallelData
 from .decoder import RNNDecoderConfig
 from .encoder import EncoderConfig
 from .features import FeatureStore, read_manifest
 from .model import CaptionModel, ModelConfig
+from .transformer import TransformerDecoderConfig
 from .utils import (atomic_open, atomic_path, check_condition, read_lines, seed_everything,
                     setup_logging)
 from .vocab import build_vocab, ids_to_tokens, load_vocab, save_vocab
@@ -67,11 +70,14 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                       help="Width of the caption-length buckets (tokens).")
 
     model = parser.add_argument_group("Model")
-    model.add_argument("--decoder", choices=C.DECODER_CHOICES, default=C.DECODER_RNN, help="Decoder type.")
+    model.add_argument("--decoder", choices=C.DECODER_CHOICES, default=C.DECODER_RNN,
+                       help="Decoder type: rnn (Show, Attend and Tell), transformer (Vaswani et al. 2017) or cnn "
+                            "(ConvS2S, Gehring et al. 2017); see docs/decoders.md.")
     model.add_argument("--image-encoder-num-hidden", type=arguments.int_greater_or_equal(1), default=512,
                        help="Size of the projected image regions.")
-    model.add_argument("--image-positional-embedding-type", choices=["none", "learned"], default="none",
-                       help="Positional embedding added to the regions.")
+    model.add_argument("--image-positional-embedding-type", choices=C.IMAGE_POSITIONAL_EMBEDDING_CHOICES,
+                       default="none", help="Positional embedding added to the regions before their projection: "
+                                            "learned, or fixed 2-D sinusoids of the row and column of a square grid.")
     model.add_argument("--image-encoder-dropout", type=arguments.float_greater_or_equal(0), default=0.0,
                        help="Dropout on the projected regions.")
     model.add_argument("--num-embed", type=arguments.int_greater_or_equal(1), default=256,
@@ -82,7 +88,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--rnn-num-hidden", type=arguments.int_greater_or_equal(1), default=512,
                        help="RNN state size.")
     model.add_argument("--num-layers", type=arguments.int_greater_or_equal(1), default=1,
-                       help="Decoder layers.")
+                       help="Decoder layers (RNN, Transformer or convolution layers).")
     model.add_argument("--rnn-attention-type", choices=C.ATT_CHOICES, default=C.ATT_MLP,
                        help="Attention over the regions: mlp (Bahdanau) or dot (Luong, scaled).")
     model.add_argument("--rnn-attention-num-hidden", type=arguments.int_greater_or_equal(1), default=512,
@@ -93,10 +99,31 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                        help="Do not gate the attention context (Xu et al. 2015, sec. 4.2.1).")
     model.add_argument("--rnn-dropout", type=arguments.float_greater_or_equal(0), default=0.3,
                        help="Dropout on RNN outputs and the deep output layer.")
+    model.add_argument("--transformer-model-size", type=arguments.int_greater_or_equal(1), default=256,
+                       help="Transformer layer size (d_model); must equal --num-embed.")
+    model.add_argument("--transformer-attention-heads", type=arguments.int_greater_or_equal(1), default=8,
+                       help="Heads of the Transformer attentions.")
+    model.add_argument("--transformer-feed-forward-num-hidden", type=arguments.int_greater_or_equal(1), default=1024,
+                       help="Hidden size of the Transformer feed-forward networks.")
+    model.add_argument("--transformer-dropout-attention", type=arguments.float_greater_or_equal(0), default=0.1,
+                       help="Dropout on the Transformer attention weights.")
+    model.add_argument("--transformer-dropout-act", type=arguments.float_greater_or_equal(0), default=0.1,
+                       help="Dropout on the Transformer feed-forward hidden layer (after the ReLU).")
+    model.add_argument("--transformer-dropout-prepost", type=arguments.float_greater_or_equal(0), default=0.1,
+                       help="Dropout on the Transformer sublayer outputs (before the residual sum) and on the "
+                            "embedded target.")
+    model.add_argument("--cnn-kernel-width", type=arguments.int_greater_or_equal(2), default=3,
+                       help="Width of the causal convolutions of the cnn decoder.")
+    model.add_argument("--cnn-num-hidden", type=arguments.int_greater_or_equal(1), default=512,
+                       help="Channels of the convolutions of the cnn decoder.")
+    model.add_argument("--cnn-dropout", type=arguments.float_greater_or_equal(0), default=0.2,
+                       help="Dropout of the cnn decoder (embedded target, convolution inputs, output).")
     model.add_argument("--output-num-hidden", type=arguments.int_greater_or_equal(1), default=256,
-                       help="Size of the deep output layer.")
+                       help="Size of the decoder output of rnn (deep output layer) and cnn (the Transformer's "
+                            "is --transformer-model-size).")
     model.add_argument("--weight-tying", action="store_true",
-                       help="Share target embedding and output layer (needs --num-embed == --output-num-hidden).")
+                       help="Share target embedding and output layer (needs --num-embed == the decoder output size: "
+                            "--output-num-hidden for rnn and cnn, --transformer-model-size for transformer).")
 
     train = parser.add_argument_group("Training")
     train.add_argument("--batch-size", "-b", type=arguments.int_greater_or_equal(1), default=64,
@@ -144,18 +171,45 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     arguments.add_logging_args(parser)
 
 
+def option_defaults() -> Dict[str, object]:
+    """The default of every trainer option, by ``args`` attribute name."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_training_args(parser)
+    return {action.dest: parser.get_default(action.dest) for action in parser._actions}
+
+
 def model_config_from_args(args: argparse.Namespace, vocab_size: int, regions: int, feature_dim: int,
                            manifest: Optional[Dict]) -> ModelConfig:
     """The :class:`ModelConfig` the options describe."""
     encoder = EncoderConfig(num_regions=regions, feature_dim=feature_dim, num_hidden=args.image_encoder_num_hidden,
                             positional_embedding=args.image_positional_embedding_type,
                             dropout=args.image_encoder_dropout)
-    decoder = RNNDecoderConfig(cell_type=args.rnn_cell_type, num_layers=args.num_layers,
-                               num_hidden=args.rnn_num_hidden, attention_type=args.rnn_attention_type,
-                               attention_num_hidden=args.rnn_attention_num_hidden,
-                               state_init=args.rnn_decoder_state_init, context_gating=not args.rnn_no_context_gating,
-                               num_embed=args.num_embed, output_num_hidden=args.output_num_hidden,
-                               encoder_num_hidden=args.image_encoder_num_hidden, dropout=args.rnn_dropout)
+    decoder: Config
+    if args.decoder == C.DECODER_TRANSFORMER:
+        check_condition(args.num_embed == args.transformer_model_size, "the transformer decoder needs --num-embed "
+                        "== --transformer-model-size (%d != %d)" % (args.num_embed, args.transformer_model_size))
+        decoder = TransformerDecoderConfig(num_layers=args.num_layers, model_size=args.transformer_model_size,
+                                           attention_heads=args.transformer_attention_heads,
+                                           feed_forward_num_hidden=args.transformer_feed_forward_num_hidden,
+                                           dropout_attention=args.transformer_dropout_attention,
+                                           dropout_act=args.transformer_dropout_act,
+                                           dropout_prepost=args.transformer_dropout_prepost, num_embed=args.num_embed,
+                                           encoder_num_hidden=args.image_encoder_num_hidden,
+                                           max_seq_len=args.max_seq_len)
+    elif args.decoder == C.DECODER_CNN:
+        decoder = ConvolutionalDecoderConfig(num_layers=args.num_layers, num_hidden=args.cnn_num_hidden,
+                                             kernel_width=args.cnn_kernel_width, num_embed=args.num_embed,
+                                             output_num_hidden=args.output_num_hidden,
+                                             encoder_num_hidden=args.image_encoder_num_hidden, dropout=args.cnn_dropout,
+                                             max_seq_len=args.max_seq_len)
+    else:
+        decoder = RNNDecoderConfig(cell_type=args.rnn_cell_type, num_layers=args.num_layers,
+                                   num_hidden=args.rnn_num_hidden, attention_type=args.rnn_attention_type,
+                                   attention_num_hidden=args.rnn_attention_num_hidden,
+                                   state_init=args.rnn_decoder_state_init,
+                                   context_gating=not args.rnn_no_context_gating, num_embed=args.num_embed,
+                                   output_num_hidden=args.output_num_hidden,
+                                   encoder_num_hidden=args.image_encoder_num_hidden, dropout=args.rnn_dropout)
     return ModelConfig(vocab_size=vocab_size, encoder=encoder, decoder=decoder, decoder_name=args.decoder,
                        num_embed=args.num_embed, embed_dropout=args.embed_dropout, weight_tying=args.weight_tying,
                        feature_extraction=manifest)
@@ -284,7 +338,10 @@ class Trainer:
             with open(args_path, encoding="utf-8") as f:
                 previous = yaml.safe_load(f)
             now = vars(args)
-            differing = sorted(k for k in now if k not in C.ARGS_MAY_DIFFER_ON_RESUME and previous.get(k) != now[k])
+            # an option added since the previous run started counts as having had its default
+            defaults = option_defaults()
+            differing = sorted(k for k in now if k not in C.ARGS_MAY_DIFFER_ON_RESUME
+                               and previous.get(k, defaults.get(k)) != now[k])
             check_condition(not differing, "%s holds a training with other settings (%s); use --overwrite-output "
                             "or another --output" % (self.dir, ", ".join(
                                 "--%s: %s → %s" % (k.replace("_", "-"), previous.get(k), now[k])
