@@ -90,13 +90,18 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--num-layers", type=arguments.int_greater_or_equal(1), default=1,
                        help="Decoder layers (RNN, Transformer or convolution layers).")
     model.add_argument("--rnn-attention-type", choices=C.ATT_CHOICES, default=C.ATT_MLP,
-                       help="Attention over the regions: mlp (Bahdanau) or dot (Luong, scaled).")
+                       help="Attention over the regions: mlp (Bahdanau), dot (Luong, scaled), bilinear (Luong's "
+                            "'general'), coverage (mlp that also sees the attention each region had so far; Tu et "
+                            "al. 2016) or none (Show and Tell, Vinyals et al. 2015: the pooled image is the first "
+                            "input; the reported attention is uniform). See docs/decoders.md.")
     model.add_argument("--rnn-attention-num-hidden", type=arguments.int_greater_or_equal(1), default=512,
-                       help="Hidden size of the MLP attention.")
+                       help="Hidden size of the mlp and coverage attentions.")
     model.add_argument("--rnn-decoder-state-init", choices=C.STATE_INIT_CHOICES, default=C.STATE_INIT_AVG,
-                       help="Initial RNN state: from the mean region (avg) or zero.")
+                       help="Initial RNN state: from the mean region (avg), from the last (bottom-right) region "
+                            "(last; weak for images, kept for Sockeye parity) or zero.")
     model.add_argument("--rnn-no-context-gating", action="store_true",
-                       help="Do not gate the attention context (Xu et al. 2015, sec. 4.2.1).")
+                       help="Do not gate the attention context (Xu et al. 2015, sec. 4.2.1; no effect with "
+                            "--rnn-attention-type none).")
     model.add_argument("--rnn-dropout", type=arguments.float_greater_or_equal(0), default=0.3,
                        help="Dropout on RNN outputs and the deep output layer.")
     model.add_argument("--transformer-model-size", type=arguments.int_greater_or_equal(1), default=256,

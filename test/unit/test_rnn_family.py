@@ -1,0 +1,257 @@
+"""The RNN decoder family: every attention type (mlp, dot, bilinear, coverage, none = Show and Tell) x state init
+(zero, avg, last) x cell: stepwise decoding equals teacher forcing, the coverage state, Show and Tell's uniform
+attention and pooled image, the last-region state, beam search, the CLI, and loading a model saved before."""
+import itertools
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
+from imcap import arguments
+from imcap import constants as C
+from imcap.beam_search import BeamSearch
+from imcap.decoder import RNNDecoder, RNNDecoderConfig
+from imcap.encoder import EncoderConfig
+from imcap.model import CaptionModel, ModelConfig, load_model
+from imcap.train import add_training_args, model_config_from_args, sequence_loss
+from imcap.utils import ImcapError
+from imcap.vocab import build_vocab
+
+VOCAB, REGIONS, FEATURE_DIM = 20, 6, 12
+BATCH, LENGTH = 3, 5
+ENC, HIDDEN, ATT, EMBED, OUT = 10, 12, 8, 9, 11
+TRIAL1 = os.path.join(os.path.dirname(__file__), "..", "..", "runs", "trial1")
+
+
+def make_config(attention="mlp", state_init="avg", cell="lstm", layers=1, context_gating=True):
+    encoder = EncoderConfig(num_regions=REGIONS, feature_dim=FEATURE_DIM, num_hidden=ENC, dropout=0.0)
+    decoder = RNNDecoderConfig(cell_type=cell, num_layers=layers, num_hidden=HIDDEN, attention_type=attention,
+                               attention_num_hidden=ATT, state_init=state_init, context_gating=context_gating,
+                               num_embed=EMBED, output_num_hidden=OUT, encoder_num_hidden=ENC, dropout=0.0)
+    return ModelConfig(vocab_size=VOCAB, encoder=encoder, decoder=decoder, num_embed=EMBED, embed_dropout=0.0)
+
+
+def make_model(config, seed=1):
+    mx.random.seed(seed)
+    model = CaptionModel(config, prefix="model_")
+    model.initialize(mx.init.Xavier(factor_type="avg", magnitude=2.34))
+    return model
+
+
+def make_inputs(seed=2, batch=BATCH):
+    rng = np.random.RandomState(seed)
+    features = mx.nd.array(rng.uniform(0, 6, size=(batch, REGIONS, FEATURE_DIM)).astype(np.float32))
+    target_in = rng.randint(4, VOCAB, size=(batch, LENGTH))
+    target_in[:, 0] = 2  # <s>
+    target_in[-1, 3:] = 0  # a shorter caption, padded
+    return features, mx.nd.array(target_in, dtype="int32")
+
+
+GRID = list(itertools.product(C.ATT_CHOICES, C.STATE_INIT_CHOICES, C.RNN_CELL_CHOICES))
+
+
+def test_choices():
+    assert C.ATT_CHOICES == ["mlp", "dot", "bilinear", "coverage", "none"]
+    assert C.STATE_INIT_CHOICES == ["zero", "avg", "last"]
+
+
+@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybrid"])
+@pytest.mark.parametrize("attention,state_init,cell", GRID, ids=["-".join(g) for g in GRID])
+def test_stepwise_decoding_equals_teacher_forcing(attention, state_init, cell, hybridize):
+    # two layers for one cell type, so that stacking is covered too
+    model = make_model(make_config(attention, state_init, cell, layers=2 if cell == "gru" else 1))
+    if hybridize:
+        model.hybridize()
+    features, target_in = make_inputs()
+    logits, attention_full = model(features, target_in)
+    assert logits.shape == (BATCH, LENGTH, VOCAB) and attention_full.shape == (BATCH, LENGTH, REGIONS)
+    expected = mx.nd.log_softmax(logits, axis=-1).asnumpy()
+    attention_full = attention_full.asnumpy()
+    np.testing.assert_allclose(attention_full.sum(axis=-1), 1.0, atol=1e-5)
+
+    static, dynamic = model.encode(features)
+    assert len(static) == model.decoder.num_static_states and len(dynamic) == model.decoder.num_dynamic_states
+    assert all(s.shape[0] == BATCH for s in static + dynamic)
+    for t in range(LENGTH):
+        log_probs, att, dynamic = model.step(target_in[:, t], static, dynamic)
+        assert log_probs.shape == (BATCH, VOCAB) and att.shape == (BATCH, REGIONS)
+        np.testing.assert_allclose(log_probs.asnumpy(), expected[:, t], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(att.asnumpy(), attention_full[:, t], atol=1e-4, rtol=0)
+    assert not np.allclose(expected[:, 0], expected[:, 1])
+    if attention == C.ATT_NONE:
+        np.testing.assert_allclose(attention_full, 1.0 / REGIONS, atol=1e-7)
+    else:
+        assert not np.allclose(attention_full, 1.0 / REGIONS, atol=1e-4)
+
+
+@pytest.mark.parametrize("attention", C.ATT_CHOICES)
+def test_states_and_parameters(attention):
+    """Sizes of the states, and no parameter a type does not use (Show and Tell has no attention, no context)."""
+    model = make_model(make_config(attention, "zero", "lstm"))
+    features, _ = make_inputs()
+    static, dynamic = model.encode(features)
+    coverage = attention == C.ATT_COVERAGE
+    assert [d.shape for d in dynamic] == [(BATCH, HIDDEN)] * 2 + [(BATCH, REGIONS)] * coverage
+    params = {name: p.shape for name, p in model.decoder._collect_params_with_prefix().items()}
+    if attention == C.ATT_NONE:
+        assert [s.shape for s in static] == [(BATCH, REGIONS, ENC)]
+        assert not any(n.startswith(("keys", "cell.query", "cell.score")) for n in params)
+        assert params["image.weight"] == (EMBED, ENC)
+        assert params["cell.cells.0.i2h_weight"] == (4 * HIDDEN, EMBED)
+        assert params["output.weight"] == (OUT, HIDDEN + EMBED)
+        # the image step already ran: the state is not zero although the init is
+        assert not np.allclose(dynamic[0].asnumpy(), 0)
+    else:
+        key_size = {"mlp": ATT, "coverage": ATT, "dot": ENC, "bilinear": HIDDEN}[attention]
+        assert [s.shape for s in static] == [(BATCH, REGIONS, ENC), (BATCH, REGIONS, key_size)]
+        assert params["keys.weight"] == (key_size, ENC)
+        query = {"mlp": ATT, "coverage": ATT, "dot": ENC, "bilinear": 0}[attention] + ENC  # + the gate
+        assert params["cell.query.weight"] == (query, HIDDEN)
+        assert ("cell.score.weight" in params) == (attention in ("mlp", "coverage"))
+        assert ("cell.coverage.weight" in params) == coverage
+        assert params["cell.cells.0.i2h_weight"] == (4 * HIDDEN, EMBED + ENC)
+        assert params["output.weight"] == (OUT, HIDDEN + ENC + EMBED)
+        assert all((d.asnumpy() == 0).all() for d in dynamic)
+    if attention == C.ATT_BILINEAR:  # without gating there is no projection of the state at all
+        ungated = make_model(make_config(attention, "zero", "lstm", context_gating=False))
+        assert ungated.decoder.cell.query is None
+
+
+@pytest.mark.parametrize("attention", C.ATT_CHOICES)
+def test_every_parameter_is_trained(attention):
+    model = make_model(make_config(attention, "avg", "lstm"))
+    model.hybridize()
+    features, target_in = make_inputs()
+    target_out = mx.nd.concat(target_in[:, 1:], mx.nd.zeros((BATCH, 1), dtype="int32"), dim=1).astype("float32")
+    with mx.autograd.record():
+        logits, att = model(features, target_in)
+        loss, _ = sequence_loss(logits, att, target_out, 0.1, 0.5)
+    loss.backward()
+    for name, param in model._collect_params_with_prefix().items():
+        if param.grad_req != "null" and not name.startswith(("_encode", "_step")):
+            assert np.abs(param.grad().asnumpy()).sum() > 0, name
+
+
+@pytest.mark.parametrize("cell", C.RNN_CELL_CHOICES)
+def test_coverage_is_the_sum_of_past_attention(cell):
+    model = make_model(make_config(C.ATT_COVERAGE, "avg", cell))
+    model.hybridize()
+    features, target_in = make_inputs()
+    static, dynamic = model.encode(features)
+    np.testing.assert_array_equal(dynamic[-1].asnumpy(), np.zeros((BATCH, REGIONS)))
+    rows = []
+    for t in range(LENGTH):
+        _, att, dynamic = model.step(target_in[:, t], static, dynamic)
+        rows.append(att.asnumpy())
+        np.testing.assert_allclose(dynamic[-1].asnumpy(), np.sum(rows, axis=0), atol=1e-6)
+    np.testing.assert_allclose(dynamic[-1].asnumpy().sum(axis=1), LENGTH, atol=1e-5)
+    # the coverage takes part in the scores: with another coverage, the same state attends differently
+    state = dynamic[:-1] + [dynamic[-1] * 0]
+    _, other, _ = model.step(target_in[:, 0], static, state)
+    _, same, _ = model.step(target_in[:, 0], static, dynamic)
+    assert not np.allclose(other.asnumpy(), same.asnumpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("state_init", [C.STATE_INIT_ZERO, C.STATE_INIT_AVG])
+@pytest.mark.parametrize("cell", C.RNN_CELL_CHOICES)
+def test_show_and_tell_sees_the_pooled_image_only(state_init, cell):
+    """Without attention, regions matter only through their mean: permuting them changes nothing (exactly up to
+    float rounding), changing one does change the words' probabilities."""
+    model = make_model(make_config(C.ATT_NONE, state_init, cell))
+    model.hybridize()
+    features, target_in = make_inputs()
+    log_probs = mx.nd.log_softmax(model(features, target_in)[0], axis=-1).asnumpy()
+    permuted = mx.nd.array(features.asnumpy()[:, np.random.RandomState(0).permutation(REGIONS)])
+    np.testing.assert_allclose(mx.nd.log_softmax(model(permuted, target_in)[0], axis=-1).asnumpy(), log_probs,
+                               atol=1e-5, rtol=0)
+    changed = features.asnumpy()
+    # new values (a constant added to a region would be normalized away by the encoder's layer norm)
+    changed[:, 2] = np.random.RandomState(1).uniform(0, 6, size=(BATCH, FEATURE_DIM))
+    assert not np.allclose(mx.nd.log_softmax(model(mx.nd.array(changed), target_in)[0], axis=-1).asnumpy(),
+                           log_probs, atol=1e-4)
+
+
+def test_last_state_init_depends_on_the_last_region_only():
+    model = make_model(make_config(C.ATT_MLP, C.STATE_INIT_LAST, "lstm"))
+    features, _ = make_inputs()
+    initial = [d.asnumpy() for d in model.encode(features)[1]]
+    changed = features.asnumpy()
+    changed[:, :-1] *= np.linspace(0.5, 2, FEATURE_DIM)  # every region but the last
+    np.testing.assert_allclose([d.asnumpy() for d in model.encode(mx.nd.array(changed))[1]], initial, atol=1e-6)
+    changed[:, -1] *= np.linspace(0.5, 2, FEATURE_DIM)
+    assert not np.allclose(model.encode(mx.nd.array(changed))[1][0].asnumpy(), initial[0], atol=1e-4)
+    # and it is the avg init's layer applied to the last region
+    encoded = model.encoder(features)
+    expected = model.decoder.init(encoded[:, -1]).asnumpy()
+    np.testing.assert_allclose(np.concatenate(initial, axis=1), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", C.ATT_CHOICES)
+def test_beam_search(attention):
+    model = make_model(make_config(attention, "avg", "lstm"))
+    model.hybridize()
+    vocab = build_vocab([["w%d" % i for i in range(VOCAB - 4)]])
+    features, _ = make_inputs(batch=2)
+    search = BeamSearch([model], vocab, beam_size=3, max_output_length=8, nbest_size=3, keep_attention=True)
+    results = search.search(features.asnumpy())
+    assert len(results) == 2
+    for hyps in results:
+        assert len(hyps) == 3
+        for h in hyps:
+            assert np.isfinite(h.log_prob) and h.log_prob < 0
+            assert h.attention.shape == (len(h.ids) + 1, REGIONS)
+            np.testing.assert_allclose(h.attention.sum(axis=1), 1.0, atol=1e-5)
+    # the best hypothesis' log-probability is what teacher forcing gives its words (the reordered states, the
+    # coverage among them, are the right ones)
+    for i in range(2):
+        best = results[i][0]
+        logits, _ = model(features[i:i + 1], mx.nd.array([[2] + best.ids], dtype="int32"))
+        log_probs = mx.nd.log_softmax(logits, axis=-1).asnumpy()[0]
+        rescored = sum(log_probs[t, w] for t, w in enumerate(best.ids + [vocab[C.EOS_SYMBOL]]))
+        assert rescored == pytest.approx(best.log_prob, abs=1e-3)
+
+
+def test_unknown_choices_are_errors():
+    with pytest.raises(ImcapError, match="attention type"):
+        RNNDecoder(RNNDecoderConfig(attention_type="additive"))
+    with pytest.raises(ImcapError, match="state init"):
+        RNNDecoder(RNNDecoderConfig(state_init="first"))
+
+
+def test_cli(tmp_path):
+    files = []
+    for name in ("train.features", "train.captions", "val.features", "val.captions"):
+        (tmp_path / name).write_text("x\n")
+        files.append(str(tmp_path / name))
+    parser = arguments.new_parser("test")
+    add_training_args(parser)
+    args = parser.parse_args(["-s", files[0], "-t", files[1], "-vs", files[2], "-vt", files[3], "-o",
+                              str(tmp_path / "model"), "--rnn-attention-type", "coverage",
+                              "--rnn-decoder-state-init", "last"])
+    config = model_config_from_args(args, 100, 49, 1280, None)
+    assert config.decoder.attention_type == "coverage" and config.decoder.state_init == "last"
+    path = str(tmp_path / "config.yaml")
+    config.save(path)
+    assert ModelConfig.load(path) == config
+    defaults = parser.parse_args(["-s", files[0], "-t", files[1], "-vs", files[2], "-vt", files[3], "-o", "m"])
+    assert defaults.rnn_attention_type == "mlp" and defaults.rnn_decoder_state_init == "avg"
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(TRIAL1, C.PARAMS_BEST_NAME)),
+                    reason="no runs/trial1 (an RNN model saved before the attention types were added)")
+def test_model_saved_before_the_new_types_loads():
+    model, vocab = load_model(TRIAL1)
+    config = model.config
+    assert config.decoder.attention_type == "mlp" and config.decoder.state_init == "avg"
+    features = np.random.RandomState(0).uniform(0, 3, size=(2, config.encoder.num_regions,
+                                                              config.encoder.feature_dim)).astype(np.float32)
+    results = BeamSearch([model], vocab, beam_size=2, max_output_length=10).search(features)
+    assert len(results) == 2 and all(len(h[0].ids) > 0 for h in results)
+    ids = mx.nd.array([[2] + results[0][0].ids], dtype="int32")
+    logits, _ = model(mx.nd.array(features[:1]), ids)
+    static, dynamic = model.encode(mx.nd.array(features[:1]))
+    log_probs, _, _ = model.step(ids[:, 0], static, dynamic)
+    np.testing.assert_allclose(log_probs.asnumpy()[0], mx.nd.log_softmax(logits, axis=-1).asnumpy()[0, 0],
+                               atol=1e-4)
