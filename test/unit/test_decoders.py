@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
+from test.unit.decoding_checks import check_stepwise_equals_full
 from imcap import arguments
 from imcap import constants as C
 from imcap.beam_search import BeamSearch
@@ -76,25 +77,9 @@ def test_stepwise_decoding_equals_full_sequence(key, hybridize):
     if hybridize:
         model.hybridize()
     features, target_in = make_inputs()
-    logits, attention_full = model(features, target_in)
-    assert logits.shape == (BATCH, LENGTH, VOCAB)
-    assert attention_full.shape == (BATCH, LENGTH, REGIONS)
-    expected = mx.nd.log_softmax(logits, axis=-1).asnumpy()
-    attention_full = attention_full.asnumpy()
-    assert np.allclose(attention_full.sum(axis=-1), 1.0, atol=1e-5)
-
-    static, dynamic = model.encode(features)
-    assert len(static) == model.decoder.num_static_states
-    assert len(dynamic) == model.decoder.num_dynamic_states
-    assert all(s.shape[0] == BATCH for s in static + dynamic)  # batch-major, for beam search
-    for t in range(LENGTH):
-        log_probs, att, dynamic = model.step(target_in[:, t], static, dynamic)
-        assert log_probs.shape == (BATCH, VOCAB) and att.shape == (BATCH, REGIONS)
-        assert all(d.shape[0] == BATCH for d in dynamic)
-        np.testing.assert_allclose(log_probs.asnumpy(), expected[:, t], atol=1e-4, rtol=0)
-        np.testing.assert_allclose(att.asnumpy(), attention_full[:, t], atol=1e-4, rtol=0)
+    _, _, states = check_stepwise_equals_full(model, features, target_in)
+    for t, dynamic in enumerate(states):
         np.testing.assert_array_equal(dynamic[-1].asnumpy(), t + 1)  # the position
-    assert not np.allclose(expected[:, 0], expected[:, 1])
 
 
 def test_transformer_cache_grows_one_position_per_step():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
+from test.unit.decoding_checks import check_stepwise_equals_full
 from imcap.decoder import RNNDecoderConfig
 from imcap.encoder import EncoderConfig
 from imcap.model import CaptionModel, ModelConfig
@@ -55,26 +56,10 @@ def test_stepwise_decoding_equals_teacher_forcing(cell, attention, state_init, l
     if hybridize:
         model.hybridize()
     features, target_in = make_inputs()
-    logits, attention_full = model(features, target_in)
-    assert logits.shape == (BATCH, LENGTH, VOCAB)
-    assert attention_full.shape == (BATCH, LENGTH, REGIONS)
-    expected = mx.nd.log_softmax(logits, axis=-1).asnumpy()
-    attention_full = attention_full.asnumpy()
-    assert np.allclose(attention_full.sum(axis=-1), 1.0, atol=1e-5)
-
-    static, dynamic = model.encode(features)
-    assert len(static) == model.decoder.num_static_states
-    assert len(dynamic) == model.decoder.num_dynamic_states == layers * (2 if cell == "lstm" else 1)
     if state_init == "zero":
-        assert all((d.asnumpy() == 0).all() for d in dynamic)
-    for t in range(LENGTH):
-        log_probs, att, dynamic = model.step(target_in[:, t], static, dynamic)
-        assert log_probs.shape == (BATCH, VOCAB) and att.shape == (BATCH, REGIONS)
-        np.testing.assert_allclose(log_probs.asnumpy(), expected[:, t], atol=1e-4, rtol=0)
-        np.testing.assert_allclose(att.asnumpy(), attention_full[:, t], atol=1e-4, rtol=0)
-    # the per-step log-probabilities are distributions, and not all the same
-    assert np.allclose(np.exp(expected).sum(axis=-1), 1.0, atol=1e-5)
-    assert not np.allclose(expected[:, 0], expected[:, 1])
+        assert all((d.asnumpy() == 0).all() for d in model.encode(features)[1])
+    check_stepwise_equals_full(model, features, target_in)
+    assert model.decoder.num_dynamic_states == layers * (2 if cell == "lstm" else 1)
 
 
 def test_hybridized_and_imperative_models_agree():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
+from test.unit.decoding_checks import check_stepwise_equals_full
 from imcap import arguments
 from imcap import constants as C
 from imcap.beam_search import BeamSearch
@@ -65,21 +66,7 @@ def test_stepwise_decoding_equals_teacher_forcing(attention, state_init, cell, h
     if hybridize:
         model.hybridize()
     features, target_in = make_inputs()
-    logits, attention_full = model(features, target_in)
-    assert logits.shape == (BATCH, LENGTH, VOCAB) and attention_full.shape == (BATCH, LENGTH, REGIONS)
-    expected = mx.nd.log_softmax(logits, axis=-1).asnumpy()
-    attention_full = attention_full.asnumpy()
-    np.testing.assert_allclose(attention_full.sum(axis=-1), 1.0, atol=1e-5)
-
-    static, dynamic = model.encode(features)
-    assert len(static) == model.decoder.num_static_states and len(dynamic) == model.decoder.num_dynamic_states
-    assert all(s.shape[0] == BATCH for s in static + dynamic)
-    for t in range(LENGTH):
-        log_probs, att, dynamic = model.step(target_in[:, t], static, dynamic)
-        assert log_probs.shape == (BATCH, VOCAB) and att.shape == (BATCH, REGIONS)
-        np.testing.assert_allclose(log_probs.asnumpy(), expected[:, t], atol=1e-4, rtol=0)
-        np.testing.assert_allclose(att.asnumpy(), attention_full[:, t], atol=1e-4, rtol=0)
-    assert not np.allclose(expected[:, 0], expected[:, 1])
+    _, attention_full, _ = check_stepwise_equals_full(model, features, target_in)
     if attention == C.ATT_NONE:
         np.testing.assert_allclose(attention_full, 1.0 / REGIONS, atol=1e-7)
     else:

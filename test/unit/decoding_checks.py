@@ -1,0 +1,38 @@
+"""The check every decoder must pass: step-by-step decoding from cached state equals full-sequence decoding."""
+from typing import List, Tuple
+
+import mxnet as mx
+import numpy as np
+
+
+def check_stepwise_equals_full(model, features: mx.nd.NDArray, target_in: mx.nd.NDArray
+                               ) -> Tuple[np.ndarray, np.ndarray, List[List[mx.nd.NDArray]]]:
+    """Decode ``target_in (batch, length)`` for ``features (batch, regions, dim)`` once as a whole sequence and once
+    step by step through ``model.encode``/``model.step``; assert equal log-probabilities and attention (1e-4),
+    batch-major states and proper distributions.
+
+    :return: the full-sequence log-probs ``(batch, length, vocab)``, attention ``(batch, length, regions)`` and the
+        dynamic states after each step.
+    """
+    batch, length = target_in.shape
+    regions, vocab = features.shape[1], model.config.vocab_size
+    logits, attention_full = model(features, target_in)
+    assert logits.shape == (batch, length, vocab) and attention_full.shape == (batch, length, regions)
+    expected = mx.nd.log_softmax(logits, axis=-1).asnumpy()
+    attention_full = attention_full.asnumpy()
+    np.testing.assert_allclose(attention_full.sum(axis=-1), 1.0, atol=1e-5)
+
+    static, dynamic = model.encode(features)
+    assert len(static) == model.decoder.num_static_states and len(dynamic) == model.decoder.num_dynamic_states
+    assert all(s.shape[0] == batch for s in static + dynamic)  # batch-major, for beam search
+    states = []
+    for t in range(length):
+        log_probs, att, dynamic = model.step(target_in[:, t], static, dynamic)
+        assert log_probs.shape == (batch, vocab) and att.shape == (batch, regions)
+        assert all(d.shape[0] == batch for d in dynamic)
+        np.testing.assert_allclose(log_probs.asnumpy(), expected[:, t], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(att.asnumpy(), attention_full[:, t], atol=1e-4, rtol=0)
+        states.append(dynamic)
+    np.testing.assert_allclose(np.exp(expected).sum(axis=-1), 1.0, atol=1e-5)
+    assert not np.allclose(expected[:, 0], expected[:, 1])  # the steps differ
+    return expected, attention_full, states
