@@ -8,7 +8,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from imcap.evaluate import bleu_scores  # noqa: E402
+from imcap.evaluate import evaluate  # noqa: E402
+from imcap.model import ModelConfig  # noqa: E402
 from imcap.train import read_metrics  # noqa: E402
 from imcap.utils import read_lines  # noqa: E402
 from benchlib import append_row  # noqa: E402
@@ -26,12 +27,13 @@ def main() -> None:
     log = open(args.log, encoding="utf-8").read()
     metrics = read_metrics(os.path.join(run, "model", "metrics"))
     last = metrics[-1]
-    config = open(os.path.join(run, "model", "config.yaml"), encoding="utf-8").read()
+    config = ModelConfig.load(os.path.join(run, "model", "config.yaml"))
     decode = open(os.path.join(run, "decode.options"), encoding="utf-8").read().strip()
     val_line = re.findall(r"best on validation: BLEU-4 ([0-9.]+)", log)
     captioning = re.findall(r"Captioned (\d+) lines \((\d+) failed\) in ([0-9.]+) s, ([0-9.]+) lines/s", log)
     test_hyp = read_lines(os.path.join(run, "test.hyp"))
-    test = bleu_scores(test_hyp, [read_lines(os.path.join(data, "test.captions.%d" % i)) for i in range(5)])
+    test = evaluate(test_hyp, [read_lines(os.path.join(data, "test.captions.%d" % i)) for i in range(5)],
+                    skip_failing=["meteor"])
     figures = {
         "training minutes": last["time-elapsed"] / 60.0,
         "updates": last["updates"],
@@ -42,16 +44,22 @@ def main() -> None:
         "pipeline minutes": args.total_seconds / 60.0,
     }
     figures.update({"test BLEU-%d" % n: test["bleu%d" % n] for n in range(1, 5)})
+    figures.update({"test %s" % k: test[k] for k in ("METEOR", "ROUGE-L", "CIDEr-D") if k in test})
     for name, value in figures.items():
         print("%s: %s" % (name, "%.2f" % value if isinstance(value, float) else value))
-    decoder = re.search(r"decoder:\n((?:  .*\n)+)", config)
-    configuration = "; ".join(l.strip() for l in decoder.group(1).splitlines()) if decoder else "see config.yaml"
+    made = config.feature_extraction or {}
+    configuration = "features: %s %s (%d x %d); decoder %s: %s" % (
+        made.get("encoder", "?"), "x".join(map(str, made.get("input_size", []))), config.encoder.num_regions,
+        config.encoder.feature_dim, config.decoder_name,
+        "; ".join("%s: %s" % kv for kv in config.decoder.to_dict().items()))
     append_row(args.benchmarks, "Flickr8k quality (bench/flickr8k_quality.sh)",
                ["configuration", "decoding (chosen on val)", "train min", "updates", "samples/s", "val BLEU-4",
-                "test BLEU-1/2/3/4"], args.command,
+                "test BLEU-1/2/3/4", "test METEOR / ROUGE-L / CIDEr-D"], args.command,
                [configuration, "`%s`" % decode, "%.1f" % figures["training minutes"], str(figures["updates"]),
                 "%.0f" % figures["training samples/s"], "%.2f" % figures["val BLEU-4 (chosen setting)"],
-                " / ".join("%.1f" % test["bleu%d" % n] for n in range(1, 5))])
+                " / ".join("%.1f" % test["bleu%d" % n] for n in range(1, 5)),
+                "%s / %s / %s" % tuple("%.3f" % test[k] if k == "CIDEr-D" else "%.1f" % test[k] if k in test else "n/a"
+                                       for k in ("METEOR", "ROUGE-L", "CIDEr-D"))])
 
 
 if __name__ == "__main__":
