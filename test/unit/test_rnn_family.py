@@ -2,7 +2,6 @@
 (zero, avg, last) x cell: stepwise decoding equals teacher forcing, the coverage state, Show and Tell's uniform
 attention and pooled image, the last-region state, beam search, the CLI, and loading a model saved before."""
 import itertools
-import os
 
 import mxnet as mx
 import numpy as np
@@ -15,7 +14,7 @@ from imcap import constants as C
 from imcap.beam_search import BeamSearch
 from imcap.decoder import RNNDecoder, RNNDecoderConfig
 from imcap.encoder import EncoderConfig
-from imcap.model import CaptionModel, ModelConfig, load_model
+from imcap.model import CaptionModel, ModelConfig
 from imcap.train import add_training_args, model_config_from_args, sequence_loss
 from imcap.utils import ImcapError
 from imcap.vocab import build_vocab
@@ -23,7 +22,6 @@ from imcap.vocab import build_vocab
 VOCAB, REGIONS, FEATURE_DIM = 20, 6, 12
 BATCH, LENGTH = 3, 5
 ENC, HIDDEN, ATT, EMBED, OUT = 10, 12, 8, 9, 11
-TRIAL1 = os.path.join(os.path.dirname(__file__), "..", "..", "runs", "trial1")
 
 
 def make_config(attention="mlp", state_init="avg", cell="lstm", layers=1, context_gating=True):
@@ -224,21 +222,3 @@ def test_cli(tmp_path):
     assert ModelConfig.load(path) == config
     defaults = parser.parse_args(["-s", files[0], "-t", files[1], "-vs", files[2], "-vt", files[3], "-o", "m"])
     assert defaults.rnn_attention_type == "mlp" and defaults.rnn_decoder_state_init == "avg"
-
-
-@pytest.mark.skipif(not os.path.isfile(os.path.join(TRIAL1, C.PARAMS_BEST_NAME)),
-                    reason="no runs/trial1 (an RNN model saved before the attention types were added)")
-def test_model_saved_before_the_new_types_loads():
-    model, vocab = load_model(TRIAL1)
-    config = model.config
-    assert config.decoder.attention_type == "mlp" and config.decoder.state_init == "avg"
-    features = np.random.RandomState(0).uniform(0, 3, size=(2, config.encoder.num_regions,
-                                                              config.encoder.feature_dim)).astype(np.float32)
-    results = BeamSearch([model], vocab, beam_size=2, max_output_length=10).search(features)
-    assert len(results) == 2 and all(len(h[0].ids) > 0 for h in results)
-    ids = mx.nd.array([[2] + results[0][0].ids], dtype="int32")
-    logits, _ = model(mx.nd.array(features[:1]), ids)
-    static, dynamic = model.encode(mx.nd.array(features[:1]))
-    log_probs, _, _ = model.step(ids[:, 0], static, dynamic)
-    np.testing.assert_allclose(log_probs.asnumpy()[0], mx.nd.log_softmax(logits, axis=-1).asnumpy()[0, 0],
-                               atol=1e-4)
