@@ -16,4 +16,5 @@ start=$(date +%s)
 scripts/flickr8k.sh full 2>&1 | tee "$OUT"/bench.log
 total=$(( $(date +%s) - start ))
 $PY bench/report_quality.py --run "$OUT" --log "$OUT"/bench.log --total-seconds "$total" \
-    --command "bench/flickr8k_quality.sh${TRAIN_ARGS:+ (TRAIN_ARGS=$TRAIN_ARGS)}" --benchmarks docs/benchmarks.md
+    --command "${ENCODER:+ENCODER=$ENCODER }${TRAIN_ARGS:+TRAIN_ARGS=\"$TRAIN_ARGS\" }bench/flickr8k_quality.sh" \
+    --benchmarks docs/benchmarks.md
