@@ -10,7 +10,7 @@ A cache directory (``--output-root`` of :mod:`imcap.extract_features`) holds
 import json
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -109,17 +109,6 @@ class FeatureStore:
 
     def __len__(self) -> int:
         return len(self.index)
-
-
-def load_feature_files(paths: Sequence[str], root: Optional[str]) -> List[Tuple[Optional[np.ndarray], str]]:
-    """Read single feature files; each entry is ``(array or None, reason)``."""
-    out = []
-    for path in paths:
-        try:
-            out.append((np.load(resolve(path, root)).astype(np.float32), ""))
-        except (OSError, ValueError) as e:
-            out.append((None, str(e).splitlines()[0] if str(e) else type(e).__name__))
-    return out
 
 
 def check_features_match(manifest: Optional[Dict], regions: int, channels: int, where: str) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from imcap import constants as C
-from imcap.features import (check_features_match, feature_relpath, load_feature_files, read_manifest, resolve,
+from imcap.features import (check_features_match, feature_relpath, read_manifest, resolve,
                             save_feature, write_or_check_manifest)
 from imcap.utils import ImcapError
 
@@ -79,15 +79,6 @@ def test_resolve():
     assert resolve("a/b.npy", "/root") == "/root/a/b.npy"
     assert resolve("/abs/b.npy", "/root") == "/abs/b.npy"
     assert resolve("a/b.npy", None) == "a/b.npy"
-
-
-def test_load_feature_files_reports_unreadable(tmp_path):
-    save_feature(str(tmp_path / "ok.npy"), np.ones((2, 3), dtype=np.float16))
-    (tmp_path / "junk.npy").write_bytes(b"not numpy")
-    out = load_feature_files(["ok.npy", "junk.npy", "missing.npy"], str(tmp_path))
-    assert out[0][0].dtype == np.float32 and out[0][0].shape == (2, 3) and out[0][1] == ""
-    assert out[1][0] is None and out[1][1]
-    assert out[2][0] is None and out[2][1]
 
 
 def test_check_features_match():
