@@ -25,5 +25,5 @@ setup(
         "pyyaml",
         "tqdm",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "ruff==0.17.5", "mypy==2.4.1"]},  # linters pinned: they gate CI
 )

@@ -7,7 +7,7 @@ Vaswani et al. 2017). After Sockeye's ``average.py``.
 import argparse
 import logging
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import mxnet as mx
 
@@ -40,17 +40,18 @@ def select_checkpoints(model_dir: str, n: int, strategy: str = "best",
     return [os.path.join(model_dir, C.PARAMS_NAME % c) for c in chosen]
 
 
-def average(paths: List[str]) -> dict:
-    """Element-wise mean of the parameter files ``paths`` (``mx.nd.load`` dicts with the same names)."""
-    total = None
+def average(paths: List[str]) -> Dict[str, mx.nd.NDArray]:
+    """Element-wise mean of the parameter files ``paths`` (``mx.nd.load`` dicts with the same names).
+
+    :raises ImcapError: if the files hold different parameters.
+    """
+    total: Dict[str, mx.nd.NDArray] = {}
     for path in paths:
         params = mx.nd.load(path)
-        if total is None:
-            total = {k: v.copy() for k, v in params.items()}
-        else:
-            check_condition(set(params) == set(total), "%s has other parameters than %s" % (path, paths[0]))
-            for k, v in params.items():
-                total[k] += v
+        check_condition(not total or set(params) == set(total), "%s has other parameters than %s"
+                        % (path, paths[0]))
+        for k, v in params.items():
+            total[k] = total[k] + v if k in total else v.copy()
     return {k: v / len(paths) for k, v in total.items()}
 
 

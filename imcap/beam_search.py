@@ -8,7 +8,7 @@ Several images are searched at once: states have ``batch * beam`` rows, row ``i 
 Scores are sums of log-probabilities (natural log); hypotheses are ranked by ``score / lp(length)`` with the
 GNMT length penalty ``lp(n) = ((beta + n) / (beta + 1)) ** alpha`` (Wu et al. 2016), ``n`` counting ``</s>``.
 """
-from typing import List, NamedTuple, Optional, Sequence
+from typing import Any, List, NamedTuple, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
@@ -102,11 +102,12 @@ class BeamSearch:
         finished = np.zeros(rows, dtype=bool)
         lengths = np.zeros(rows, dtype=np.int64)
         history = np.zeros((rows, 0), dtype=np.int64)
-        attention_history = []  # per step (rows, regions)
+        attention_history: List[np.ndarray] = []  # per step (rows, regions)
         prev = mx.nd.full((rows,), self.bos, ctx=self.ctx, dtype="int32")
         offsets = (np.arange(batch) * k)[:, None]
         for t in range(self.max_output_length):
-            log_probs, attention = None, None
+            log_probs: Any = None
+            attention: Any = None
             for i, model in enumerate(self.models):
                 lp, att, dynamic = model.step(prev, states[i][0], states[i][1])
                 states[i] = (states[i][0], dynamic)

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from typing import IO, Iterator, List, Optional, Tuple
+from typing import IO, Any, Iterator, List, Optional, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -24,7 +24,7 @@ from . import arguments
 from . import constants as C
 from .beam_search import BeamSearch
 from .features import check_features_match, resolve
-from .model import load_model
+from .model import CaptionModel, load_model
 from .output_handler import CaptionResult, get_output_handler
 from .utils import ImcapError, check_condition
 from .vocab import ids_to_tokens
@@ -117,7 +117,8 @@ class Captioner:
             and args.device_ids[0] >= 0 else mx.cpu()
         checkpoints = args.checkpoints or [C.PARAMS_BEST_NAME] * len(args.models)
         check_condition(len(checkpoints) == len(args.models), "--checkpoints needs one name per model")
-        self.models, self.vocab = [], None
+        self.models: List[CaptionModel] = []
+        self.vocab: Any = None
         for model_dir, checkpoint in zip(args.models, checkpoints):
             model, vocab = load_model(model_dir, checkpoint, self.ctx)
             if self.vocab is not None:
@@ -171,12 +172,13 @@ class Captioner:
 
     def caption_chunk(self, lines: List[Tuple[int, Optional[str], Optional[str]]]) -> List[CaptionResult]:
         """Caption a chunk of ``(line number, text, error)``; one result per line, in order."""
-        results = [None] * len(lines)  # type: List[Optional[CaptionResult]]
+        results: List[Optional[CaptionResult]] = [None] * len(lines)
         good = []  # (position, array)
         for position, (number, text, error) in enumerate(lines):
             path = ""
             try:
-                check_condition(error is None, error or "")
+                if text is None:
+                    raise ImcapError(error or "unreadable line")
                 path = parse_line(text, self.args.json_input)
                 good.append((position, self._load(path), path))
             except ImcapError as e:

@@ -76,8 +76,8 @@ class Decoder(HybridBlock):
             return decoder_cls
         return wrapper
 
-    num_dynamic_states = 0  # type: int
-    num_static_states = 0  # type: int
+    num_dynamic_states: int = 0
+    num_static_states: int = 0
 
     def init_state(self, encoded) -> Tuple[List, List]:
         raise NotImplementedError()

@@ -126,7 +126,8 @@ def bleu_scores(hypotheses: List[str], references: List[List[str]],
         # force=True: the text is tokenized on purpose, so no "forgot to detokenize" warning.
         bleu = BLEU(max_ngram_order=order, tokenize="none", lowercase=False, smooth_method="exp",
                     force=True)
-        scores["bleu%d" % order] = float(bleu.corpus_score(hypotheses, streams).score)
+        # sacrebleu skips None references (a variable number per segment); its type hints do not say so
+        scores["bleu%d" % order] = float(bleu.corpus_score(hypotheses, streams).score)  # type: ignore[arg-type]
     return scores
 
 
@@ -149,9 +150,10 @@ def coco_inputs(hypotheses: List[str], references: List[List[str]],
 
     check_condition(len(hypotheses) > 0, "no hypotheses to score")
     streams = _references_per_segment(hypotheses, references)
-    gts, res = {}, {}  # type: Dict[int, List[str]], Dict[int, List[str]]
+    gts: Dict[int, List[str]] = {}
+    res: Dict[int, List[str]] = {}
     for i, hyp in enumerate(hypotheses):
-        refs = [clean(stream[i]) for stream in streams if stream[i] is not None]
+        refs = [clean(ref) for ref in (stream[i] for stream in streams) if ref is not None]
         gts[i] = [ref for ref in refs if ref]
         check_condition(len(gts[i]) > 0, "line %d has no reference METEOR can read (only '|||')" % (i + 1))
         res[i] = [clean(hyp or "")]
@@ -247,12 +249,12 @@ def meteor_scores(hypotheses: List[str], references: List[List[str]]) -> Dict[st
 
 
 # Metric family name (``--metrics``) -> function, in the order the scores are reported.
-METRICS = {
+METRICS: Dict[str, MetricFunction] = {
     C.METRIC_BLEU: bleu_scores,
     METRIC_METEOR: meteor_scores,
     METRIC_ROUGE: rouge_scores,
     METRIC_CIDER: cider_scores,
-}  # type: Dict[str, MetricFunction]
+}
 DEFAULT_METRICS = tuple(METRICS)
 
 
@@ -269,7 +271,7 @@ def evaluate(hypotheses: List[str], references: List[List[str]],
     """
     for name in metrics:
         check_condition(name in METRICS, "unknown metric '%s' (choices: %s)" % (name, ", ".join(METRICS)))
-    scores = {}  # type: Dict[str, float]
+    scores: Dict[str, float] = {}
     for name in METRICS:
         if name in metrics:
             try:

@@ -65,7 +65,7 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
     todo = [p for p in image_paths if not os.path.isfile(os.path.join(output_root, feature_relpath(p)))]
     logger.info("%d images, %d already cached, %d to compute", len(image_paths), len(image_paths) - len(todo),
                 len(todo))
-    failed = {}  # type: Dict[str, str]
+    failed: Dict[str, str] = {}
     if not todo:
         return failed
     size = encoder.input_size

@@ -10,7 +10,7 @@ A cache directory (``--output-root`` of :mod:`imcap.extract_features`) holds
 import json
 import logging
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -79,8 +79,8 @@ class FeatureStore:
         self.list_path = list_path
         root = source_root if source_root is not None else os.path.dirname(os.path.abspath(list_path))
         lines = read_lines(list_path)
-        rows = {}  # type: Dict[str, int]
-        arrays = []  # type: List[np.ndarray]
+        rows: Dict[str, int] = {}
+        arrays: List[np.ndarray] = []
         self.index = np.full(len(lines), -1, dtype=np.int64)
         self.paths = lines
         for number, line in enumerate(lines):

@@ -127,8 +127,8 @@ class EfficientNetLite(HybridBlock):
         check_condition(layer in self.layer_names, "unknown EfficientNet-Lite layer '%s'; choose from: %s"
                         % (layer, ", ".join(self.layer_names)))
         self._cut = self.layer_names.index(layer)
-        self.weight_names = {}  # type: Dict[str, mx.gluon.Parameter]
-        hw = tuple(input_size)
+        self.weight_names: Dict[str, mx.gluon.Parameter] = {}
+        hw = (int(input_size[0]), int(input_size[1]))
         with self.name_scope():
             stem_out = weights["_conv_stem.weight"].shape[0]
             self.stem = _SameConvBN(3, stem_out, 3, 2, 1, hw, True)
@@ -192,7 +192,7 @@ class EfficientNetLite(HybridBlock):
         return self.fc(x)
 
 
-def _zoo_features(name: str, params_path: str, layer: Optional[str], ctx: mx.Context) -> HybridBlock:
+def _zoo_features(name: str, params_path: Optional[str], layer: Optional[str], ctx: mx.Context) -> HybridBlock:
     """A Gluon model-zoo network's ``features`` cut before ``layer`` (an index) or before its global pooling."""
     from mxnet.gluon.model_zoo import vision
     try:
@@ -217,14 +217,16 @@ def _zoo_features(name: str, params_path: str, layer: Optional[str], ctx: mx.Con
     return features
 
 
-def _symbol_features(prefix: str, layer: Optional[str], ctx: mx.Context) -> HybridBlock:
+def _symbol_features(prefix: Optional[str], layer: Optional[str], ctx: mx.Context) -> HybridBlock:
     """An MXNet symbolic checkpoint ``PREFIX-symbol.json`` + ``PREFIX-NNNN.params`` cut at node ``layer``."""
-    check_condition(prefix is not None, "--image-encoder symbol needs --image-encoder-model-path PREFIX")
-    check_condition(layer is not None, "--image-encoder symbol needs --image-encoder-layer NAME")
+    if prefix is None:
+        raise ImcapError("--image-encoder symbol needs --image-encoder-model-path PREFIX")
+    if layer is None:
+        raise ImcapError("--image-encoder symbol needs --image-encoder-layer NAME")
     directory, base = os.path.split(os.path.abspath(prefix))
     pattern = re.compile(re.escape(base) + r"-(\d{4})\.params$")
     epochs = sorted(int(m.group(1)) for m in (pattern.match(f) for f in os.listdir(directory or ".")) if m)
-    check_condition(os.path.isfile(prefix + "-symbol.json") and epochs,
+    check_condition(os.path.isfile(prefix + "-symbol.json") and bool(epochs),
                     "no symbolic checkpoint at %s (need %s-symbol.json and %s-NNNN.params)" % (prefix, prefix, prefix))
     symbol, arg_params, aux_params = mx.model.load_checkpoint(prefix, epochs[-1])
     internals = symbol.get_internals()
@@ -272,7 +274,8 @@ class ImageEncoder:
                 weights = {k: npz[k] for k in npz.files}
             self.net = EfficientNetLite(weights, self.input_size, self.layer)
             self.net.load_weights(weights, self.ctx)
-            self.mean, self.std = np.float32(127.0), np.float32(128.0)
+            self.mean: np.ndarray = np.full((1, 1, 1, 1), 127.0, dtype=np.float32)
+            self.std: np.ndarray = np.full((1, 1, 1, 1), 128.0, dtype=np.float32)
         else:
             self.input_size = (int(input_size[0]), int(input_size[1])) if input_size else (224, 224)
             self.layer = layer or ""
@@ -342,19 +345,20 @@ def load_image(path: str, size: Tuple[int, int]) -> np.ndarray:
     check_condition(os.path.isfile(path), "no such file")
     check_condition(os.path.getsize(path) > 0, "empty file")
     try:
-        with Image.open(path) as img:
-            img.draft("RGB", (size[1], size[0]))
+        with Image.open(path) as opened:
+            opened.draft("RGB", (size[1], size[0]))
+            img: Image.Image = opened
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 img = img.convert("RGBA")
                 background = Image.new("RGBA", img.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(background, img)
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(img, dtype=np.float64)
-                peak = arr.max() if arr.size and arr.max() > 0 else 1.0
-                img = Image.fromarray((arr * (255.0 / max(peak, 255.0 if peak <= 255 else 65535.0))).astype(np.uint8))
+                scale = 1.0 if arr.size == 0 or arr.max() <= 255 else 255.0 / 65535.0  # 8-bit values kept as they are
+                img = Image.fromarray((arr * scale).astype(np.uint8))
             img = img.convert("RGB")
             if img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.BILINEAR)
+                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
     except ImcapError:
         raise

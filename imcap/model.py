@@ -108,7 +108,7 @@ class CaptionModel(Block):
     def __init__(self, config: ModelConfig, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
-        decoder_config = config.decoder
+        decoder_config: Any = config.decoder  # every registered decoder config has output_num_hidden
         check_condition(not config.weight_tying or config.num_embed == decoder_config.output_num_hidden,
                         "weight tying needs --num-embed == the decoder output size (%d != %d)"
                         % (config.num_embed, decoder_config.output_num_hidden))
@@ -172,8 +172,8 @@ class CaptionModel(Block):
         return total
 
 
-def load_model(model_dir: str, params_name: str = C.PARAMS_BEST_NAME, ctx: Union[mx.Context, List] = None
-               ) -> Tuple[CaptionModel, "object"]:
+def load_model(model_dir: str, params_name: str = C.PARAMS_BEST_NAME, ctx: Union[mx.Context, List, None] = None
+               ) -> Tuple[CaptionModel, Any]:
     """Load a model dir's config, vocabulary and parameters.
 
     :return: ``(model, vocab)``; the model is hybridized for search.

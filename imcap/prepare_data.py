@@ -121,7 +121,7 @@ def read_flickr_captions(path: str) -> Dict[str, List[str]]:
 
     :raises ImcapError: naming file and line for a line without a tab or without an image name.
     """
-    captions = collections.OrderedDict()  # type: Dict[str, List[str]]
+    captions: Dict[str, List[str]] = collections.OrderedDict()
     for number, line in enumerate(read_lines(path), 1):
         if number == 1:
             line = line.lstrip("\ufeff")
@@ -169,10 +169,10 @@ def read_flickr(captions_path: str, split_files: Optional[Sequence[Tuple[str, st
     names = [name for name, _ in split_files]
     duplicates = sorted(set(name for name in names if names.count(name) > 1))
     check_condition(not duplicates, "split given twice: %s" % ", ".join(duplicates))
-    dataset = collections.OrderedDict()  # type: Dataset
+    dataset: Dataset = collections.OrderedDict()
     used = set()
     for split, path in split_files:
-        images = []  # type: List[ImageCaptions]
+        images: List[ImageCaptions] = []
         seen = set()
         duplicate_count = 0
         for number, line in enumerate(read_lines(path), 1):
@@ -220,7 +220,7 @@ def read_karpathy(path: str, restval_to_train: bool = True) -> Dataset:
     data = _load_json(path)
     check_condition(isinstance(data, dict) and isinstance(data.get("images"), list),
                     "%s: expected a JSON object with an 'images' list (Karpathy dataset_*.json)" % path)
-    entries = []  # type: List[Tuple[str, ImageCaptions]]
+    entries: List[Tuple[str, ImageCaptions]] = []
     for index, entry in enumerate(data["images"]):
         where = "%s: images[%d]" % (path, index)
         check_condition(isinstance(entry, dict), "%s: not an object" % where)
@@ -267,8 +267,8 @@ def read_coco(split_files: Sequence[Tuple[str, str]]) -> Dataset:
                         and isinstance(data.get("annotations"), list),
                         "%s: expected a JSON object with 'images' and 'annotations' lists (COCO captions_*.json)"
                         % path)
-        captions = collections.OrderedDict()  # type: Dict[Any, List[str]]
-        names = {}  # type: Dict[Any, str]
+        captions: Dict[Any, List[str]] = collections.OrderedDict()
+        names: Dict[Any, str] = {}
         for index, image in enumerate(data["images"]):
             where = "%s: images[%d]" % (path, index)
             check_condition(isinstance(image, dict) and "id" in image and "file_name" in image,
@@ -424,7 +424,7 @@ def run_prepare_data(args: argparse.Namespace) -> Dict[str, SplitSummary]:
         logger.warning("--train-splits: no split %s in the data (splits: %s)", ", ".join(missing),
                        ", ".join(dataset) or "none")
     os.makedirs(args.output, exist_ok=True)
-    summaries = collections.OrderedDict()  # type: Dict[str, SplitSummary]
+    summaries: Dict[str, SplitSummary] = collections.OrderedDict()
     for split, images in dataset.items():
         if args.max_images_per_split is not None:
             images = images[:args.max_images_per_split]

@@ -224,7 +224,7 @@ def contexts(args: argparse.Namespace) -> List[mx.Context]:
     """Devices from ``--device-ids``/``--use-cpu`` (CPU contexts when no GPU is present)."""
     if args.use_cpu or mx.context.num_gpus() == 0:
         return [mx.cpu(i) for i in range(max(1, len(args.device_ids)))]
-    ids = []
+    ids: List[int] = []
     for d in args.device_ids:
         ids.extend(range(-d) if d < 0 else [d])
     return [mx.gpu(i) for i in ids]
@@ -263,7 +263,7 @@ class TrainingState:
 
     def __init__(self, learning_rate: float) -> None:
         self.updates = self.epoch = self.batch_in_epoch = self.checkpoint = self.samples = 0
-        self.best_metric = None  # type: Optional[float]
+        self.best_metric: Optional[float] = None
         self.best_checkpoint = 0
         self.num_not_improved = self.num_not_improved_lr = 0
         self.learning_rate = learning_rate
@@ -296,14 +296,14 @@ def write_metrics(path: str, lines: List[Dict]) -> None:
 
 def read_metrics(path: str) -> List[Dict]:
     """Read a ``metrics`` file written by :func:`write_metrics`."""
-    entries = []
+    entries: List[Dict] = []
     if not os.path.isfile(path):
         return entries
     for line in read_lines(path):
         if not line.strip():
             continue
         fields = line.split("\t")
-        entry = {"checkpoint": int(fields[0])}  # type: Dict
+        entry: Dict = {"checkpoint": int(fields[0])}
         for field in fields[1:]:
             key, value = field.split("=", 1)
             try:
@@ -413,7 +413,7 @@ class Trainer:
         self.params = self.model.collect_params()
         self.trainer = gluon.Trainer(self.params, args.optimizer, optimizer_params,
                                      kvstore=args.kvstore if len(self.ctx) > 1 else None)
-        self.metrics = []  # type: List[Dict]
+        self.metrics: List[Dict] = []
         if self.resume:
             self._load_state()
 

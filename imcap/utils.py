@@ -57,7 +57,7 @@ def atomic_open(path: str, mode: str = "w", encoding: Optional[str] = "utf-8") -
 
 def setup_logging(log_file: Optional[str] = None, quiet: bool = False) -> None:
     """Log to STDERR (unless ``quiet``) and, if given, append to ``log_file``."""
-    handlers = []  # type: list
+    handlers: list = []
     if not quiet:
         handlers.append(logging.StreamHandler(sys.stderr))
     if log_file is not None:

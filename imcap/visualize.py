@@ -126,8 +126,8 @@ def _load_image(path: str, max_pixels: int) -> np.ndarray:
     """
     check_condition(os.path.isfile(path), "%s: no such image file" % path)
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
             image.thumbnail((max_pixels, max_pixels))
             return np.asarray(image)
     except (OSError, ValueError) as e:
@@ -184,13 +184,13 @@ def plot_captions(images: Sequence[str], output: str,
     pixels = [_load_image(path, max_pixels=int(2 * content_width * dpi)) for path in paths]
 
     # Lay out the text of every cell first: the figure's height depends on it.
-    cells = []  # type: List[Dict]
+    cells: List[Dict] = []
     for i in range(len(images)):
-        hyp_lines = None  # type: Optional[List[str]]
+        hyp_lines: Optional[List[str]] = None
         if hypotheses is not None:
             hyp = hypotheses[i].strip()
             hyp_lines = wrap_text(hyp if hyp else EMPTY_CAPTION, text_width, HYPOTHESIS_FONT_SIZE)
-        ref_lines = []  # type: List[str]
+        ref_lines: List[str] = []
         for ref in (references[i] if references is not None else []):
             if ref.strip():
                 ref_lines.extend(wrap_text(ref, text_width, REFERENCE_FONT_SIZE, prefix=REFERENCE_PREFIX))
@@ -199,7 +199,7 @@ def plot_captions(images: Sequence[str], output: str,
             height += BOX_GAP + _box_height(len(hyp_lines), HYPOTHESIS_FONT_SIZE)
         if ref_lines:
             height += BOX_GAP + _box_height(len(ref_lines), REFERENCE_FONT_SIZE)
-        cells.append(dict(hyp_lines=hyp_lines, hyp_empty=hyp_lines is not None and not hypotheses[i].strip(),
+        cells.append(dict(hyp_lines=hyp_lines, hyp_empty=hypotheses is not None and not hypotheses[i].strip(),
                           ref_lines=ref_lines, text_height=height))
     row_heights = [LABEL_HEIGHT + IMAGE_HEIGHT + ROW_GAP
                    + max(cell["text_height"] for cell in cells[r * columns:(r + 1) * columns])
@@ -278,7 +278,7 @@ def read_metrics(path: str) -> List[Dict[str, float]]:
             continue
         fields = line.split("\t")
         try:
-            entry = {"checkpoint": float(int(fields[0]))}  # type: Dict[str, float]
+            entry: Dict[str, float] = {"checkpoint": float(int(fields[0]))}
         except ValueError:
             raise ImcapError("%s line %d: expected a checkpoint number first, got '%s'" % (path, number, fields[0]))
         for field in fields[1:]:
@@ -344,7 +344,7 @@ def plot_training_curves(metrics_path: str, output: str, title: Optional[str] = 
     else:
         x_key, x_label = "checkpoint", "checkpoint"
     has_time = any("time-elapsed" in entry for entry in entries)
-    panels = []  # type: List[str]
+    panels: List[str] = []
     if ppl_keys:
         panels.append("perplexity")
     if bleu_keys:
@@ -442,7 +442,7 @@ def upsample_attention(weights: np.ndarray, size: Tuple[int, int]) -> np.ndarray
     """
     weights = np.ascontiguousarray(weights, dtype=np.float32)
     image = Image.fromarray(weights)  # mode "F"
-    return np.clip(np.asarray(image.resize(size, Image.BICUBIC), dtype=np.float32), min(float(weights.min()), 0.0),
+    return np.clip(np.asarray(image.resize(size, Image.Resampling.BICUBIC), dtype=np.float32), min(float(weights.min()), 0.0),
                    float(weights.max()))
 
 
@@ -556,7 +556,7 @@ def plot_attention(record: Dict[str, Any], output: str, image_root: Optional[str
     fig_height = sum(row_heights) + figure_title_height + 2 * FIGURE_MARGIN
     fig = plt.figure(figsize=(fig_width, fig_height), dpi=dpi, facecolor="white")
     inches = fig.dpi_scale_trans
-    boxes = []  # type: List[Tuple[int, int, int, int]]
+    boxes: List[Tuple[int, int, int, int]] = []
     extent = (0, width_px, height_px, 0)
     try:
         if title:
@@ -621,7 +621,7 @@ def run_attention(args: argparse.Namespace) -> List[AttentionPlot]:
     if not args.all_lines:
         record = read_caption_json(args.json, args.line)
         return [plot_attention(record, args.output, **common)]
-    plots = []  # type: List[AttentionPlot]
+    plots: List[AttentionPlot] = []
     lines = read_lines(args.json)
     for number, text in enumerate(lines, 1):
         if len(plots) >= args.max_images:
@@ -657,12 +657,12 @@ def run_captions(args: argparse.Namespace) -> Tuple[int, int]:
     """
     images = read_lines(args.images)
     check_condition(len(images) > 0, "%s is empty" % args.images)
-    hypotheses = None  # type: Optional[List[str]]
+    hypotheses: Optional[List[str]] = None
     if args.hypotheses:
         hypotheses = read_lines(args.hypotheses)
         check_condition(len(hypotheses) == len(images), "%s has %d lines, %s has %d"
                         % (args.hypotheses, len(hypotheses), args.images, len(images)))
-    streams = []  # type: List[List[str]]
+    streams: List[List[str]] = []
     for path in args.references or []:
         stream = read_lines(path)
         check_condition(len(stream) == len(images), "%s has %d lines, %s has %d"

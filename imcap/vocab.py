@@ -1,7 +1,7 @@
 """Target vocabulary: GluonNLP's ``Vocab`` with Sockeye's special symbols, saved as ``vocab.trg.json``."""
 import collections
 import logging
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 import gluonnlp as nlp
 import numpy as np
@@ -12,7 +12,7 @@ from .utils import atomic_open, check_condition
 logger = logging.getLogger(__name__)
 
 
-def build_vocab(captions: Iterable[Sequence[str]], min_count: int = 1, max_size: int = None) -> nlp.Vocab:
+def build_vocab(captions: Iterable[Sequence[str]], min_count: int = 1, max_size: Optional[int] = None) -> nlp.Vocab:
     """Vocabulary of the tokens seen at least ``min_count`` times (most frequent first, at most ``max_size``).
 
     Index 0 is ``<pad>``, then ``<unk>``, ``<s>``, ``</s>``.
