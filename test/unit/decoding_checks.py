@@ -36,3 +36,17 @@ def check_stepwise_equals_full(model, features: mx.nd.NDArray, target_in: mx.nd.
     np.testing.assert_allclose(np.exp(expected).sum(axis=-1), 1.0, atol=1e-5)
     assert not np.allclose(expected[:, 0], expected[:, 1])  # the steps differ
     return expected, attention_full, states
+
+
+def check_every_parameter_is_trained(model, features: mx.nd.NDArray, target_in: mx.nd.NDArray) -> None:
+    """One forward/backward pass (label smoothing and the attention penalty on) reaches every trainable parameter."""
+    from imcap.train import sequence_loss
+    batch = target_in.shape[0]
+    target_out = mx.nd.concat(target_in[:, 1:], mx.nd.zeros((batch, 1), dtype=target_in.dtype), dim=1)
+    with mx.autograd.record():
+        logits, attention = model(features, target_in)
+        loss, _ = sequence_loss(logits, attention, target_out.astype("float32"), 0.1, 0.5)
+    loss.backward()
+    for param in model.collect_params().values():
+        if param.grad_req != "null":
+            assert np.abs(param.grad().asnumpy()).sum() > 0, param.name
