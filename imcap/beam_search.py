@@ -46,6 +46,17 @@ def top_k(scores: np.ndarray, k: int):
     return np.take_along_axis(values, order, axis=1), np.take_along_axis(part, order, axis=1)
 
 
+def best_captions(search: "BeamSearch", vocab, features: np.ndarray, batch_size: int = 32) -> List[str]:
+    """The best caption (space-joined tokens) of each image of ``features (images, regions, dim)``, searched
+    ``batch_size`` images at a time."""
+    from .vocab import ids_to_tokens
+    captions = []
+    for start in range(0, len(features), batch_size):
+        for hyps in search.search(features[start:start + batch_size].astype(np.float32)):
+            captions.append(" ".join(ids_to_tokens(vocab, hyps[0].ids)))
+    return captions
+
+
 class Hypothesis(NamedTuple):
     """A finished caption: word ids (without ``</s>``), its log-probability, its normalized score and the
     attention ``(length, regions)`` of each generated word (``</s>`` included)."""

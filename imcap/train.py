@@ -29,7 +29,7 @@ from mxnet import autograd, gluon
 
 from . import arguments
 from . import constants as C
-from .beam_search import BeamSearch
+from .beam_search import BeamSearch, best_captions
 from .config import Config
 from .convolution import ConvolutionalDecoderConfig
 from .data import BucketBatcher, ParallelData
@@ -40,7 +40,7 @@ from .model import CaptionModel, ModelConfig
 from .transformer import TransformerDecoderConfig
 from .utils import (atomic_open, atomic_path, check_condition, read_lines, seed_everything,
                     setup_logging)
-from .vocab import build_vocab, ids_to_tokens, load_vocab, save_vocab
+from .vocab import build_vocab, load_vocab, save_vocab
 
 logger = logging.getLogger("imcap.train")
 
@@ -476,12 +476,8 @@ class Trainer:
         n = len(index) if n < 0 else min(n, len(index))
         search = BeamSearch([self.model], self.vocab, beam_size=self.args.decode_and_evaluate_beam_size,
                             max_output_length=self.args.max_seq_len, ctx=self.ctx[0])
-        hypotheses = []
-        for start in range(0, n, 64):
-            rows = index[start:min(start + 64, n)]
-            features = self.val_store.features[np.maximum(rows, 0)].astype(np.float32)
-            for hyps in search.search(features):
-                hypotheses.append(" ".join(ids_to_tokens(self.vocab, hyps[0].ids)))
+        # an unreadable line (row -1) is decoded from row 0 only to keep the lines aligned with the references
+        hypotheses = best_captions(search, self.vocab, self.val_store.features[np.maximum(index[:n], 0)], 64)
         with atomic_open(os.path.join(self.dir, C.DECODE_OUT_NAME % self.state.checkpoint)) as f:
             f.write("".join(h + "\n" for h in hypotheses))
         references = [refs[:n] for refs in self.val_references]

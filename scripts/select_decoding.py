@@ -12,27 +12,23 @@ import itertools
 import os
 import sys
 import time
+from typing import List
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import imcap  # noqa: E402,F401  (sets OMP_NUM_THREADS before mxnet is imported)
 import numpy as np  # noqa: E402
 
-from imcap.beam_search import BeamSearch  # noqa: E402
+from imcap.beam_search import BeamSearch, best_captions  # noqa: E402
 from imcap.evaluate import bleu_scores  # noqa: E402
 from imcap.features import FeatureStore  # noqa: E402
 from imcap.model import load_model  # noqa: E402
 from imcap.utils import read_lines  # noqa: E402
-from imcap.vocab import ids_to_tokens  # noqa: E402
 
 
-def decode(model, vocab, features: np.ndarray, beam: int, alpha: float, batch_size: int = 32):
+def decode(model, vocab, features: np.ndarray, beam: int, alpha: float) -> List[str]:
     search = BeamSearch([model], vocab, beam_size=beam, length_penalty_alpha=alpha, max_output_length=30)
-    out = []
-    for start in range(0, len(features), batch_size):
-        for hyps in search.search(features[start:start + batch_size].astype(np.float32)):
-            out.append(" ".join(ids_to_tokens(vocab, hyps[0].ids)))
-    return out
+    return best_captions(search, vocab, features)
 
 
 def main() -> None:
