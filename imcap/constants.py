@@ -57,7 +57,7 @@ METRIC_MAXIMIZE = {METRIC_PERPLEXITY: False, METRIC_BLEU: True}
 
 # Arguments that may differ between an interrupted run and its resumption.
 ARGS_MAY_DIFFER_ON_RESUME = {"max_seconds", "max_updates", "max_num_epochs", "quiet", "overwrite_output",
-                             "device_ids", "use_cpu", "seed_for_resume_check", "decode_and_evaluate",
+                             "device_ids", "use_cpu", "kvstore", "decode_and_evaluate",
                              "max_num_checkpoint_not_improved"}
 
 # Default locations of the shared data beside the checkout.
