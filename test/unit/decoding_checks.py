@@ -1,8 +1,31 @@
-"""The check every decoder must pass: step-by-step decoding from cached state equals full-sequence decoding."""
+"""What every decoder's tests share: building a small model and its inputs, and the checks every decoder must pass
+(step-by-step decoding from cached state equals full-sequence decoding; every parameter is trained)."""
 from typing import List, Tuple
 
 import mxnet as mx
 import numpy as np
+
+from imcap.model import CaptionModel
+
+
+def make_model(config, seed: int = 1) -> CaptionModel:
+    """A Xavier-initialized model of ``config``, the same for the same seed."""
+    mx.random.seed(seed)
+    model = CaptionModel(config, prefix="model_")
+    model.initialize(mx.init.Xavier(factor_type="avg", magnitude=2.34))
+    return model
+
+
+def make_inputs(batch: int, length: int, regions: int, feature_dim: int, vocab: int, seed: int = 2
+                ) -> Tuple[mx.nd.NDArray, mx.nd.NDArray]:
+    """Random features ``(batch, regions, feature_dim)`` in the ReLU6 range and ``<s>``-initial target ids
+    ``(batch, length)``, the last caption shorter (padded with 0)."""
+    rng = np.random.RandomState(seed)
+    features = mx.nd.array(rng.uniform(0, 6, size=(batch, regions, feature_dim)).astype(np.float32))
+    target_in = rng.randint(4, vocab, size=(batch, length))
+    target_in[:, 0] = 2  # <s>
+    target_in[-1, 3:] = 0  # a shorter caption, padded
+    return features, mx.nd.array(target_in, dtype="int32")
 
 
 def check_stepwise_equals_full(model, features: mx.nd.NDArray, target_in: mx.nd.NDArray

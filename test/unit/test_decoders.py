@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
-from test.unit.decoding_checks import check_every_parameter_is_trained, check_stepwise_equals_full
+from test.unit import decoding_checks
+from test.unit.decoding_checks import check_every_parameter_is_trained, check_stepwise_equals_full, make_model
 from imcap import arguments
 from imcap import constants as C
 from imcap.beam_search import BeamSearch
@@ -53,20 +54,8 @@ def make_config(name, decoder, positions="fixed", weight_tying=False, vocab_size
                        embed_dropout=0.0, weight_tying=weight_tying)
 
 
-def make_model(config, seed=1):
-    mx.random.seed(seed)
-    model = CaptionModel(config, prefix="model_")
-    model.initialize(mx.init.Xavier(factor_type="avg", magnitude=2.34))
-    return model
-
-
 def make_inputs(seed=2, batch=BATCH, length=LENGTH):
-    rng = np.random.RandomState(seed)
-    features = mx.nd.array(rng.uniform(0, 6, size=(batch, REGIONS, FEATURE_DIM)).astype(np.float32))
-    target_in = rng.randint(4, VOCAB, size=(batch, length))
-    target_in[:, 0] = 2  # <s>
-    target_in[-1, 3:] = 0  # a shorter caption, padded
-    return features, mx.nd.array(target_in, dtype="int32")
+    return decoding_checks.make_inputs(batch, length, REGIONS, FEATURE_DIM, VOCAB, seed)
 
 
 @pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybrid"])

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
-from test.unit.decoding_checks import check_stepwise_equals_full
+from test.unit import decoding_checks
+from test.unit.decoding_checks import check_stepwise_equals_full, make_model
 from imcap.decoder import RNNDecoderConfig
 from imcap.encoder import EncoderConfig
 from imcap.model import CaptionModel, ModelConfig
@@ -29,20 +30,8 @@ def make_config(cell="lstm", attention="mlp", state_init="avg", layers=1, num_em
                        weight_tying=weight_tying)
 
 
-def make_model(config, seed=1):
-    mx.random.seed(seed)
-    model = CaptionModel(config, prefix="model_")
-    model.initialize(mx.init.Xavier(factor_type="avg", magnitude=2.34))
-    return model
-
-
 def make_inputs(seed=2):
-    rng = np.random.RandomState(seed)
-    features = mx.nd.array(rng.uniform(0, 6, size=(BATCH, REGIONS, FEATURE_DIM)).astype(np.float32))
-    target_in = rng.randint(4, VOCAB, size=(BATCH, LENGTH))
-    target_in[:, 0] = 2  # <s>
-    target_in[2, 3:] = 0  # a shorter caption, padded
-    return features, mx.nd.array(target_in, dtype="int32")
+    return decoding_checks.make_inputs(BATCH, LENGTH, REGIONS, FEATURE_DIM, VOCAB, seed)
 
 
 GRID = list(itertools.product(["lstm", "gru"], ["mlp", "dot"], ["avg", "zero"], [1, 2]))

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
-from test.unit.decoding_checks import check_every_parameter_is_trained, check_stepwise_equals_full
+from test.unit import decoding_checks
+from test.unit.decoding_checks import check_every_parameter_is_trained, check_stepwise_equals_full, make_model
 from imcap import arguments
 from imcap import constants as C
 from imcap.beam_search import BeamSearch
 from imcap.decoder import RNNDecoder, RNNDecoderConfig
 from imcap.encoder import EncoderConfig
-from imcap.model import CaptionModel, ModelConfig
+from imcap.model import ModelConfig
 from imcap.train import add_training_args, model_config_from_args
 from imcap.utils import ImcapError
 from imcap.vocab import build_vocab
@@ -32,20 +33,8 @@ def make_config(attention="mlp", state_init="avg", cell="lstm", layers=1, contex
     return ModelConfig(vocab_size=VOCAB, encoder=encoder, decoder=decoder, num_embed=EMBED, embed_dropout=0.0)
 
 
-def make_model(config, seed=1):
-    mx.random.seed(seed)
-    model = CaptionModel(config, prefix="model_")
-    model.initialize(mx.init.Xavier(factor_type="avg", magnitude=2.34))
-    return model
-
-
 def make_inputs(seed=2, batch=BATCH):
-    rng = np.random.RandomState(seed)
-    features = mx.nd.array(rng.uniform(0, 6, size=(batch, REGIONS, FEATURE_DIM)).astype(np.float32))
-    target_in = rng.randint(4, VOCAB, size=(batch, LENGTH))
-    target_in[:, 0] = 2  # <s>
-    target_in[-1, 3:] = 0  # a shorter caption, padded
-    return features, mx.nd.array(target_in, dtype="int32")
+    return decoding_checks.make_inputs(batch, LENGTH, REGIONS, FEATURE_DIM, VOCAB, seed)
 
 
 GRID = list(itertools.product(C.ATT_CHOICES, C.STATE_INIT_CHOICES, C.RNN_CELL_CHOICES))
