@@ -73,3 +73,19 @@ def check_every_parameter_is_trained(model, features: mx.nd.NDArray, target_in: 
     for param in model.collect_params().values():
         if param.grad_req != "null":
             assert np.abs(param.grad().asnumpy()).sum() > 0, param.name
+
+
+def check_beam_search(model, vocab, features: mx.nd.NDArray, beam: int = 3, max_length: int = 8) -> list:
+    """Beam search with n-best ``beam`` on ``features``: ``beam`` hypotheses per image with finite negative
+    log-probabilities and one attention row per word and ``</s>``. Returns the hypotheses per image."""
+    from imcap.beam_search import BeamSearch
+    search = BeamSearch([model], vocab, beam_size=beam, max_output_length=max_length, nbest_size=beam,
+                        keep_attention=True)
+    results = search.search(features.asnumpy())
+    assert len(results) == features.shape[0]
+    for hyps in results:
+        assert len(hyps) == beam
+        for h in hyps:
+            assert np.isfinite(h.log_prob) and h.log_prob < 0
+            assert h.attention.shape == (len(h.ids) + 1, features.shape[1])
+    return results

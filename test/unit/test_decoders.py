@@ -9,7 +9,7 @@ import yaml
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from test.unit import decoding_checks
-from test.unit.decoding_checks import check_every_parameter_is_trained, check_stepwise_equals_full, make_model
+from test.unit.decoding_checks import check_beam_search, check_every_parameter_is_trained, check_stepwise_equals_full, make_model
 from imcap import arguments
 from imcap import constants as C
 from imcap.beam_search import BeamSearch
@@ -178,16 +178,11 @@ def test_beam_search(key):
     model.hybridize()
     vocab = search_vocab()
     features, _ = make_inputs(batch=2)
-    search = BeamSearch([model], vocab, beam_size=3, max_output_length=8, nbest_size=3, keep_attention=True)
-    results = search.search(features.asnumpy())
-    assert len(results) == 2
+    results = check_beam_search(model, vocab, features)
     for hyps in results:
-        assert len(hyps) == 3
         assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
         for h in hyps:
             assert len(h.ids) < 8 and all(4 <= i < VOCAB for i in h.ids)
-            assert np.isfinite(h.log_prob) and h.log_prob < 0
-            assert h.attention.shape == (len(h.ids) + 1, REGIONS)
             assert np.allclose(h.attention.sum(axis=1), 1.0, atol=1e-5)
     # the best hypothesis' log-probability is what the model gives its words by teacher forcing
     best = results[0][0]

@@ -9,10 +9,9 @@ import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from test.unit import decoding_checks
-from test.unit.decoding_checks import check_every_parameter_is_trained, check_stepwise_equals_full, make_model
+from test.unit.decoding_checks import check_beam_search, check_every_parameter_is_trained, check_stepwise_equals_full, make_model
 from imcap import arguments
 from imcap import constants as C
-from imcap.beam_search import BeamSearch
 from imcap.decoder import RNNDecoder, RNNDecoderConfig
 from imcap.encoder import EncoderConfig
 from imcap.model import ModelConfig
@@ -160,14 +159,9 @@ def test_beam_search(attention):
     model.hybridize()
     vocab = build_vocab([["w%d" % i for i in range(VOCAB - 4)]])
     features, _ = make_inputs(batch=2)
-    search = BeamSearch([model], vocab, beam_size=3, max_output_length=8, nbest_size=3, keep_attention=True)
-    results = search.search(features.asnumpy())
-    assert len(results) == 2
+    results = check_beam_search(model, vocab, features)
     for hyps in results:
-        assert len(hyps) == 3
         for h in hyps:
-            assert np.isfinite(h.log_prob) and h.log_prob < 0
-            assert h.attention.shape == (len(h.ids) + 1, REGIONS)
             np.testing.assert_allclose(h.attention.sum(axis=1), 1.0, atol=1e-5)
     # the best hypothesis' log-probability is what teacher forcing gives its words (the reordered states, the
     # coverage among them, are the right ones)
