@@ -5,6 +5,7 @@ import argparse
 import os
 import re
 import sys
+from types import SimpleNamespace
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -15,6 +16,42 @@ from imcap.utils import read_lines  # noqa: E402
 from benchlib import append_row  # noqa: E402
 
 
+def summarize(run: str, log_path: str, models: int = 1) -> SimpleNamespace:
+    """The figures of a finished run dir of the recipe: training time and speed summed over the members of an
+    ensemble (``model.1`` .. ``model.N``, trained one after the other), the val BLEU-4 of the chosen decoding
+    setting, and the test scores of ``test.hyp``."""
+    data = os.path.join(run, "data")
+    log = open(log_path, encoding="utf-8").read()
+    model_dirs = [os.path.join(run, "model")] if models == 1 else \
+        [os.path.join(run, "model.%d" % i) for i in range(1, models + 1)]
+    lasts = [read_metrics(os.path.join(d, "metrics"))[-1] for d in model_dirs]
+    seconds = sum(last["time-elapsed"] for last in lasts)
+    samples = sum(last["time-elapsed"] * last["samples-per-second"] for last in lasts)
+    val_line = re.findall(r"best on validation: BLEU-4 ([0-9.]+)", log)
+    captioning = re.findall(r"Captioned (\d+) lines \((\d+) failed\) in ([0-9.]+) s, ([0-9.]+) lines/s", log)
+    test = evaluate(read_lines(os.path.join(run, "test.hyp")),
+                    [read_lines(os.path.join(data, "test.captions.%d" % i)) for i in range(5)], skip_failing=["meteor"])
+    figures = {
+        "models": len(model_dirs),
+        "training minutes": seconds / 60.0,
+        "updates": sum(last["updates"] for last in lasts),
+        "epochs": sum(last["epoch"] for last in lasts),
+        "training samples/s": samples / seconds,
+        "val BLEU-4 (chosen setting)": float(val_line[-1]) if val_line else float("nan"),
+        "captioning images/s (test, chosen setting)": float(captioning[-1][3]) if captioning else float("nan"),
+    }
+    figures.update({"test BLEU-%d" % n: test["bleu%d" % n] for n in range(1, 5)})
+    figures.update({"test %s" % k: test[k] for k in ("METEOR", "ROUGE-L", "CIDEr-D") if k in test})
+    return SimpleNamespace(figures=figures, test=test, model_dirs=model_dirs,
+                           config=ModelConfig.load(os.path.join(model_dirs[0], "config.yaml")),
+                           decode=open(os.path.join(run, "decode.options"), encoding="utf-8").read().strip())
+
+
+def print_figures(figures: dict) -> None:
+    for name, value in figures.items():
+        print("%s: %s" % (name, "%.2f" % value if isinstance(value, float) else value))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True)
@@ -22,40 +59,22 @@ def main() -> None:
     parser.add_argument("--total-seconds", type=float, required=True)
     parser.add_argument("--command", required=True)
     parser.add_argument("--benchmarks", required=True)
+    parser.add_argument("--models", type=int, default=1, help="Members of the ensemble (MODELS of the recipe).")
     args = parser.parse_args()
-    run, data = args.run, os.path.join(args.run, "data")
-    log = open(args.log, encoding="utf-8").read()
-    metrics = read_metrics(os.path.join(run, "model", "metrics"))
-    last = metrics[-1]
-    config = ModelConfig.load(os.path.join(run, "model", "config.yaml"))
-    decode = open(os.path.join(run, "decode.options"), encoding="utf-8").read().strip()
-    val_line = re.findall(r"best on validation: BLEU-4 ([0-9.]+)", log)
-    captioning = re.findall(r"Captioned (\d+) lines \((\d+) failed\) in ([0-9.]+) s, ([0-9.]+) lines/s", log)
-    test_hyp = read_lines(os.path.join(run, "test.hyp"))
-    test = evaluate(test_hyp, [read_lines(os.path.join(data, "test.captions.%d" % i)) for i in range(5)],
-                    skip_failing=["meteor"])
-    figures = {
-        "training minutes": last["time-elapsed"] / 60.0,
-        "updates": last["updates"],
-        "epochs": last["epoch"],
-        "training samples/s": last["samples-per-second"],
-        "val BLEU-4 (chosen setting)": float(val_line[-1]) if val_line else float("nan"),
-        "captioning images/s (test, chosen setting)": float(captioning[-1][3]) if captioning else float("nan"),
-        "pipeline minutes": args.total_seconds / 60.0,
-    }
-    figures.update({"test BLEU-%d" % n: test["bleu%d" % n] for n in range(1, 5)})
-    figures.update({"test %s" % k: test[k] for k in ("METEOR", "ROUGE-L", "CIDEr-D") if k in test})
-    for name, value in figures.items():
-        print("%s: %s" % (name, "%.2f" % value if isinstance(value, float) else value))
+    run = summarize(args.run, args.log, args.models)
+    figures, test, config = run.figures, run.test, run.config
+    figures["pipeline minutes"] = args.total_seconds / 60.0
+    print_figures(figures)
     made = config.feature_extraction or {}
-    configuration = "features: %s %s (%d x %d); decoder %s: %s" % (
+    configuration = "%sfeatures: %s %s (%d x %d); decoder %s: %s" % (
+        "ensemble of %d models trained one after the other; " % args.models if args.models > 1 else "",
         made.get("encoder", "?"), "x".join(map(str, made.get("input_size", []))), config.encoder.num_regions,
         config.encoder.feature_dim, config.decoder_name,
         "; ".join("%s: %s" % kv for kv in config.decoder.to_dict().items()))
     append_row(args.benchmarks, "Flickr8k quality (bench/flickr8k_quality.sh)",
                ["configuration", "decoding (chosen on val)", "train min", "updates", "samples/s", "val BLEU-4",
                 "test BLEU-1/2/3/4", "test METEOR / ROUGE-L / CIDEr-D"], args.command,
-               [configuration, "`%s`" % decode, "%.1f" % figures["training minutes"], str(figures["updates"]),
+               [configuration, "`%s`" % run.decode, "%.1f" % figures["training minutes"], str(figures["updates"]),
                 "%.0f" % figures["training samples/s"], "%.2f" % figures["val BLEU-4 (chosen setting)"],
                 " / ".join("%.1f" % test["bleu%d" % n] for n in range(1, 5)),
                 "%s / %s / %s" % tuple("%.3f" % test[k] if k == "CIDEr-D" else "%.1f" % test[k] if k in test else "n/a"

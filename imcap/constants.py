@@ -52,8 +52,15 @@ FEATURE_DTYPES = ["float16", "float32"]
 # Metrics file columns and the optimized metric per name (lower or higher is better).
 METRIC_PERPLEXITY = "perplexity"
 METRIC_BLEU = "bleu"
-METRIC_CHOICES = [METRIC_PERPLEXITY, METRIC_BLEU]
-METRIC_MAXIMIZE = {METRIC_PERPLEXITY: False, METRIC_BLEU: True}
+METRIC_CIDER = "cider"
+METRIC_CHOICES = [METRIC_PERPLEXITY, METRIC_BLEU, METRIC_CIDER]
+METRIC_MAXIMIZE = {METRIC_PERPLEXITY: False, METRIC_BLEU: True, METRIC_CIDER: True}
+METRIC_COLUMN = {METRIC_PERPLEXITY: "perplexity-val", METRIC_BLEU: "bleu-val", METRIC_CIDER: "cider-val"}
+
+# Training objectives (--loss).
+LOSS_CROSS_ENTROPY = "cross-entropy"
+LOSS_SELF_CRITICAL = "self-critical"
+LOSS_CHOICES = [LOSS_CROSS_ENTROPY, LOSS_SELF_CRITICAL]
 
 # Arguments that may differ between an interrupted run and its resumption.
 ARGS_MAY_DIFFER_ON_RESUME = {"max_seconds", "max_updates", "max_num_epochs", "quiet", "overwrite_output",

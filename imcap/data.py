@@ -129,3 +129,46 @@ class BucketBatcher:
             length = int(self.data.lengths[indices].max())
             bucket = next(k for k in self.keys if k >= length)
             yield self.data.make_batch(indices, bucket)
+
+
+class ImageBatch:
+    """A batch of images for self-critical training: ``features (images, regions, dim)`` float32 and the images'
+    numbers ``(images,)`` in :attr:`ImageBatcher.references`."""
+
+    def __init__(self, features: np.ndarray, images: np.ndarray) -> None:
+        self.features = features
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class ImageBatcher:
+    """Batches of the distinct images of a :class:`ParallelData`, each image with all its captions as references,
+    shuffled per ``(seed, epoch)`` like :class:`BucketBatcher`.
+
+    :param batch_size: images per batch.
+    """
+
+    def __init__(self, data: ParallelData, batch_size: int, seed: int) -> None:
+        self.data = data
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rows, inverse = np.unique(data.rows, return_inverse=True)
+        #: per image, its captions (word ids, without <s> and </s>)
+        self.references: List[List[List[int]]] = [[] for _ in self.rows]
+        for pair, image in enumerate(inverse):
+            self.references[image].append(data.captions[pair])
+
+    def __len__(self) -> int:
+        return (len(self.rows) + self.batch_size - 1) // self.batch_size
+
+    def epoch_batches(self, epoch: int) -> List[np.ndarray]:
+        """The batches (arrays of image numbers) of ``epoch``, the same every time for the same seed and epoch."""
+        order = np.random.RandomState((self.seed * 1000003 + epoch) % (2 ** 32)).permutation(len(self.rows))
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[ImageBatch]:
+        """Batches of ``epoch`` from batch number ``start`` on."""
+        for images in self.epoch_batches(epoch)[start:]:
+            yield ImageBatch(self.data.store.features[self.rows[images]].astype(np.float32), images)

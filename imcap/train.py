@@ -21,7 +21,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import mxnet as mx
 import numpy as np
@@ -32,13 +32,14 @@ from . import constants as C
 from .beam_search import BeamSearch, best_captions
 from .config import Config
 from .convolution import ConvolutionalDecoderConfig
-from .data import BucketBatcher, ParallelData
+from .data import BucketBatcher, ImageBatcher, ParallelData
 from .decoder import RNNDecoderConfig
 from .encoder import EncoderConfig
 from .features import FeatureStore, read_manifest
 from .model import CaptionModel, ModelConfig
+from .reward import CiderD
 from .transformer import TransformerDecoderConfig
-from .utils import (atomic_open, atomic_path, check_condition, read_lines, seed_everything,
+from .utils import (ImcapError, atomic_open, atomic_path, check_condition, read_lines, seed_everything,
                     setup_logging)
 from .vocab import build_vocab, load_vocab, save_vocab
 
@@ -62,6 +63,10 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--output", "-o", required=True, help="Model directory.")
     data.add_argument("--overwrite-output", action="store_true",
                       help="Delete an existing model directory instead of resuming from it.")
+    data.add_argument("--params", "-p", default=None, type=arguments.regular_file,
+                      help="Initialize the parameters from this params file of a trained model (e.g. "
+                           "MODEL/params.best), whose vocabulary (MODEL/vocab.trg.json) is used too; the model "
+                           "options must describe the same model. The usual start of --loss self-critical.")
     data.add_argument("--word-min-count", type=arguments.int_greater_or_equal(1), default=5,
                       help="Words seen fewer times in the training captions become <unk>.")
     data.add_argument("--max-seq-len", type=arguments.int_greater_or_equal(2), default=40,
@@ -136,12 +141,23 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--optimizer", default="adam", help="MXNet optimizer.")
     train.add_argument("--initial-learning-rate", type=arguments.float_greater_or_equal(0), default=0.001,
                        help="Initial learning rate.")
+    train.add_argument("--learning-rate-warmup", type=arguments.int_greater_or_equal(0), default=0,
+                       help="Raise the learning rate linearly from 0 over this many updates (0: no warm-up; "
+                            "Transformers train more stably with one, Vaswani et al. 2017).")
     train.add_argument("--weight-decay", type=arguments.float_greater_or_equal(0), default=0.0,
                        help="L2 weight decay.")
     train.add_argument("--gradient-clipping-type", choices=["abs", "norm", "none"], default="norm",
                        help="Clip each gradient value (abs) or the global gradient norm (norm).")
     train.add_argument("--gradient-clipping-threshold", type=arguments.float_greater_or_equal(0), default=5.0,
                        help="Clipping threshold.")
+    train.add_argument("--loss", choices=C.LOSS_CHOICES, default=C.LOSS_CROSS_ENTROPY,
+                       help="cross-entropy: teacher forcing on the reference captions. self-critical: REINFORCE "
+                            "with the CIDEr-D of sampled captions as the reward and the mean reward of the other "
+                            "samples of the same image as the baseline (Rennie et al. 2017; Luo 2020), usually "
+                            "from a cross-entropy model (--params); one device.")
+    train.add_argument("--self-critical-samples", type=arguments.int_greater_or_equal(2), default=5,
+                       help="Captions sampled per image by --loss self-critical (--batch-size counts the sampled "
+                            "captions, so a batch holds batch-size / samples images).")
     train.add_argument("--label-smoothing", type=arguments.float_greater_or_equal(0), default=0.1,
                        help="Label smoothing of the cross-entropy (Szegedy et al. 2016).")
     train.add_argument("--doubly-stochastic-attention-weight", type=arguments.float_greater_or_equal(0),
@@ -149,7 +165,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--checkpoint-interval", type=arguments.int_greater_or_equal(1), default=1000,
                        help="Updates between checkpoints.")
     train.add_argument("--optimized-metric", choices=C.METRIC_CHOICES, default=C.METRIC_PERPLEXITY,
-                       help="Metric that picks params.best and drives early stopping (bleu needs "
+                       help="Metric that picks params.best and drives early stopping (bleu and cider need "
                             "--decode-and-evaluate).")
     train.add_argument("--max-num-checkpoint-not-improved", type=int, default=8,
                        help="Stop after this many checkpoints without improvement (-1: never).")
@@ -164,8 +180,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                        help="Stop (with a last checkpoint) once training and validation have taken this long "
                             "(seconds of wall-clock time, summed over resumes).")
     train.add_argument("--decode-and-evaluate", type=int, default=0,
-                       help="At each checkpoint, caption this many validation images and compute BLEU "
-                            "(-1: all; 0: none).")
+                       help="At each checkpoint, caption this many validation images and compute BLEU and "
+                            "CIDEr-D (-1: all; 0: none).")
     train.add_argument("--decode-and-evaluate-beam-size", type=arguments.int_greater_or_equal(1), default=3,
                        help="Beam size of --decode-and-evaluate.")
     train.add_argument("--keep-last-params", type=int, default=-1,
@@ -259,7 +275,7 @@ class TrainingState:
 
     FIELDS = ("updates", "epoch", "batch_in_epoch", "checkpoint", "samples", "best_metric", "best_checkpoint",
               "num_not_improved", "num_not_improved_lr", "learning_rate", "elapsed", "train_nll", "train_tokens",
-              "converged")
+              "train_reward", "train_sequences", "converged")
 
     def __init__(self, learning_rate: float) -> None:
         self.updates = self.epoch = self.batch_in_epoch = self.checkpoint = self.samples = 0
@@ -270,6 +286,8 @@ class TrainingState:
         self.elapsed = 0.0
         self.train_nll = 0.0
         self.train_tokens = 0
+        self.train_reward = 0.0   # self-critical training: summed CIDEr-D of the sampled captions ...
+        self.train_sequences = 0  # ... and their number, since the last checkpoint
         self.converged = False
 
     def to_json(self) -> str:
@@ -379,17 +397,37 @@ class Trainer:
         vocab_path = os.path.join(self.dir, C.VOCAB_TRG_NAME)
         if self.resume:
             self.vocab = load_vocab(vocab_path)
+        elif args.params is not None:
+            params_vocab = os.path.join(os.path.dirname(os.path.abspath(args.params)), C.VOCAB_TRG_NAME)
+            check_condition(os.path.isfile(params_vocab), "--params %s: no %s beside it (the vocabulary of those "
+                            "parameters)" % (args.params, C.VOCAB_TRG_NAME))
+            self.vocab = load_vocab(params_vocab)
+            save_vocab(self.vocab, vocab_path)
         else:
             captions = (line.split() for line in read_lines(args.target))
             self.vocab = build_vocab(captions, min_count=args.word_min_count)
             save_vocab(self.vocab, vocab_path)
         self.train_data = ParallelData(train_store, [args.target], self.vocab, args.max_seq_len)
         self.val_data = ParallelData(val_store, args.validation_target, self.vocab, args.max_seq_len)
-        self.batcher = BucketBatcher(self.train_data, args.batch_size, args.bucket_width, args.seed)
+        self.self_critical = args.loss == C.LOSS_SELF_CRITICAL
+        self.batcher: Any
+        if self.self_critical:
+            check_condition(len(self.ctx) == 1, "--loss self-critical runs on one device")
+            self.batcher = ImageBatcher(self.train_data, max(1, args.batch_size // args.self_critical_samples),
+                                        args.seed)
+            itos = self.vocab.idx_to_token
+            self.reward = CiderD([[[itos[w] for w in ref] for ref in refs] for refs in self.batcher.references])
+        else:
+            self.batcher = BucketBatcher(self.train_data, args.batch_size, args.bucket_width, args.seed)
         self.val_batches = BucketBatcher(self.val_data, args.batch_size * 2, args.bucket_width, args.seed,
                                          shuffle=False).epoch_batches(0)
-        logger.info("training: %d pairs in %d batches per epoch (buckets %s); validation: %d pairs",
-                    len(self.train_data), len(self.batcher), self.batcher.keys, len(self.val_data))
+        if self.self_critical:
+            logger.info("self-critical training: %d images in %d batches per epoch, %d captions sampled per image; "
+                        "validation: %d pairs", len(self.batcher.rows), len(self.batcher),
+                        args.self_critical_samples, len(self.val_data))
+        else:
+            logger.info("training: %d pairs in %d batches per epoch (buckets %s); validation: %d pairs",
+                        len(self.train_data), len(self.batcher), self.batcher.keys, len(self.val_data))
         self.val_references = [read_lines(p) for p in args.validation_target]
         # cache.json sits at the root the feature paths are relative to
         self.manifest = read_manifest(args.source_root if args.source_root is not None
@@ -404,6 +442,13 @@ class Trainer:
         seed_everything(args.seed)
         self.model = CaptionModel(self.config, prefix="model_")
         self.model.initialize(mx.init.Xavier(factor_type="avg", magnitude=2.34), ctx=self.ctx)
+        if args.params is not None and not self.resume:
+            try:
+                self.model.load_parameters(args.params, ctx=self.ctx)
+            except (AssertionError, mx.base.MXNetError) as e:
+                raise ImcapError("--params %s does not fit the model the options describe: %s"
+                                 % (args.params, str(e).splitlines()[0]))
+            logger.info("parameters initialized from %s", args.params)
         self.model.hybridize()
         logger.info("model: %s decoder, %d parameters", self.config.decoder_name, self.model.num_parameters())
         self.state = TrainingState(args.initial_learning_rate)
@@ -468,8 +513,9 @@ class Trainer:
             tokens += batch.num_tokens
         return math.exp(nll / max(tokens, 1))
 
-    def validation_bleu(self) -> float:
-        """BLEU of beam-search captions of the first ``--decode-and-evaluate`` validation lines."""
+    def validation_decode(self) -> Dict[str, float]:
+        """BLEU-4 and CIDEr-D of beam-search captions of the first ``--decode-and-evaluate`` validation lines:
+        ``{"bleu-val": 0-100, "cider-val": 0-10}``."""
         from .evaluate import bleu_scores
         n = self.args.decode_and_evaluate
         index = self.val_store.index
@@ -481,7 +527,10 @@ class Trainer:
         with atomic_open(os.path.join(self.dir, C.DECODE_OUT_NAME % self.state.checkpoint)) as f:
             f.write("".join(h + "\n" for h in hypotheses))
         references = [refs[:n] for refs in self.val_references]
-        return bleu_scores(hypotheses, references)["bleu4"]
+        if getattr(self, "_val_cider", (None, 0))[1] != n:  # the IDF of the n images' references, computed once
+            self._val_cider = (CiderD([[refs[i].split() for refs in references] for i in range(n)]), n)
+        return {"bleu-val": bleu_scores(hypotheses, references)["bleu4"],
+                "cider-val": self._val_cider[0].corpus_score([h.split() for h in hypotheses])}
 
     def checkpoint(self, train_start: float) -> None:
         """Evaluate, write params/metrics/state, update early stopping and the learning rate."""
@@ -492,12 +541,14 @@ class Trainer:
                  "learning-rate": state.learning_rate,
                  "perplexity-train": math.exp(state.train_nll / max(state.train_tokens, 1)),
                  "perplexity-val": self.validation_perplexity()}
+        if self.self_critical:
+            entry["cider-train"] = state.train_reward / max(state.train_sequences, 1)
         if args.decode_and_evaluate != 0:
-            entry["bleu-val"] = self.validation_bleu()
+            entry.update(self.validation_decode())
         state.elapsed += time.time() - train_start
         entry["time-elapsed"] = state.elapsed
         entry["samples-per-second"] = state.samples / max(state.elapsed, 1e-9)
-        metric = entry["bleu-val"] if args.optimized_metric == C.METRIC_BLEU else entry["perplexity-val"]
+        metric = entry[C.METRIC_COLUMN[args.optimized_metric]]
         improved = state.best_metric is None or (metric > state.best_metric if C.METRIC_MAXIMIZE[args.optimized_metric]
                                                  else metric < state.best_metric)
         self._save_params(C.PARAMS_NAME % state.checkpoint)
@@ -517,16 +568,20 @@ class Trainer:
             state.converged = True
         self.metrics.append(entry)
         state.train_nll, state.train_tokens = 0.0, 0
+        state.train_reward, state.train_sequences = 0.0, 0
         self._save_state()
-        logger.info("checkpoint %d: updates %d, epoch %d, ppl train %.2f val %.2f%s%s, %.1f samples/s, eval %.1f s",
+        logger.info("checkpoint %d: updates %d, epoch %d, ppl train %.2f val %.2f%s%s%s, %.1f samples/s, eval %.1f s",
                     state.checkpoint, state.updates, state.epoch, entry["perplexity-train"], entry["perplexity-val"],
-                    ", bleu val %.2f" % entry["bleu-val"] if "bleu-val" in entry else "",
+                    ", cider train %.3f" % entry["cider-train"] if "cider-train" in entry else "",
+                    ", bleu val %.2f, cider val %.3f" % (entry["bleu-val"], entry["cider-val"])
+                    if "bleu-val" in entry else "",
                     " (best)" if improved else " (not improved for %d)" % state.num_not_improved,
                     entry["samples-per-second"], time.time() - eval_start)
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
-    def _update(self, batch) -> None:
+    def _update(self, batch) -> int:
+        """One cross-entropy update on ``batch`` (split over the devices); returns the number of captions."""
         args, ctx = self.args, self.ctx
         n = len(ctx)
         splits = [slice(i * len(batch) // n, (i + 1) * len(batch) // n) for i in range(n)]
@@ -545,15 +600,87 @@ class Trainer:
                 losses.append(loss * (weight / total_tokens))
                 nlls.append(nll * weight)
         autograd.backward(losses)
+        self._step_optimizer()
+        self.state.train_nll += sum(x.asscalar() for x in nlls)
+        self.state.train_tokens += batch.num_tokens
+        return len(batch)
+
+    def _step_optimizer(self) -> None:
+        """Gradient clipping, the learning-rate warm-up, then one optimizer step on the recorded gradients."""
+        args, ctx = self.args, self.ctx
         if args.gradient_clipping_type == "norm":
             grads = [p.grad(c) for p in self.params.values() if p.grad_req != "null" for c in ctx]
-            if n == 1:
+            if len(ctx) == 1:
                 gluon.utils.clip_global_norm(grads, args.gradient_clipping_threshold, check_isfinite=False)
             else:
                 self._clip_norm_multi_device()
+        if self.state.updates < args.learning_rate_warmup:   # state.updates counts the updates done before this one
+            self.trainer.set_learning_rate(self.state.learning_rate * (self.state.updates + 1)
+                                           / args.learning_rate_warmup)
+        elif args.learning_rate_warmup and self.state.updates == args.learning_rate_warmup:
+            self.trainer.set_learning_rate(self.state.learning_rate)
         self.trainer.step(1)
-        self.state.train_nll += sum(x.asscalar() for x in nlls)
-        self.state.train_tokens += batch.num_tokens
+
+    def _sample_captions(self, features: mx.nd.NDArray) -> np.ndarray:
+        """Sample one caption per row of ``features (rows, regions, dim)`` from the model (no dropout), word by
+        word from the softmax; ``<s>``, ``<pad>`` and ``<unk>`` are never drawn.
+
+        :return: ``(rows, length)`` int32 word ids, each caption ended by ``</s>`` (unless cut at
+            ``--max-seq-len``) and padded with 0 after it.
+        """
+        vocab, ctx = self.vocab, self.ctx[0]
+        eos = vocab[C.EOS_SYMBOL]
+        blocked = np.zeros((1, len(vocab)), dtype=np.float32)
+        blocked[0, [vocab[C.BOS_SYMBOL], vocab[C.PAD_SYMBOL], vocab[C.UNK_SYMBOL]]] = -1e9
+        blocked_nd = mx.nd.array(blocked, ctx=ctx)
+        rows = features.shape[0]
+        static, dynamic = self.model.encode(features)
+        prev = mx.nd.full((rows,), vocab[C.BOS_SYMBOL], ctx=ctx, dtype=np.float32)
+        finished = np.zeros(rows, dtype=bool)
+        words = []
+        for _ in range(self.args.max_seq_len):
+            log_probs, _, dynamic = self.model.step(prev, static, dynamic)
+            probs = mx.nd.softmax(mx.nd.broadcast_add(log_probs, blocked_nd), axis=-1)
+            drawn = mx.nd.random.multinomial(probs).asnumpy().astype(np.int32)
+            drawn[finished] = 0
+            words.append(drawn)
+            finished |= drawn == eos
+            if finished.all():
+                break
+            prev = mx.nd.array(drawn, ctx=ctx, dtype=np.float32)
+        return np.stack(words, axis=1)
+
+    def _update_self_critical(self, batch) -> int:
+        """One self-critical update on a batch of images (Rennie et al. 2017): sample ``--self-critical-samples``
+        captions per image, reward each with its CIDEr-D against the image's training references, and follow
+        ``(reward - baseline) * grad log p(caption)``, the baseline of a caption being the mean reward of the
+        other samples of its image (Luo 2020, "A Better Variant of Self-Critical Sequence Training"). The
+        log-probabilities are computed without dropout, like the samples. Returns the number of sampled
+        captions."""
+        k, ctx = self.args.self_critical_samples, self.ctx[0]
+        features = mx.nd.array(np.repeat(batch.features, k, axis=0), ctx=ctx)   # (images * k, regions, dim)
+        images = np.repeat(batch.images, k)
+        sampled = self._sample_captions(features)                              # (images * k, length)
+        eos, itos = self.vocab[C.EOS_SYMBOL], self.vocab.idx_to_token
+        captions = [[itos[w] for w in row[:(list(row).index(eos) if eos in row else len(row))]] for row in sampled]
+        rewards = self.reward.scores(images.tolist(), captions).reshape(-1, k)         # (images, k)
+        baseline = (rewards.sum(axis=1, keepdims=True) - rewards) / (k - 1)
+        advantage = mx.nd.array((rewards - baseline).reshape(-1), ctx=ctx)     # (images * k,)
+        target_in = np.concatenate([np.full((len(sampled), 1), self.vocab[C.BOS_SYMBOL], dtype=np.int32),
+                                    sampled[:, :-1]], axis=1)
+        target_out = mx.nd.array(sampled, ctx=ctx)
+        with autograd.record(train_mode=False):
+            logits, _ = self.model(features, mx.nd.array(target_in, ctx=ctx))
+            mask = target_out != 0
+            token_log_probs = mx.nd.pick(mx.nd.log_softmax(logits, axis=-1), target_out, axis=-1) * mask
+            loss = -mx.nd.sum(mx.nd.sum(token_log_probs, axis=1) * advantage) / len(sampled)
+        loss.backward()
+        self._step_optimizer()
+        self.state.train_nll += -float(token_log_probs.sum().asscalar())
+        self.state.train_tokens += int(mask.sum().asscalar())
+        self.state.train_reward += float(rewards.sum())
+        self.state.train_sequences += rewards.size
+        return len(sampled)
 
     def _clip_norm_multi_device(self) -> None:
         """Clip the norm of the gradient summed over devices, identically on every device."""
@@ -586,10 +713,9 @@ class Trainer:
         start = time.time()
         while not self._should_stop():
             for batch in self.batcher.iter_epoch(state.epoch, state.batch_in_epoch):
-                self._update(batch)
+                state.samples += self._update_self_critical(batch) if self.self_critical else self._update(batch)
                 state.updates += 1
                 state.batch_in_epoch += 1
-                state.samples += len(batch)
                 out_of_time = args.max_seconds is not None and state.elapsed + time.time() - start >= args.max_seconds
                 if state.updates % args.checkpoint_interval == 0 or out_of_time or \
                         (args.max_updates is not None and state.updates >= args.max_updates):
@@ -615,8 +741,8 @@ class Trainer:
 
 def run_train(args: argparse.Namespace) -> TrainingState:
     """Train a model as ``args`` say (what the CLI and the tests call)."""
-    check_condition(args.optimized_metric != C.METRIC_BLEU or args.decode_and_evaluate != 0,
-                    "--optimized-metric bleu needs --decode-and-evaluate")
+    check_condition(args.optimized_metric == C.METRIC_PERPLEXITY or args.decode_and_evaluate != 0,
+                    "--optimized-metric %s needs --decode-and-evaluate" % args.optimized_metric)
     return Trainer(args).fit()
 
 

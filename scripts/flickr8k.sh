@@ -7,7 +7,9 @@
 #   scripts/flickr8k.sh full    # all 8091 images, 60 minutes of training (the recipe of docs/benchmarks.md)
 #
 # Environment: PYTHON (default .venv/bin/python), IMCAP_SHARED (default ../shared), RUNS (default runs),
-# ENCODER (default efficientnet_lite0), TRAIN_ARGS (extra options for imcap.train).
+# ENCODER (default efficientnet_lite0), FEATURES (the feature cache; default $RUNS/features-$ENCODER),
+# TRAIN_ARGS (extra options for imcap.train), MODELS (default 1; with N > 1, N models with seeds 13, 14, ... share
+# the training budget, trained one after the other, and decode as an ensemble).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${1:-quick}
@@ -15,18 +17,20 @@ PY=${PYTHON:-.venv/bin/python}
 SHARED=${IMCAP_SHARED:-../shared}
 RUNS=${RUNS:-runs}
 ENCODER=${ENCODER:-efficientnet_lite0}
-FEATURES=$RUNS/features-$ENCODER
+FEATURES=${FEATURES:-$RUNS/features-$ENCODER}
 case "$PROFILE" in
   quick) OUT=$RUNS/flickr8k-quick; PREP="--max-images-per-split 1000"; EVAL_LIMIT=200
-         TRAIN="--max-seconds 180 --checkpoint-interval 100 --batch-size 64 --decode-and-evaluate 200"
+         BUDGET=180; TRAIN="--checkpoint-interval 100 --batch-size 64 --decode-and-evaluate 200"
          SELECT="--beam-sizes 3 --alphas 1.0" ;;
   full)  OUT=$RUNS/flickr8k-full; PREP=""; EVAL_LIMIT=0
-         TRAIN="--max-seconds 3540 --checkpoint-interval 300 --batch-size 128 --decode-and-evaluate 500 --learning-rate-reduce-num-not-improved 2"
+         BUDGET=3540; TRAIN="--checkpoint-interval 300 --batch-size 128 --decode-and-evaluate 500 --learning-rate-reduce-num-not-improved 2"
          SELECT="--beam-sizes 1 3 5 --alphas 0.0 0.5 1.0" ;;
   *) echo "usage: $0 quick|full" >&2; exit 2 ;;
 esac
 DATA=$OUT/data
-MODEL=$OUT/model
+MODELS=${MODELS:-1}
+if [ "$MODELS" -eq 1 ]; then MODEL_DIRS=$OUT/model; else MODEL_DIRS=$(seq -f "$OUT/model.%g" 1 "$MODELS"); fi
+MODEL=$(echo "$MODEL_DIRS" | head -n 1)
 mkdir -p "$OUT"
 step() { echo; echo "== $(date +%H:%M:%S) $*"; }
 
@@ -43,23 +47,27 @@ $PY -m imcap.extract_features --image-encoder "$ENCODER" --image-root "$SHARED/d
     --input "$DATA"/{train,val,test}.images --output-root "$FEATURES" \
     --output "$DATA"/{train,val,test}.features 2>&1 | grep -E "images/s|cached|Error|error" || true
 
-step "train → $MODEL (progress: $MODEL/log)"
-$PY -m imcap.train --source "$DATA"/train.features --target "$DATA"/train.captions \
-    --validation-source "$DATA"/val.features --validation-target "$DATA"/val.captions.{0,1,2,3,4} \
-    --source-root "$FEATURES" --output "$MODEL" $TRAIN ${TRAIN_ARGS:-} --quiet
-tail -n 3 "$MODEL"/metrics | cut -f1-7
-
-step "average the 4 best checkpoints → $MODEL/params.avg"
-$PY -m imcap.average "$MODEL" -n 4 --quiet
+seed=13
+for dir in $MODEL_DIRS; do
+  step "train → $dir for $((BUDGET / MODELS)) s, seed $seed (progress: $dir/log)"
+  $PY -m imcap.train --source "$DATA"/train.features --target "$DATA"/train.captions \
+      --validation-source "$DATA"/val.features --validation-target "$DATA"/val.captions.{0,1,2,3,4} \
+      --source-root "$FEATURES" --output "$dir" --max-seconds $((BUDGET / MODELS)) --seed $seed $TRAIN \
+      ${TRAIN_ARGS:-} --quiet
+  tail -n 3 "$dir"/metrics | cut -f1-7
+  step "average the 4 best checkpoints → $dir/params.avg"
+  $PY -m imcap.average "$dir" -n 4 --quiet
+  seed=$((seed + 1))
+done
 
 step "choose checkpoint, beam size and length penalty on the validation split"
-$PY scripts/select_decoding.py --model "$MODEL" --source "$DATA"/val.features --source-root "$FEATURES" \
+$PY scripts/select_decoding.py --model $MODEL_DIRS --source "$DATA"/val.features --source-root "$FEATURES" \
     --references "$DATA"/val.captions.{0,1,2,3,4} --checkpoints params.best params.avg $SELECT \
     --output "$OUT"/decode.options
 DECODE=$(cat "$OUT"/decode.options)
 
 step "caption the test images once, with $DECODE → $OUT/test.hyp"
-$PY -m imcap.captioner --models "$MODEL" --source-root "$FEATURES" $DECODE \
+$PY -m imcap.captioner --models $MODEL_DIRS --source-root "$FEATURES" $DECODE \
     --input "$DATA"/test.features --output "$OUT"/test.hyp
 
 step "evaluate on test (sacrebleu, 5 references)"

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Choose the params file, beam size and length penalty of a model on the VALIDATION split (never on test).
 
-    python scripts/select_decoding.py --model DIR --source val.features --references val.captions.{0..4} \
+    python scripts/select_decoding.py --model DIR [DIR ...] --source val.features --references val.captions.{0..4} \
         [--source-root CACHE] [--checkpoints params.best params.avg] [--beam-sizes 1 3 5] [--alphas 0 0.5 1]
+
+Several model dirs are decoded as one ensemble, each with the same params file name.
 
 Prints one line per setting (val BLEU-4) and, last, the captioner options of the best one; with --output it
 also writes those options to a file, for ``python -m imcap.captioner $(cat FILE)``.
@@ -26,14 +28,14 @@ from imcap.model import load_model  # noqa: E402
 from imcap.utils import read_lines  # noqa: E402
 
 
-def decode(model, vocab, features: np.ndarray, beam: int, alpha: float) -> List[str]:
-    search = BeamSearch([model], vocab, beam_size=beam, length_penalty_alpha=alpha, max_output_length=30)
+def decode(models, vocab, features: np.ndarray, beam: int, alpha: float) -> List[str]:
+    search = BeamSearch(models, vocab, beam_size=beam, length_penalty_alpha=alpha, max_output_length=30)
     return best_captions(search, vocab, features)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", required=True, nargs="+", help="Model dir(s); several: an ensemble.")
     parser.add_argument("--source", required=True, help="Validation .features list (one line per image).")
     parser.add_argument("--source-root", default=None)
     parser.add_argument("--references", required=True, nargs="+")
@@ -47,20 +49,24 @@ def main() -> None:
     references = [read_lines(p) for p in args.references]
     best = None
     for checkpoint in args.checkpoints:
-        if not os.path.isfile(os.path.join(args.model, checkpoint)):
+        if not all(os.path.isfile(os.path.join(model_dir, checkpoint)) for model_dir in args.model):
             print("%s: missing, skipped" % checkpoint)
             continue
-        model, vocab = load_model(args.model, checkpoint)
+        loaded = [load_model(model_dir, checkpoint) for model_dir in args.model]
+        models, vocab = [model for model, _ in loaded], loaded[0][1]
+        if any(v.idx_to_token != vocab.idx_to_token for _, v in loaded):
+            sys.exit("select_decoding: the models of the ensemble have different vocabularies")
         for beam, alpha in itertools.product(args.beam_sizes, args.alphas):
             if beam == 1 and alpha != args.alphas[0]:
                 continue  # the length penalty cannot change a greedy search
             start = time.time()
-            bleu = bleu_scores(decode(model, vocab, features, beam, alpha), references)["bleu4"]
+            bleu = bleu_scores(decode(models, vocab, features, beam, alpha), references)["bleu4"]
             print("%s beam %d alpha %.1f: val BLEU-4 %.2f (%.0f s)" % (checkpoint, beam, alpha, bleu,
                                                                       time.time() - start), flush=True)
             if best is None or bleu > best[0]:
                 best = (bleu, checkpoint, beam, alpha)
-    options = "--checkpoints %s --beam-size %d --length-penalty-alpha %.1f" % best[1:]
+    options = "--checkpoints %s --beam-size %d --length-penalty-alpha %.1f" % (
+        " ".join([best[1]] * len(args.model)), best[2], best[3])
     print("best on validation: BLEU-4 %.2f with %s" % (best[0], options))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:

@@ -1,6 +1,7 @@
 """Shared pieces of the integration tests: running the CLIs as subprocesses, and a small real Flickr8k subset
 (prepared with ``imcap.prepare_data`` and with features cached by ``imcap.extract_features``), built once per
 session."""
+import logging
 import os
 import subprocess
 import sys
@@ -118,3 +119,24 @@ def train_args(small_data: SimpleNamespace, output: str, *extra) -> List[str]:
             + [os.path.join(data, "val.captions.%d" % k) for k in range(NUM_REFERENCES)]
             + ["--source-root", small_data.cache, "--output", output] + TINY_MODEL + [str(a) for a in extra])
 
+
+def parse_training_args(argv: Sequence[str]):
+    """``imcap.train``'s options parsed from ``argv``, for a :class:`imcap.train.Trainer` in the test process."""
+    import imcap.arguments
+    import imcap.train
+    parser = imcap.arguments.new_parser("test")
+    imcap.train.add_training_args(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.fixture
+def restore_logging():
+    """The Trainer sets up the root logger (to its log file); give pytest's logging back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -1,40 +1,19 @@
 """Data parallelism of ``imcap.train.Trainer``: the same updates on one CPU context and on two CPU contexts (the
 batch split between them, gradients summed by the kvstore) give the same parameters."""
-import logging
 import os
 
 import mxnet as mx
 import numpy as np
 import pytest
 
-import imcap.arguments
 import imcap.train
 from test.common import requires_shared
-from test.integration.conftest import train_args
+from test.integration.conftest import parse_training_args as parse, train_args
 
 pytestmark = requires_shared
 
 NO_NOISE = ["--rnn-dropout", "0", "--embed-dropout", "0", "--label-smoothing", "0"]
 MAX_UPDATES = 3
-
-
-@pytest.fixture
-def restore_logging():
-    """The Trainer sets up the root logger (to its log file); give pytest's logging back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def parse(argv):
-    parser = imcap.arguments.new_parser("x")
-    imcap.train.add_training_args(parser)
-    return parser.parse_args(argv)
 
 
 def train(small_data, output, optimizer, device_ids):

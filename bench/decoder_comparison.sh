@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Decoder comparison: one decoder through the full Flickr8k recipe (scripts/flickr8k.sh full: cached
+# EfficientNet-Lite0 features, the same 60-minute training budget, checkpoint/beam/length penalty chosen on val,
+# the test split scored once), then its figures (test BLEU-4 and CIDEr-D, training samples/s, captioning images/s
+# at beam 5, parameters) one per line and a row in the "Decoder comparison" table of docs/benchmarks.md.
+#
+#   bench/decoder_comparison.sh rnn|show-and-tell|transformer|cnn     # ~70 minutes each; run it alone
+#
+# Environment: PYTHON, IMCAP_SHARED, FEATURES (default runs/features-efficientnet_lite0, shared by the four runs);
+# TRAIN_ARGS is added after the decoder's options. Each decoder's run lives in runs/compare-NAME/flickr8k-full;
+# running the script again on a finished run only re-reports it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NAME=${1:-}
+case "$NAME" in
+  # the recipe's defaults: 1-layer LSTM 512, MLP attention (Xu et al. 2015)
+  rnn)           ARGS="" ;;
+  # Vinyals et al. 2015: the pooled image as the first input, no attention
+  show-and-tell) ARGS="--rnn-attention-type none --rnn-decoder-state-init zero" ;;
+  transformer)   ARGS="--decoder transformer --num-layers 3 --transformer-model-size 256 --num-embed 256
+                       --transformer-attention-heads 8 --transformer-feed-forward-num-hidden 1024
+                       --transformer-dropout-prepost 0.2 --image-positional-embedding-type fixed
+                       --learning-rate-warmup 400" ;;
+  cnn)           ARGS="--decoder cnn --num-layers 3 --cnn-num-hidden 512 --cnn-kernel-width 3
+                       --image-positional-embedding-type fixed" ;;
+  *) echo "usage: $0 rnn|show-and-tell|transformer|cnn" >&2; exit 2 ;;
+esac
+ARGS=$(echo $ARGS)   # one line
+PY=${PYTHON:-.venv/bin/python}
+export RUNS=runs/compare-$NAME FEATURES=${FEATURES:-runs/features-efficientnet_lite0}
+export TRAIN_ARGS="$ARGS${TRAIN_ARGS:+ $TRAIN_ARGS}"
+OUT=$RUNS/flickr8k-full
+mkdir -p "$OUT"
+scripts/flickr8k.sh full 2>&1 | tee "$OUT"/bench.log
+$PY bench/report_decoder.py --name "$NAME" --run "$OUT" --log "$OUT"/bench.log --features "$FEATURES" \
+    --command "bench/decoder_comparison.sh $NAME" --train-args "$TRAIN_ARGS" --benchmarks docs/benchmarks.md
