@@ -1,4 +1,7 @@
 """Training options checked on the updates themselves, with a Trainer in the test process on the real subset."""
+import logging
+import os
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -40,26 +43,63 @@ def test_learning_rate_warmup_scales_the_first_updates(small_data, tmp_path, res
     assert trainer.state.learning_rate == pytest.approx(0.5)
 
 
-def test_self_critical_training_raises_the_reward_of_its_samples(small_data, tmp_path, restore_logging):
-    """On the 20 training images of the subset, self-critical updates (from a cross-entropy start, --params) make
-    the sampled captions score a much higher CIDEr-D against those images' references."""
-    start = str(tmp_path / "start")
+@pytest.fixture(scope="module")
+def cross_entropy_model(small_data, tmp_path_factory):
+    """A cross-entropy model of the subset (60 updates): the start of the self-critical runs."""
+    start = str(tmp_path_factory.mktemp("xent") / "model")
+    root = logging.getLogger()
+    handlers = list(root.handlers)
     imcap.train.Trainer(parse_training_args(train_args(
         small_data, start, "--seed", "3", "--batch-size", "20", "--max-updates", "60", "--checkpoint-interval", "60",
         "--quiet"))).fit()
-    args = parse_training_args(train_args(
-        small_data, str(tmp_path / "scst"), "--seed", "3", "--params", start + "/params.best", "--loss",
-        "self-critical", "--batch-size", "40", "--initial-learning-rate", "0.001", "--max-updates", "180",
-        "--checkpoint-interval", "60", "--quiet"))
-    trainer = imcap.train.Trainer(args)
+    for handler in root.handlers[len(handlers):]:
+        handler.close()
+    root.handlers[:] = handlers
+    return start
+
+
+def self_critical_args(small_data, output, start, *extra):
+    return parse_training_args(train_args(
+        small_data, output, "--seed", "3", "--params", os.path.join(start, "params.best"), "--loss", "self-critical",
+        "--batch-size", "40", "--initial-learning-rate", "0.001", "--quiet", *extra))
+
+
+def test_self_critical_training_raises_the_reward_of_its_samples(small_data, cross_entropy_model, tmp_path,
+                                                                 restore_logging):
+    """On the 20 training images of the subset, self-critical updates (from a cross-entropy start, --params) make
+    the sampled captions score a much higher CIDEr-D against those images' references."""
+    trainer = imcap.train.Trainer(self_critical_args(small_data, str(tmp_path / "scst"), cross_entropy_model,
+                                                     "--max-updates", "180", "--checkpoint-interval", "60"))
     assert len(trainer.batcher.rows) == 20 and len(trainer.batcher) == 3   # 8 images (40 samples) per batch
-    reference = mx.nd.load(start + "/params.best")   # saved under the structural names of save_parameters
+    reference = mx.nd.load(os.path.join(cross_entropy_model, "params.best"))   # structural names
     for name, param in trainer.model._collect_params_with_prefix().items():
         np.testing.assert_array_equal(param.data().asnumpy(), reference[name].asnumpy(), err_msg=name)
     trainer.fit()
     rewards = [m["cider-train"] for m in trainer.metrics]
     # mean reward of the samples of each 60 updates (measured: 0.050, 0.067, 0.086)
     assert len(rewards) == 3 and rewards[0] < rewards[1] < rewards[2] and rewards[2] > 1.4 * rewards[0], rewards
+
+
+def test_self_critical_training_resumes_exactly(small_data, cross_entropy_model, tmp_path, restore_logging):
+    """Stopped after 2 checkpoints and started again, a self-critical run writes the metrics and parameters of an
+    uninterrupted one (same images, same samples, same updates)."""
+    whole = imcap.train.Trainer(self_critical_args(small_data, str(tmp_path / "whole"), cross_entropy_model,
+                                                   "--max-updates", "8", "--checkpoint-interval", "2"))
+    whole.fit()
+    imcap.train.Trainer(self_critical_args(small_data, str(tmp_path / "parts"), cross_entropy_model,
+                                           "--max-updates", "4", "--checkpoint-interval", "2")).fit()
+    resumed = imcap.train.Trainer(self_critical_args(small_data, str(tmp_path / "parts"), cross_entropy_model,
+                                                     "--max-updates", "8", "--checkpoint-interval", "2"))
+    assert resumed.resume and resumed.state.updates == 4
+    resumed.fit()
+    assert len(resumed.metrics) == len(whole.metrics) == 4
+    for a, b in zip(whole.metrics, resumed.metrics):
+        for key in ("updates", "epoch", "cider-train", "perplexity-train", "perplexity-val"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5), (a["checkpoint"], key)
+    params_whole = whole.model._collect_params_with_prefix()
+    for name, param in resumed.model._collect_params_with_prefix().items():
+        np.testing.assert_allclose(param.data().asnumpy(), params_whole[name].data().asnumpy(), rtol=1e-5,
+                                   atol=1e-6, err_msg=name)
 
 
 def test_params_of_another_model_are_refused(small_data, tmp_path, restore_logging):
