@@ -5,7 +5,8 @@
 #
 #   bench/flickr8k_quality.sh            # ~75 minutes on 2 CPU cores; run it alone on the machine
 #
-# Environment: as scripts/flickr8k.sh (PYTHON, IMCAP_SHARED, RUNS, ENCODER, TRAIN_ARGS, MODELS).
+# Environment: as scripts/flickr8k.sh (PYTHON, IMCAP_SHARED, RUNS, ENCODER, FEATURES, TRAIN_ARGS, MODELS,
+# SELF_CRITICAL_SECONDS, SCST_ARGS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -16,5 +17,5 @@ start=$(date +%s)
 scripts/flickr8k.sh full 2>&1 | tee "$OUT"/bench.log
 total=$(( $(date +%s) - start ))
 $PY bench/report_quality.py --run "$OUT" --log "$OUT"/bench.log --total-seconds "$total" --models "${MODELS:-1}" \
-    --command "${MODELS:+MODELS=$MODELS }${ENCODER:+ENCODER=$ENCODER }${TRAIN_ARGS:+TRAIN_ARGS=\"$TRAIN_ARGS\" }bench/flickr8k_quality.sh" \
+    --command "${MODELS:+MODELS=$MODELS }${SELF_CRITICAL_SECONDS:+SELF_CRITICAL_SECONDS=$SELF_CRITICAL_SECONDS }${SCST_ARGS:+SCST_ARGS=\"$SCST_ARGS\" }${ENCODER:+ENCODER=$ENCODER }${TRAIN_ARGS:+TRAIN_ARGS=\"$TRAIN_ARGS\" }bench/flickr8k_quality.sh" \
     --benchmarks docs/benchmarks.md

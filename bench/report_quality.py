@@ -18,21 +18,27 @@ from benchlib import append_row  # noqa: E402
 
 def summarize(run: str, log_path: str, models: int = 1) -> SimpleNamespace:
     """The figures of a finished run dir of the recipe: training time and speed summed over the members of an
-    ensemble (``model.1`` .. ``model.N``, trained one after the other), the val BLEU-4 of the chosen decoding
-    setting, and the test scores of ``test.hyp``."""
+    ensemble (``model.1`` .. ``model.N``, trained one after the other) and over both phases of self-critical
+    training (``MODEL.xent``, then ``MODEL``), the val BLEU-4 of the chosen decoding setting, and the test scores
+    of ``test.hyp``."""
     data = os.path.join(run, "data")
     log = open(log_path, encoding="utf-8").read()
     model_dirs = [os.path.join(run, "model")] if models == 1 else \
         [os.path.join(run, "model.%d" % i) for i in range(1, models + 1)]
-    lasts = [read_metrics(os.path.join(d, "metrics"))[-1] for d in model_dirs]
+    # with SELF_CRITICAL_SECONDS, each model's cross-entropy phase (MODEL.xent) counts too
+    phases = [p for d in model_dirs for p in ([d + ".xent"] if os.path.isdir(d + ".xent") else []) + [d]]
+    lasts = [read_metrics(os.path.join(d, "metrics"))[-1] for d in phases]
     seconds = sum(last["time-elapsed"] for last in lasts)
     samples = sum(last["time-elapsed"] * last["samples-per-second"] for last in lasts)
     val_line = re.findall(r"best on validation: BLEU-4 ([0-9.]+)", log)
     captioning = re.findall(r"Captioned (\d+) lines \((\d+) failed\) in ([0-9.]+) s, ([0-9.]+) lines/s", log)
     test = evaluate(read_lines(os.path.join(run, "test.hyp")),
                     [read_lines(os.path.join(data, "test.captions.%d" % i)) for i in range(5)], skip_failing=["meteor"])
+    self_critical = [read_metrics(os.path.join(d, "metrics"))[-1]["time-elapsed"] for d in model_dirs
+                     if os.path.isdir(d + ".xent")]
     figures = {
         "models": len(model_dirs),
+        "self-critical minutes": sum(self_critical) / 60.0,
         "training minutes": seconds / 60.0,
         "updates": sum(last["updates"] for last in lasts),
         "epochs": sum(last["epoch"] for last in lasts),
@@ -66,8 +72,10 @@ def main() -> None:
     figures["pipeline minutes"] = args.total_seconds / 60.0
     print_figures(figures)
     made = config.feature_extraction or {}
-    configuration = "%sfeatures: %s %s (%d x %d); decoder %s: %s" % (
+    configuration = "%s%sfeatures: %s %s (%d x %d); decoder %s: %s" % (
         "ensemble of %d models trained one after the other; " % args.models if args.models > 1 else "",
+        "cross-entropy, then %.1f min of self-critical training (CIDEr-D); " % figures["self-critical minutes"]
+        if figures["self-critical minutes"] > 0 else "",
         made.get("encoder", "?"), "x".join(map(str, made.get("input_size", []))), config.encoder.num_regions,
         config.encoder.feature_dim, config.decoder_name,
         "; ".join("%s: %s" % kv for kv in config.decoder.to_dict().items()))

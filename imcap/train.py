@@ -621,18 +621,25 @@ class Trainer:
             self.trainer.set_learning_rate(self.state.learning_rate)
         self.trainer.step(1)
 
+    def _blocked_words(self) -> mx.nd.NDArray:
+        """``(1, vocab)``: -1e9 for ``<s>``, ``<pad>`` and ``<unk>``, the words the policy never writes (as beam
+        search), 0 for the others."""
+        if getattr(self, "_blocked", None) is None:
+            blocked = np.zeros((1, len(self.vocab)), dtype=np.float32)
+            blocked[0, [self.vocab[C.BOS_SYMBOL], self.vocab[C.PAD_SYMBOL], self.vocab[C.UNK_SYMBOL]]] = -1e9
+            self._blocked = mx.nd.array(blocked, ctx=self.ctx[0])
+        return self._blocked
+
     def _sample_captions(self, features: mx.nd.NDArray) -> np.ndarray:
         """Sample one caption per row of ``features (rows, regions, dim)`` from the model (no dropout), word by
-        word from the softmax; ``<s>``, ``<pad>`` and ``<unk>`` are never drawn.
+        word from the softmax over the words other than ``<s>``, ``<pad>`` and ``<unk>``.
 
         :return: ``(rows, length)`` int32 word ids, each caption ended by ``</s>`` (unless cut at
             ``--max-seq-len``) and padded with 0 after it.
         """
         vocab, ctx = self.vocab, self.ctx[0]
         eos = vocab[C.EOS_SYMBOL]
-        blocked = np.zeros((1, len(vocab)), dtype=np.float32)
-        blocked[0, [vocab[C.BOS_SYMBOL], vocab[C.PAD_SYMBOL], vocab[C.UNK_SYMBOL]]] = -1e9
-        blocked_nd = mx.nd.array(blocked, ctx=ctx)
+        blocked_nd = self._blocked_words()
         rows = features.shape[0]
         static, dynamic = self.model.encode(features)
         prev = mx.nd.full((rows,), vocab[C.BOS_SYMBOL], ctx=ctx, dtype=np.float32)
@@ -655,7 +662,9 @@ class Trainer:
         captions per image, reward each with its CIDEr-D against the image's training references, and follow
         ``(reward - baseline) * grad log p(caption)``, the baseline of a caption being the mean reward of the
         other samples of its image (Luo 2020, "A Better Variant of Self-Critical Sequence Training"). The
-        log-probabilities are computed without dropout, like the samples. Returns the number of sampled
+        log-probabilities are those of the policy that sampled: no dropout, and a softmax over the words it may
+        write (with the full softmax, pushing sampled words down would pile probability onto ``<pad>``, ``<s>``
+        and ``<unk>``, which are never sampled and so never pushed down). Returns the number of sampled
         captions."""
         k, ctx = self.args.self_critical_samples, self.ctx[0]
         features = mx.nd.array(np.repeat(batch.features, k, axis=0), ctx=ctx)   # (images * k, regions, dim)
@@ -672,7 +681,9 @@ class Trainer:
         with autograd.record(train_mode=False):
             logits, _ = self.model(features, mx.nd.array(target_in, ctx=ctx))
             mask = target_out != 0
-            token_log_probs = mx.nd.pick(mx.nd.log_softmax(logits, axis=-1), target_out, axis=-1) * mask
+            policy = mx.nd.log_softmax(mx.nd.broadcast_add(logits, mx.nd.expand_dims(self._blocked_words(), 0)),
+                                       axis=-1)
+            token_log_probs = mx.nd.pick(policy, target_out, axis=-1) * mask
             loss = -mx.nd.sum(mx.nd.sum(token_log_probs, axis=1) * advantage) / len(sampled)
         loss.backward()
         self._step_optimizer()

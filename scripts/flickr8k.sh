@@ -9,7 +9,9 @@
 # Environment: PYTHON (default .venv/bin/python), IMCAP_SHARED (default ../shared), RUNS (default runs),
 # ENCODER (default efficientnet_lite0), FEATURES (the feature cache; default $RUNS/features-$ENCODER),
 # TRAIN_ARGS (extra options for imcap.train), MODELS (default 1; with N > 1, N models with seeds 13, 14, ... share
-# the training budget, trained one after the other, and decode as an ensemble).
+# the training budget, trained one after the other, and decode as an ensemble), SELF_CRITICAL_SECONDS (default 0;
+# with S > 0, each model trains with cross-entropy into MODEL.xent, then its last S seconds of the budget with
+# self-critical training from MODEL.xent/params.best into MODEL; SCST_ARGS adds options to that second phase).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${1:-quick}
@@ -21,9 +23,11 @@ FEATURES=${FEATURES:-$RUNS/features-$ENCODER}
 case "$PROFILE" in
   quick) OUT=$RUNS/flickr8k-quick; PREP="--max-images-per-split 1000"; EVAL_LIMIT=200
          BUDGET=180; TRAIN="--checkpoint-interval 100 --batch-size 64 --decode-and-evaluate 200"
+         SCST_TRAIN="--checkpoint-interval 20 --batch-size 50"
          SELECT="--beam-sizes 3 --alphas 1.0" ;;
   full)  OUT=$RUNS/flickr8k-full; PREP=""; EVAL_LIMIT=0
          BUDGET=3540; TRAIN="--checkpoint-interval 300 --batch-size 128 --decode-and-evaluate 500 --learning-rate-reduce-num-not-improved 2"
+         SCST_TRAIN="--checkpoint-interval 150 --batch-size 100"
          SELECT="--beam-sizes 1 3 5 --alphas 0.0 0.5 1.0" ;;
   *) echo "usage: $0 quick|full" >&2; exit 2 ;;
 esac
@@ -47,14 +51,27 @@ $PY -m imcap.extract_features --image-encoder "$ENCODER" --image-root "$SHARED/d
     --input "$DATA"/{train,val,test}.images --output-root "$FEATURES" \
     --output "$DATA"/{train,val,test}.features 2>&1 | grep -E "images/s|cached|Error|error" || true
 
-seed=13
-for dir in $MODEL_DIRS; do
-  step "train → $dir for $((BUDGET / MODELS)) s, seed $seed (progress: $dir/log)"
+train() {  # train OUTPUT SECONDS SEED [options]
+  local out=$1 seconds=$2 seed=$3; shift 3
   $PY -m imcap.train --source "$DATA"/train.features --target "$DATA"/train.captions \
       --validation-source "$DATA"/val.features --validation-target "$DATA"/val.captions.{0,1,2,3,4} \
-      --source-root "$FEATURES" --output "$dir" --max-seconds $((BUDGET / MODELS)) --seed $seed $TRAIN \
-      ${TRAIN_ARGS:-} --quiet
-  tail -n 3 "$dir"/metrics | cut -f1-7
+      --source-root "$FEATURES" --output "$out" --max-seconds "$seconds" --seed "$seed" $TRAIN \
+      ${TRAIN_ARGS:-} "$@" --quiet
+  tail -n 3 "$out"/metrics | cut -f1-7
+}
+SCST=${SELF_CRITICAL_SECONDS:-0}
+seed=13
+for dir in $MODEL_DIRS; do
+  if [ "$SCST" -gt 0 ]; then
+    step "train with cross-entropy → $dir.xent for $((BUDGET / MODELS - SCST)) s, seed $seed (progress: $dir.xent/log)"
+    train "$dir.xent" $((BUDGET / MODELS - SCST)) $seed
+    step "self-critical training from $dir.xent/params.best → $dir for $SCST s (progress: $dir/log)"
+    train "$dir" "$SCST" $seed --params "$dir.xent/params.best" --loss self-critical --optimized-metric cider \
+        --initial-learning-rate 0.00005 $SCST_TRAIN ${SCST_ARGS:-}
+  else
+    step "train → $dir for $((BUDGET / MODELS)) s, seed $seed (progress: $dir/log)"
+    train "$dir" $((BUDGET / MODELS)) $seed
+  fi
   step "average the 4 best checkpoints → $dir/params.avg"
   $PY -m imcap.average "$dir" -n 4 --quiet
   seed=$((seed + 1))
