@@ -11,6 +11,10 @@ position, learning rate, early-stopping counters and random state (every checkpo
 generators with ``seed + checkpoint``, and every epoch's batch order depends only on ``seed`` and the epoch),
 so a resumed run writes the same metrics as an uninterrupted one.
 
+``--loss self-critical`` fine-tunes a model (``--params``) for CIDEr-D with self-critical sequence training
+(Rennie et al. 2017): per image, several captions sampled from the model, each rewarded by its CIDEr-D
+(:mod:`imcap.reward`) against the mean reward of the others (Luo 2020).
+
 Option names follow Sockeye (Hieber et al. 2017, "Sockeye: A Toolkit for Neural Machine Translation").
 """
 import argparse
