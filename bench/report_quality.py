@@ -27,15 +27,15 @@ def summarize(run: str, log_path: str, models: int = 1) -> SimpleNamespace:
         [os.path.join(run, "model.%d" % i) for i in range(1, models + 1)]
     # with SELF_CRITICAL_SECONDS, each model's cross-entropy phase (MODEL.xent) counts too
     phases = [p for d in model_dirs for p in ([d + ".xent"] if os.path.isdir(d + ".xent") else []) + [d]]
-    lasts = [read_metrics(os.path.join(d, "metrics"))[-1] for d in phases]
+    last = {d: read_metrics(os.path.join(d, "metrics"))[-1] for d in phases}
+    lasts = list(last.values())
     seconds = sum(last["time-elapsed"] for last in lasts)
     samples = sum(last["time-elapsed"] * last["samples-per-second"] for last in lasts)
     val_line = re.findall(r"best on validation: BLEU-4 ([0-9.]+)", log)
     captioning = re.findall(r"Captioned (\d+) lines \((\d+) failed\) in ([0-9.]+) s, ([0-9.]+) lines/s", log)
     test = evaluate(read_lines(os.path.join(run, "test.hyp")),
                     [read_lines(os.path.join(data, "test.captions.%d" % i)) for i in range(5)], skip_failing=["meteor"])
-    self_critical = [read_metrics(os.path.join(d, "metrics"))[-1]["time-elapsed"] for d in model_dirs
-                     if os.path.isdir(d + ".xent")]
+    self_critical = [last[d]["time-elapsed"] for d in model_dirs if d + ".xent" in last]
     figures = {
         "models": len(model_dirs),
         "self-critical minutes": sum(self_critical) / 60.0,

@@ -14,6 +14,7 @@ import mxnet as mx
 import numpy as np
 
 from . import constants as C
+from .vocab import ids_to_tokens, never_generated
 
 NEG_INF = -1e30
 
@@ -49,7 +50,6 @@ def top_k(scores: np.ndarray, k: int):
 def best_captions(search: "BeamSearch", vocab, features: np.ndarray, batch_size: int = 32) -> List[str]:
     """The best caption (space-joined tokens) of each image of ``features (images, regions, dim)``, searched
     ``batch_size`` images at a time."""
-    from .vocab import ids_to_tokens
     captions = []
     for start in range(0, len(features), batch_size):
         for hyps in search.search(features[start:start + batch_size].astype(np.float32)):
@@ -93,7 +93,7 @@ class BeamSearch:
         self.ctx = ctx or mx.cpu()
         self.bos, self.eos, self.pad = vocab[C.BOS_SYMBOL], vocab[C.EOS_SYMBOL], vocab[C.PAD_SYMBOL]
         self.vocab_size = len(vocab)
-        self.blocked = [self.bos, self.pad] + ([] if allow_unk else [vocab[C.UNK_SYMBOL]])
+        self.blocked = never_generated(vocab, allow_unk)
 
     def search(self, features: np.ndarray) -> List[List[Hypothesis]]:
         """Caption a batch of images.

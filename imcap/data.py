@@ -18,6 +18,11 @@ from .vocab import tokens_to_ids
 logger = logging.getLogger(__name__)
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of the batch order of ``epoch``: a function of the run's seed and the epoch only."""
+    return (seed * 1000003 + epoch) % (2 ** 32)
+
+
 class Batch:
     """One batch: ``features (batch, regions, dim)`` float32, ``target_in``/``target_out (batch, length)``
     int32 (``<s> w1 .. wn`` and ``w1 .. wn </s>`` padded with 0) and the number of target tokens."""
@@ -117,7 +122,7 @@ class BucketBatcher:
         state = np.random.get_state()
         self.sampler._batch_infos = list(self._initial[0])
         self.sampler._bucket_sample_ids = [list(ids) for ids in self._initial[1]]
-        np.random.seed((self.seed * 1000003 + epoch) % (2 ** 32))
+        np.random.seed(epoch_seed(self.seed, epoch))
         try:
             return [list(b) for b in self.sampler]
         finally:
@@ -165,7 +170,7 @@ class ImageBatcher:
 
     def epoch_batches(self, epoch: int) -> List[np.ndarray]:
         """The batches (arrays of image numbers) of ``epoch``, the same every time for the same seed and epoch."""
-        order = np.random.RandomState((self.seed * 1000003 + epoch) % (2 ** 32)).permutation(len(self.rows))
+        order = np.random.RandomState(epoch_seed(self.seed, epoch)).permutation(len(self.rows))
         return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
     def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[ImageBatch]:

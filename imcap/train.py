@@ -45,7 +45,7 @@ from .reward import CiderD
 from .transformer import TransformerDecoderConfig
 from .utils import (ImcapError, atomic_open, atomic_path, check_condition, read_lines, seed_everything,
                     setup_logging)
-from .vocab import build_vocab, load_vocab, save_vocab
+from .vocab import build_vocab, ids_to_tokens, load_vocab, never_generated, save_vocab
 
 logger = logging.getLogger("imcap.train")
 
@@ -419,20 +419,28 @@ class Trainer:
             check_condition(len(self.ctx) == 1, "--loss self-critical runs on one device")
             self.batcher = ImageBatcher(self.train_data, max(1, args.batch_size // args.self_critical_samples),
                                         args.seed)
-            itos = self.vocab.idx_to_token
-            self.reward = CiderD([[[itos[w] for w in ref] for ref in refs] for refs in self.batcher.references])
-        else:
-            self.batcher = BucketBatcher(self.train_data, args.batch_size, args.bucket_width, args.seed)
-        self.val_batches = BucketBatcher(self.val_data, args.batch_size * 2, args.bucket_width, args.seed,
-                                         shuffle=False).epoch_batches(0)
-        if self.self_critical:
+            self.reward = CiderD([[ids_to_tokens(self.vocab, ref) for ref in refs]
+                                  for refs in self.batcher.references])
+            # -1e9 for the words the policy never writes, 0 for the others: (1, vocab)
+            blocked = np.zeros((1, len(self.vocab)), dtype=np.float32)
+            blocked[0, never_generated(self.vocab)] = -1e9
+            self.blocked = mx.nd.array(blocked, ctx=self.ctx[0])
             logger.info("self-critical training: %d images in %d batches per epoch, %d captions sampled per image; "
                         "validation: %d pairs", len(self.batcher.rows), len(self.batcher),
                         args.self_critical_samples, len(self.val_data))
         else:
+            self.batcher = BucketBatcher(self.train_data, args.batch_size, args.bucket_width, args.seed)
             logger.info("training: %d pairs in %d batches per epoch (buckets %s); validation: %d pairs",
                         len(self.train_data), len(self.batcher), self.batcher.keys, len(self.val_data))
+        self.val_batches = BucketBatcher(self.val_data, args.batch_size * 2, args.bucket_width, args.seed,
+                                         shuffle=False).epoch_batches(0)
         self.val_references = [read_lines(p) for p in args.validation_target]
+        # --decode-and-evaluate: the first n validation lines, their references, and CIDEr-D with their IDF
+        n = args.decode_and_evaluate
+        self.num_decoded = len(val_store.index) if n < 0 else min(n, len(val_store.index))
+        self.decoded_references = [refs[:self.num_decoded] for refs in self.val_references]
+        self.val_cider = CiderD([[refs[i].split() for refs in self.decoded_references]
+                                 for i in range(self.num_decoded)]) if self.num_decoded > 0 else None
         # cache.json sits at the root the feature paths are relative to
         self.manifest = read_manifest(args.source_root if args.source_root is not None
                                       else os.path.dirname(os.path.abspath(args.source)))
@@ -521,20 +529,17 @@ class Trainer:
         """BLEU-4 and CIDEr-D of beam-search captions of the first ``--decode-and-evaluate`` validation lines:
         ``{"bleu-val": 0-100, "cider-val": 0-10}``."""
         from .evaluate import bleu_scores
-        n = self.args.decode_and_evaluate
-        index = self.val_store.index
-        n = len(index) if n < 0 else min(n, len(index))
+        n = self.num_decoded
         search = BeamSearch([self.model], self.vocab, beam_size=self.args.decode_and_evaluate_beam_size,
                             max_output_length=self.args.max_seq_len, ctx=self.ctx[0])
         # an unreadable line (row -1) is decoded from row 0 only to keep the lines aligned with the references
-        hypotheses = best_captions(search, self.vocab, self.val_store.features[np.maximum(index[:n], 0)], 64)
+        hypotheses = best_captions(search, self.vocab, self.val_store.features[np.maximum(self.val_store.index[:n], 0)],
+                                   64)
         with atomic_open(os.path.join(self.dir, C.DECODE_OUT_NAME % self.state.checkpoint)) as f:
             f.write("".join(h + "\n" for h in hypotheses))
-        references = [refs[:n] for refs in self.val_references]
-        if getattr(self, "_val_cider", (None, 0))[1] != n:  # the IDF of the n images' references, computed once
-            self._val_cider = (CiderD([[refs[i].split() for refs in references] for i in range(n)]), n)
-        return {"bleu-val": bleu_scores(hypotheses, references)["bleu4"],
-                "cider-val": self._val_cider[0].corpus_score([h.split() for h in hypotheses])}
+        assert self.val_cider is not None
+        return {"bleu-val": bleu_scores(hypotheses, self.decoded_references)["bleu4"],
+                "cider-val": self.val_cider.corpus_score([h.split() for h in hypotheses])}
 
     def checkpoint(self, train_start: float) -> None:
         """Evaluate, write params/metrics/state, update early stopping and the learning rate."""
@@ -625,15 +630,6 @@ class Trainer:
             self.trainer.set_learning_rate(self.state.learning_rate)
         self.trainer.step(1)
 
-    def _blocked_words(self) -> mx.nd.NDArray:
-        """``(1, vocab)``: -1e9 for ``<s>``, ``<pad>`` and ``<unk>``, the words the policy never writes (as beam
-        search), 0 for the others."""
-        if getattr(self, "_blocked", None) is None:
-            blocked = np.zeros((1, len(self.vocab)), dtype=np.float32)
-            blocked[0, [self.vocab[C.BOS_SYMBOL], self.vocab[C.PAD_SYMBOL], self.vocab[C.UNK_SYMBOL]]] = -1e9
-            self._blocked = mx.nd.array(blocked, ctx=self.ctx[0])
-        return self._blocked
-
     def _sample_captions(self, features: mx.nd.NDArray) -> np.ndarray:
         """Sample one caption per row of ``features (rows, regions, dim)`` from the model (no dropout), word by
         word from the softmax over the words other than ``<s>``, ``<pad>`` and ``<unk>``.
@@ -643,7 +639,6 @@ class Trainer:
         """
         vocab, ctx = self.vocab, self.ctx[0]
         eos = vocab[C.EOS_SYMBOL]
-        blocked_nd = self._blocked_words()
         rows = features.shape[0]
         static, dynamic = self.model.encode(features)
         prev = mx.nd.full((rows,), vocab[C.BOS_SYMBOL], ctx=ctx, dtype=np.float32)
@@ -651,7 +646,7 @@ class Trainer:
         words = []
         for _ in range(self.args.max_seq_len):
             log_probs, _, dynamic = self.model.step(prev, static, dynamic)
-            probs = mx.nd.softmax(mx.nd.broadcast_add(log_probs, blocked_nd), axis=-1)
+            probs = mx.nd.softmax(mx.nd.broadcast_add(log_probs, self.blocked), axis=-1)
             drawn = mx.nd.random.multinomial(probs).asnumpy().astype(np.int32)
             drawn[finished] = 0
             words.append(drawn)
@@ -674,8 +669,7 @@ class Trainer:
         features = mx.nd.array(np.repeat(batch.features, k, axis=0), ctx=ctx)   # (images * k, regions, dim)
         images = np.repeat(batch.images, k)
         sampled = self._sample_captions(features)                              # (images * k, length)
-        eos, itos = self.vocab[C.EOS_SYMBOL], self.vocab.idx_to_token
-        captions = [[itos[w] for w in row[:(list(row).index(eos) if eos in row else len(row))]] for row in sampled]
+        captions = [ids_to_tokens(self.vocab, row) for row in sampled]
         rewards = self.reward.scores(images.tolist(), captions).reshape(-1, k)         # (images, k)
         baseline = (rewards.sum(axis=1, keepdims=True) - rewards) / (k - 1)
         advantage = mx.nd.array((rewards - baseline).reshape(-1), ctx=ctx)     # (images * k,)
@@ -685,7 +679,7 @@ class Trainer:
         with autograd.record(train_mode=False):
             logits, _ = self.model(features, mx.nd.array(target_in, ctx=ctx))
             mask = target_out != 0
-            policy = mx.nd.log_softmax(mx.nd.broadcast_add(logits, mx.nd.expand_dims(self._blocked_words(), 0)),
+            policy = mx.nd.log_softmax(mx.nd.broadcast_add(logits, mx.nd.expand_dims(self.blocked, 0)),
                                        axis=-1)
             token_log_probs = mx.nd.pick(policy, target_out, axis=-1) * mask
             loss = -mx.nd.sum(mx.nd.sum(token_log_probs, axis=1) * advantage) / len(sampled)

@@ -52,6 +52,12 @@ def ids_to_tokens(vocab: nlp.Vocab, ids: Sequence[int]) -> List[str]:
     return tokens
 
 
+def never_generated(vocab: nlp.Vocab, allow_unk: bool = False) -> List[int]:
+    """Ids of the words no caption contains: ``<s>``, ``<pad>`` and (unless ``allow_unk``) ``<unk>``; beam search
+    and the sampler of self-critical training never write them."""
+    return [vocab[C.BOS_SYMBOL], vocab[C.PAD_SYMBOL]] + ([] if allow_unk else [vocab[C.UNK_SYMBOL]])
+
+
 def tokens_to_ids(vocab: nlp.Vocab, tokens: Sequence[str]) -> np.ndarray:
     """Tokens → int32 ids (unknown tokens → ``<unk>``)."""
     return np.array(vocab[list(tokens)], dtype=np.int32)
