@@ -66,18 +66,20 @@ def main() -> None:
     parser.add_argument("--command", required=True)
     parser.add_argument("--benchmarks", required=True)
     parser.add_argument("--models", type=int, default=1, help="Members of the ensemble (MODELS of the recipe).")
+    parser.add_argument("--augmentations", default="", help="Augmented views trained on (AUGMENTATIONS of the recipe).")
     args = parser.parse_args()
     run = summarize(args.run, args.log, args.models)
     figures, test, config = run.figures, run.test, run.config
     figures["pipeline minutes"] = args.total_seconds / 60.0
     print_figures(figures)
     made = config.feature_extraction or {}
-    configuration = "%s%sfeatures: %s %s (%d x %d); decoder %s: %s" % (
+    configuration = "%s%sfeatures: %s %s (%d x %d)%s; decoder %s: %s" % (
         "ensemble of %d models trained one after the other; " % args.models if args.models > 1 else "",
         "cross-entropy, then %.1f min of self-critical training (CIDEr-D); " % figures["self-critical minutes"]
         if figures["self-critical minutes"] > 0 else "",
         made.get("encoder", "?"), "x".join(map(str, made.get("input_size", []))), config.encoder.num_regions,
-        config.encoder.feature_dim, config.decoder_name,
+        config.encoder.feature_dim,
+        ", trained with the %s views too" % args.augmentations if args.augmentations else "", config.decoder_name,
         "; ".join("%s: %s" % kv for kv in config.decoder.to_dict().items()))
     append_row(args.benchmarks, "Flickr8k quality (bench/flickr8k_quality.sh)",
                ["configuration", "decoding (chosen on val)", "train min", "updates", "samples/s", "val BLEU-4",

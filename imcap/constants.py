@@ -23,6 +23,10 @@ DECODE_OUT_NAME = "decode.output.%05d"
 # Feature cache (see imcap.extract_features).
 FEATURE_CACHE_MANIFEST = "cache.json"
 FEATURE_SUFFIX = ".npy"
+# Augmented views of an image whose features can be cached beside the original's (IMAGE.VIEW.npy) and drawn at
+# random during training: "hflip" is the image mirrored left to right.
+AUGMENTATION_HFLIP = "hflip"
+AUGMENTATION_CHOICES = [AUGMENTATION_HFLIP]
 
 # Choices offered on the command line.
 ENCODER_EFFICIENTNET_LITE0 = "efficientnet_lite0"

@@ -23,6 +23,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1000003 + epoch) % (2 ** 32)
 
 
+def epoch_views(store: FeatureStore, seed: int, epoch: int, size: int) -> Optional[np.ndarray]:
+    """Which view of its image each of ``size`` items shows in ``epoch`` (0: the original, ``1 + i``: the store's
+    ``augmentations[i]``, uniformly at random), a function of ``(seed, epoch)`` only so that a resumed epoch
+    draws the same views; ``None`` when the store has no augmented views."""
+    if len(store.views) == 1:
+        return None
+    return np.random.RandomState((epoch_seed(seed, epoch) + 7919) % (2 ** 32)).randint(len(store.views), size=size)
+
+
 class Batch:
     """One batch: ``features (batch, regions, dim)`` float32, ``target_in``/``target_out (batch, length)``
     int32 (``<s> w1 .. wn`` and ``w1 .. wn </s>`` padded with 0) and the number of target tokens."""
@@ -79,8 +88,10 @@ class ParallelData:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def make_batch(self, indices: Sequence[int], length: Optional[int] = None) -> Batch:
-        """Pad the captions of ``indices`` to ``length`` (default: the longest) and gather their features."""
+    def make_batch(self, indices: Sequence[int], length: Optional[int] = None,
+                   views: Optional[np.ndarray] = None) -> Batch:
+        """Pad the captions of ``indices`` to ``length`` (default: the longest) and gather their features, each
+        pair's in its view ``views (len(indices),)`` (default: the originals; see :meth:`FeatureStore.gather`)."""
         length = length or int(self.lengths[list(indices)].max())
         target_in = np.zeros((len(indices), length), dtype=np.int32)
         target_out = np.zeros((len(indices), length), dtype=np.int32)
@@ -90,8 +101,7 @@ class ParallelData:
             target_in[i, 1:len(caption) + 1] = caption
             target_out[i, :len(caption)] = caption
             target_out[i, len(caption)] = self.eos
-        features = self.store.features[self.rows[list(indices)]].astype(np.float32)
-        return Batch(features, target_in, target_out)
+        return Batch(self.store.gather(self.rows[list(indices)], views), target_in, target_out)
 
 
 class BucketBatcher:
@@ -129,11 +139,13 @@ class BucketBatcher:
             np.random.set_state(state)
 
     def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
-        """Batches of ``epoch`` from batch number ``start`` on, each padded to its bucket's length."""
+        """Batches of ``epoch`` from batch number ``start`` on, each padded to its bucket's length; with augmented
+        views, each pair shows the view :func:`epoch_views` draws for it."""
+        views = epoch_views(self.data.store, self.seed, epoch, len(self.data)) if self.shuffle else None
         for indices in self.epoch_batches(epoch)[start:]:
             length = int(self.data.lengths[indices].max())
             bucket = next(k for k in self.keys if k >= length)
-            yield self.data.make_batch(indices, bucket)
+            yield self.data.make_batch(indices, bucket, None if views is None else views[indices])
 
 
 class ImageBatch:
@@ -174,6 +186,9 @@ class ImageBatcher:
         return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
     def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[ImageBatch]:
-        """Batches of ``epoch`` from batch number ``start`` on."""
+        """Batches of ``epoch`` from batch number ``start`` on; with augmented views, each image shows the view
+        :func:`epoch_views` draws for it."""
+        views = epoch_views(self.data.store, self.seed, epoch, len(self.rows))
         for images in self.epoch_batches(epoch)[start:]:
-            yield ImageBatch(self.data.store.features[self.rows[images]].astype(np.float32), images)
+            yield ImageBatch(self.data.store.gather(self.rows[images], None if views is None else views[images]),
+                             images)

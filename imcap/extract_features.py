@@ -13,7 +13,7 @@ import concurrent.futures
 import logging
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -44,6 +44,10 @@ def add_extraction_args(parser: argparse.ArgumentParser) -> None:
                        help="Threads decoding JPEGs in parallel with the network.")
     group.add_argument("--feature-dtype", choices=C.FEATURE_DTYPES, default="float16",
                        help="Storage type of the cached features.")
+    group.add_argument("--augmentations", nargs="+", default=[], choices=C.AUGMENTATION_CHOICES,
+                       help="Also cache the features of these augmented views of every image, as IMAGE.VIEW.npy "
+                            "(hflip: mirrored left to right), for imcap.train --source-augmentations. The feature "
+                            "lists still name the originals.")
 
 
 def default_output(input_path: str, output_root: str) -> str:
@@ -54,25 +58,29 @@ def default_output(input_path: str, output_root: str) -> str:
 
 
 def extract(encoder, image_paths: List[str], image_root: str, output_root: str, batch_size: int = 32,
-            workers: int = 2, dtype: str = "float16", progress: bool = True) -> Dict[str, str]:
-    """Compute and cache the features of every image of ``image_paths`` not yet in the cache.
+            workers: int = 2, dtype: str = "float16", progress: bool = True,
+            augmentations: Sequence[str] = ()) -> Dict[str, str]:
+    """Compute and cache the features of every image of ``image_paths`` (and of each of its ``augmentations``
+    views, see :func:`imcap.image_encoder.augment`) not yet in the cache.
 
     :param encoder: an :class:`imcap.image_encoder.ImageEncoder`.
     :param image_paths: unique image paths relative to ``image_root``.
     :return: image path → reason, for the images that could not be read (their features are not written).
     """
-    from .image_encoder import load_image
-    todo = [p for p in image_paths if not os.path.isfile(os.path.join(output_root, feature_relpath(p)))]
-    logger.info("%d images, %d already cached, %d to compute", len(image_paths), len(image_paths) - len(todo),
-                len(todo))
+    from .image_encoder import augment, load_image
+    views: List[Optional[str]] = [None, *augmentations]
+    items = [(p, v) for p in image_paths for v in views]
+    todo = [(p, v) for p, v in items if not os.path.isfile(os.path.join(output_root, feature_relpath(p, v)))]
+    logger.info("%d images%s, %d already cached, %d to compute", len(image_paths),
+                " x %d views" % len(views) if augmentations else "", len(items) - len(todo), len(todo))
     failed: Dict[str, str] = {}
     if not todo:
         return failed
     size = encoder.input_size
 
-    def decode(path: str):
+    def decode(item: Tuple[str, Optional[str]]):
         try:
-            return load_image(os.path.join(image_root, path), size), ""
+            return augment(load_image(os.path.join(image_root, item[0]), size), item[1]), ""
         except ImcapError as e:
             return None, str(e)
 
@@ -86,7 +94,7 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
             if number + 1 < len(batches):  # decode the next batch while the network runs on this one
                 pending = [pool.submit(decode, p) for p in batches[number + 1]]
             good = [(p, img) for p, (img, _) in zip(batch, decoded) if img is not None]
-            for p, (img, reason) in zip(batch, decoded):
+            for (p, _), (img, reason) in zip(batch, decoded):
                 if img is None:
                     failed[p] = reason
             if good:
@@ -95,12 +103,13 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
                     images = np.concatenate([images, np.zeros((batch_size - len(good),) + images.shape[1:],
                                                               dtype=images.dtype)])
                 features = encoder.encode(images)[:len(good)].astype(dtype)
-                for (p, _), feature in zip(good, features):
-                    save_feature(os.path.join(output_root, feature_relpath(p)), feature)
+                for ((p, v), _), feature in zip(good, features):
+                    save_feature(os.path.join(output_root, feature_relpath(p, v)), feature)
             done += len(batch)
             bar.update(len(batch))
     elapsed = time.time() - start
-    logger.info("computed %d images in %.1f s (%.1f images/s)", done, elapsed, done / max(elapsed, 1e-9))
+    logger.info("computed %d %s in %.1f s (%.1f images/s)", done, "views" if augmentations else "images", elapsed,
+                done / max(elapsed, 1e-9))
     return failed
 
 
@@ -124,7 +133,7 @@ def run_extract_features(args: argparse.Namespace) -> None:
                 encoder.name, encoder.layer, encoder.input_size[0], encoder.input_size[1],
                 tuple(probe.shape[1:]), args.feature_dtype)
     failed = extract(encoder, unique, args.image_root, args.output_root, args.batch_size, args.decoding_workers,
-                     args.feature_dtype, progress=not args.quiet)
+                     args.feature_dtype, progress=not args.quiet, augmentations=args.augmentations)
     for input_path, output_path, lines in zip(args.input, outputs, lists):
         with atomic_open(output_path) as out:
             for number, line in enumerate(lines):

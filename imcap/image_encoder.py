@@ -330,6 +330,19 @@ class ImageEncoder:
                 "model_path": os.path.basename(self.model_path) if self.model_path else None}
 
 
+def augment(image: np.ndarray, view: Optional[str]) -> np.ndarray:
+    """An augmented view of an ``(H, W, 3)`` image: ``None`` is the image itself, ``"hflip"`` mirrors it left to
+    right (the usual augmentation of captioning CNNs, e.g. Vinyals et al. 2015; few captions say left or right).
+
+    :raises ImcapError: for an unknown view.
+    """
+    if view is None:
+        return image
+    check_condition(view == C.AUGMENTATION_HFLIP, "unknown augmentation '%s' (choices: %s)"
+                    % (view, ", ".join(C.AUGMENTATION_CHOICES)))
+    return np.ascontiguousarray(image[:, ::-1])
+
+
 def load_image(path: str, size: Tuple[int, int]) -> np.ndarray:
     """Read an image as ``(H, W, 3)`` uint8 RGB, resized to ``size`` = (H, W) pixels (bilinear) if needed.
 

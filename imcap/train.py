@@ -64,6 +64,10 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                            "references; perplexity uses every pair, BLEU every reference).")
     data.add_argument("--source-root", default=None,
                       help="Root of relative feature paths. Default: the directory of each list file.")
+    data.add_argument("--source-augmentations", nargs="+", default=[], choices=C.AUGMENTATION_CHOICES,
+                      help="Augmented views of the training images (cached by imcap.extract_features "
+                           "--augmentations): every epoch, each caption is paired with its image's original features "
+                           "or one of these views, uniformly at random. Default: the originals only.")
     data.add_argument("--output", "-o", required=True, help="Model directory.")
     data.add_argument("--overwrite-output", action="store_true",
                       help="Delete an existing model directory instead of resuming from it.")
@@ -391,12 +395,14 @@ class Trainer:
     def _load_data(self) -> None:
         args = self.args
         start = time.time()
-        train_store = FeatureStore(args.source, args.source_root)
+        train_store = FeatureStore(args.source, args.source_root, augmentations=args.source_augmentations)
         val_store = FeatureStore(args.validation_source, args.source_root)
         check_condition(train_store.shape == val_store.shape, "training features %s and validation features %s "
                         "differ in shape" % (train_store.shape, val_store.shape))
-        logger.info("features: %d training images, %d validation images, (regions, dim) = %s, loaded in %.1f s",
-                    train_store.features.shape[0], val_store.features.shape[0], train_store.shape,
+        logger.info("features: %d training images%s, %d validation images, (regions, dim) = %s, loaded in %.1f s",
+                    train_store.features.shape[0],
+                    " with views %s" % ", ".join(["original"] + train_store.augmentations)
+                    if train_store.augmentations else "", val_store.features.shape[0], train_store.shape,
                     time.time() - start)
         vocab_path = os.path.join(self.dir, C.VOCAB_TRG_NAME)
         if self.resume:

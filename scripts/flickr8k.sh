@@ -11,7 +11,8 @@
 # TRAIN_ARGS (extra options for imcap.train), MODELS (default 1; with N > 1, N models with seeds 13, 14, ... share
 # the training budget, trained one after the other, and decode as an ensemble), SELF_CRITICAL_SECONDS (default 0;
 # with S > 0, each model trains with cross-entropy into MODEL.xent, then its last S seconds of the budget with
-# self-critical training from MODEL.xent/params.best into MODEL; SCST_ARGS adds options to that second phase).
+# self-critical training from MODEL.xent/params.best into MODEL; SCST_ARGS adds options to that second phase),
+# AUGMENTATIONS (e.g. hflip: also cache the features of the mirrored training images and train on both views).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${1:-quick}
@@ -50,6 +51,14 @@ step "extract: $ENCODER features → $FEATURES (images already cached are skippe
 $PY -m imcap.extract_features --image-encoder "$ENCODER" --image-root "$SHARED/data/flickr8k/images" \
     --input "$DATA"/{train,val,test}.images --output-root "$FEATURES" \
     --output "$DATA"/{train,val,test}.features 2>&1 | grep -E "images/s|cached|Error|error" || true
+AUGMENTATIONS=${AUGMENTATIONS:-}
+if [ -n "$AUGMENTATIONS" ]; then
+  step "extract: $AUGMENTATIONS views of the training images → $FEATURES"
+  $PY -m imcap.extract_features --image-encoder "$ENCODER" --image-root "$SHARED/data/flickr8k/images" \
+      --input "$DATA"/train.images --output-root "$FEATURES" --output "$DATA"/train.features \
+      --augmentations $AUGMENTATIONS 2>&1 | grep -E "images/s|cached|Error|error" || true
+  TRAIN="$TRAIN --source-augmentations $AUGMENTATIONS"; SCST_TRAIN="$SCST_TRAIN --source-augmentations $AUGMENTATIONS"
+fi
 
 train() {  # train OUTPUT SECONDS SEED [options]
   local out=$1 seconds=$2 seed=$3; shift 3

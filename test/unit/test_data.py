@@ -7,7 +7,7 @@ import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from imcap import constants as C
-from imcap.data import BucketBatcher, ParallelData
+from imcap.data import BucketBatcher, ImageBatcher, ParallelData
 from imcap.features import FeatureStore
 from imcap.utils import ImcapError
 from imcap.vocab import build_vocab
@@ -262,3 +262,86 @@ def test_unshuffled_order_is_fixed(corpus):
     data = ParallelData(store, [caption_path], vocab, 40)
     unshuffled = BucketBatcher(data, batch_size=4, bucket_width=3, seed=1, shuffle=False)
     assert unshuffled.epoch_batches(0) == unshuffled.epoch_batches(1)
+
+
+# --- augmented views ------------------------------------------------------------------------------------------
+
+def write_views(root, num_images=NUM_IMAGES, missing=(MISSING_LINE,)):
+    """Beside each readable ``img/NN.jpg.npy`` of :func:`write_cache`, its ``hflip`` view with value 100 + NN."""
+    for i in range(num_images):
+        if i not in missing:
+            np.save(os.path.join(root, "img/%02d.jpg.hflip.npy" % i), np.full((REGIONS, DIM), 100 + i, dtype=np.float16))
+
+
+@pytest.fixture
+def augmented(tmp_path):
+    """(ParallelData with the hflip view, vocab): pair features are i (original) or 100 + i (mirrored)."""
+    list_path = write_cache(str(tmp_path))
+    write_views(str(tmp_path))
+    captions = [" ".join(caption_of(i)) for i in range(NUM_IMAGES)]
+    caption_path = write_lines(tmp_path / "train.captions", captions)
+    vocab = build_vocab([c.split() for c in captions])
+    store = FeatureStore(list_path, augmentations=[C.AUGMENTATION_HFLIP])
+    return ParallelData(store, [caption_path], vocab, 40), vocab
+
+
+def test_store_loads_views_beside_the_originals(augmented):
+    store = augmented[0].store
+    assert store.augmentations == ["hflip"] and len(store.views) == 2 and store.views[0] is store.features
+    rows = store.index[store.index >= 0]
+    assert (store.views[1][rows, 0, 0] == store.views[0][rows, 0, 0] + 100).all()
+    picked = store.gather(np.array([0, 1, 2]), np.array([1, 0, 1]))
+    assert picked.dtype == np.float32 and picked[:, 0, 0].tolist() == [100, 1, 102]
+    assert store.gather(np.array([0, 1])).tolist() == store.features[[0, 1]].astype(np.float32).tolist()
+
+
+def test_store_with_a_missing_view_names_the_line(tmp_path):
+    list_path = write_cache(str(tmp_path))
+    write_views(str(tmp_path))
+    os.remove(os.path.join(str(tmp_path), "img/03.jpg.hflip.npy"))
+    with pytest.raises(ImcapError, match=r"train\.features:4: cannot read the 'hflip' features img/03\.jpg\.hflip\.npy"
+                                         r".*--augmentations hflip"):
+        FeatureStore(list_path, augmentations=["hflip"])
+
+
+def test_each_epoch_draws_both_views_reproducibly(augmented):
+    data, vocab = augmented
+    batcher = BucketBatcher(data, batch_size=2, bucket_width=3, seed=7)
+
+    def views_of(epoch, start=0):
+        """pair number → 0 (original) or 1 (mirrored), from the features each batch carries"""
+        seen = {}
+        for batch in batcher.iter_epoch(epoch, start):
+            for row, value in zip(batch.target_in, batch.features[:, 0, 0]):
+                number = pair_number(vocab, row)
+                assert value in (number, 100 + number)  # a pair's own image, in one of its views
+                seen[number] = int(value >= 100)
+        return seen
+
+    epochs = [views_of(epoch) for epoch in range(6)]
+    assert all(len(views) == NUM_IMAGES - 1 for views in epochs)
+    assert views_of(3) == epochs[3]  # the same (seed, epoch) draws the same views ...
+    fresh = BucketBatcher(data, batch_size=2, bucket_width=3, seed=7)
+    assert [b.features.tolist() for b in fresh.iter_epoch(3, start=2)] == \
+        [b.features.tolist() for b in batcher.iter_epoch(3, start=2)]  # ... also in a resumed run
+    drawn = np.array([list(views.values()) for views in epochs])
+    assert 0.25 < drawn.mean() < 0.75  # both views, about equally often
+    assert len({tuple(views.items()) for views in epochs}) > 1  # and another draw every epoch
+
+
+def test_unshuffled_batches_show_the_originals(augmented):
+    data, _ = augmented
+    for batch in BucketBatcher(data, batch_size=4, bucket_width=3, seed=1, shuffle=False).iter_epoch(0):
+        assert (batch.features < 100).all()
+
+
+def test_self_critical_batches_draw_views_too(augmented):
+    data, _ = augmented
+    batcher = ImageBatcher(data, batch_size=3, seed=7)
+    values = [(int(data.store.features[batcher.rows[image], 0, 0]), int(feature[0, 0]))
+              for epoch in range(4) for batch in batcher.iter_epoch(epoch)
+              for image, feature in zip(batch.images, batch.features)]
+    assert all(shown in (original, 100 + original) for original, shown in values)
+    assert 0.25 < np.mean([shown >= 100 for _, shown in values]) < 0.75
+    again = [b.features.tolist() for b in ImageBatcher(data, batch_size=3, seed=7).iter_epoch(2)]
+    assert again == [b.features.tolist() for b in batcher.iter_epoch(2)]
