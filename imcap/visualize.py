@@ -322,8 +322,9 @@ def plot_training_curves(metrics_path: str, output: str, title: Optional[str] = 
     """Plot a metrics file (see :func:`read_metrics`) and write the figure to ``output`` (PNG).
 
     Panels, side by side: perplexity (every ``perplexity-*`` key, log scale when it spans more than
-    a factor 10) against updates; BLEU (every ``bleu-*`` key) against updates, if any line has one;
-    perplexity against wall-clock minutes (``time-elapsed``, seconds), if any line has it. When a
+    a factor 10) against updates; BLEU (every ``bleu-*`` key) and CIDEr-D (every ``cider-*`` key: ``cider-val``
+    of ``--decode-and-evaluate``, ``cider-train`` of self-critical training) against updates, if any line has
+    one; perplexity against wall-clock minutes (``time-elapsed``, seconds), if any line has it. When a
     line lacks ``updates``, the checkpoint number is the x axis instead. The best validation point
     of each family is starred.
 
@@ -338,6 +339,7 @@ def plot_training_curves(metrics_path: str, output: str, title: Optional[str] = 
     keys = sorted({key for entry in entries for key in entry})
     ppl_keys = [k for k in keys if k.startswith(C.METRIC_PERPLEXITY)]
     bleu_keys = [k for k in keys if k.startswith(C.METRIC_BLEU)]
+    cider_keys = [k for k in keys if k.startswith(C.METRIC_CIDER)]
     check_condition(bool(ppl_keys or bleu_keys), "%s: no perplexity or bleu values" % metrics_path)
     if all("updates" in entry for entry in entries):
         x_key, x_label = "updates", "updates"
@@ -349,6 +351,8 @@ def plot_training_curves(metrics_path: str, output: str, title: Optional[str] = 
         panels.append("perplexity")
     if bleu_keys:
         panels.append("bleu")
+    if cider_keys:
+        panels.append("cider")
     if has_time:
         panels.append("time")
     fig_width, fig_height = CURVE_PANEL_SIZE[0] * len(panels), CURVE_PANEL_SIZE[1]
@@ -362,11 +366,11 @@ def plot_training_curves(metrics_path: str, output: str, title: Optional[str] = 
                 ax.set_ylabel("perplexity")
                 ax.set_title("Perplexity")
                 _maybe_log_scale(ax, entries, ppl_keys)
-            elif panel == "bleu":
-                _plot_family(ax, entries, bleu_keys, x_key, 1.0, maximize=True)
+            elif panel in ("bleu", "cider"):
+                _plot_family(ax, entries, bleu_keys if panel == "bleu" else cider_keys, x_key, 1.0, maximize=True)
                 ax.set_xlabel(x_label)
-                ax.set_ylabel("BLEU")
-                ax.set_title("BLEU")
+                ax.set_ylabel("BLEU" if panel == "bleu" else "CIDEr-D")
+                ax.set_title("BLEU" if panel == "bleu" else "CIDEr-D")
             else:
                 family = ppl_keys or bleu_keys
                 _plot_family(ax, entries, family, "time-elapsed", 1 / 60.0, maximize=not ppl_keys)

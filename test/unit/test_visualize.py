@@ -102,6 +102,13 @@ def test_curves(tmp_path):
     assert size == (int(3 * visualize.CURVE_PANEL_SIZE[0] * 50), int(visualize.CURVE_PANEL_SIZE[1] * 50))
     _check_png(output, size)
 
+    # with CIDEr-D columns (--decode-and-evaluate, self-critical training), a fourth panel
+    (model / "metrics").write_text("".join(line + "\tcider-val=%.3f\tcider-train=%.3f\n" % (0.1 * n, 0.2 * n)
+                                           for n, line in enumerate(lines)), encoding="utf-8")
+    size = visualize.run_visualize(args)
+    assert size == (int(4 * visualize.CURVE_PANEL_SIZE[0] * 50), int(visualize.CURVE_PANEL_SIZE[1] * 50))
+    _check_png(output, size)
+
 
 def test_bad_metrics_line(tmp_path):
     (tmp_path / "metrics").write_text("1\tupdates=100\n2\tupdates\n", encoding="utf-8")
