@@ -8,7 +8,7 @@ Several images are searched at once: states have ``batch * beam`` rows, row ``i 
 Scores are sums of log-probabilities (natural log); hypotheses are ranked by ``score / lp(length)`` with the
 GNMT length penalty ``lp(n) = ((beta + n) / (beta + 1)) ** alpha`` (Wu et al. 2016), ``n`` counting ``</s>``.
 """
-from typing import Any, List, NamedTuple, Optional, Sequence
+from typing import Any, List, NamedTuple, Optional, Sequence, Union
 
 import mxnet as mx
 import numpy as np
@@ -47,12 +47,14 @@ def top_k(scores: np.ndarray, k: int):
     return np.take_along_axis(values, order, axis=1), np.take_along_axis(part, order, axis=1)
 
 
-def best_captions(search: "BeamSearch", vocab, features: np.ndarray, batch_size: int = 32) -> List[str]:
-    """The best caption (space-joined tokens) of each image of ``features (images, regions, dim)``, searched
-    ``batch_size`` images at a time."""
+def best_captions(search: "BeamSearch", vocab, features: Union[np.ndarray, Sequence[np.ndarray]],
+                  batch_size: int = 32) -> List[str]:
+    """The best caption (space-joined tokens) of each image of ``features (images, regions, dim)`` (or a list of
+    such arrays, one per view, see :meth:`BeamSearch.search`), searched ``batch_size`` images at a time."""
+    views = [features] if isinstance(features, np.ndarray) else list(features)
     captions = []
-    for start in range(0, len(features), batch_size):
-        for hyps in search.search(features[start:start + batch_size].astype(np.float32)):
+    for start in range(0, len(views[0]), batch_size):
+        for hyps in search.search([v[start:start + batch_size].astype(np.float32) for v in views]):
             captions.append(" ".join(ids_to_tokens(vocab, hyps[0].ids)))
     return captions
 
@@ -67,7 +69,8 @@ class Hypothesis(NamedTuple):
 
 
 class BeamSearch:
-    """Beam search over ``models`` (an ensemble averages their log-probabilities).
+    """Beam search over ``models`` (an ensemble averages their log-probabilities), each on one or several views of
+    the images (test-time augmentation: every model on every view is a member of the ensemble).
 
     :param models: :class:`imcap.model.CaptionModel` objects with the same vocabulary.
     :param vocab: the target vocabulary.
@@ -95,19 +98,24 @@ class BeamSearch:
         self.vocab_size = len(vocab)
         self.blocked = never_generated(vocab, allow_unk)
 
-    def search(self, features: np.ndarray) -> List[List[Hypothesis]]:
+    def search(self, features: Union[np.ndarray, Sequence[np.ndarray]]) -> List[List[Hypothesis]]:
         """Caption a batch of images.
 
-        :param features: ``(batch, regions, feature_dim)`` float.
+        :param features: ``(batch, regions, feature_dim)`` float, or a list of such arrays, one per view of the
+            same images (e.g. the original and the mirrored image): each model runs on each view and the
+            log-probabilities of all these members are averaged.
         :return: per image, its ``nbest_size`` best hypotheses, best first.
         """
-        batch, k, vocab = features.shape[0], self.beam_size, self.vocab_size
+        views = [features] if isinstance(features, np.ndarray) else list(features)
+        batch, k, vocab = views[0].shape[0], self.beam_size, self.vocab_size
         rows = batch * k
-        x = mx.nd.array(features, ctx=self.ctx, dtype="float32")
-        states = []
-        for model in self.models:
-            static, dynamic = model.encode(x)
-            states.append(([s.repeat(k, axis=0) for s in static], [d.repeat(k, axis=0) for d in dynamic]))
+        members, states = [], []
+        for view in views:
+            x = mx.nd.array(view, ctx=self.ctx, dtype="float32")
+            for model in self.models:
+                static, dynamic = model.encode(x)
+                members.append(model)
+                states.append(([s.repeat(k, axis=0) for s in static], [d.repeat(k, axis=0) for d in dynamic]))
         scores = np.zeros((batch, k), dtype=np.float64)
         scores[:, 1:] = NEG_INF  # all hypotheses start identical: expand only the first
         finished = np.zeros(rows, dtype=bool)
@@ -119,14 +127,15 @@ class BeamSearch:
         for t in range(self.max_output_length):
             log_probs: Any = None
             attention: Any = None
-            for i, model in enumerate(self.models):
+            for i, model in enumerate(members):
                 lp, att, dynamic = model.step(prev, states[i][0], states[i][1])
                 states[i] = (states[i][0], dynamic)
                 log_probs = lp if log_probs is None else log_probs + lp
-                attention = att if attention is None else attention + att
+                if i < len(self.models):  # the attention reported is over the regions of the first view
+                    attention = att if attention is None else attention + att
             log_probs = log_probs.asnumpy().astype(np.float64)
-            if len(self.models) > 1:
-                log_probs /= len(self.models)
+            if len(members) > 1:
+                log_probs /= len(members)
                 attention = attention / len(self.models)
             log_probs[:, self.blocked] = NEG_INF
             if t + 1 == self.max_output_length:  # the last step must end every open hypothesis

@@ -7,7 +7,8 @@ line per input line, in input order: a line that cannot be read (missing file, b
 line) gives an empty caption and a one-line warning on STDERR naming the line; a summary ends the run.
 
 Images are captioned in batches with beam search (:mod:`imcap.beam_search`); several ``--models`` decode as an
-ensemble. After Sockeye 1.x's ``image_captioning/captioner.py``.
+ensemble, and ``--test-time-augmentations hflip`` adds each model on the mirrored image to it. After Sockeye 1.x's
+``image_captioning/captioner.py``.
 """
 import argparse
 import json
@@ -23,7 +24,7 @@ import numpy as np
 from . import arguments
 from . import constants as C
 from .beam_search import BeamSearch
-from .features import check_features_match, resolve
+from .features import check_features_match, resolve, view_path
 from .model import CaptionModel, load_model
 from .output_handler import CaptionResult, get_output_handler
 from .utils import ImcapError, check_condition
@@ -51,6 +52,11 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
                             "config.yaml unless --image-encoder* options are given).")
     group.add_argument("--output-type", choices=C.OUTPUT_TYPES, default=C.OUTPUT_TYPE_CAPTION,
                        help="Output format.")
+    group.add_argument("--test-time-augmentations", nargs="+", default=[], choices=C.AUGMENTATION_CHOICES,
+                       help="Test-time augmentation: every model also decodes these views of each image (hflip: "
+                            "mirrored), as members of one ensemble. Cached inputs need the views beside them "
+                            "(X.jpg.hflip.npy from imcap.extract_features --augmentations hflip). Attention "
+                            "output is over the original image.")
     search = parser.add_argument_group("Search")
     search.add_argument("--beam-size", "-b", type=arguments.int_greater_or_equal(1), default=5, help="Beam size.")
     search.add_argument("--batch-size", type=arguments.int_greater_or_equal(1), default=32,
@@ -156,24 +162,36 @@ class Captioner:
                              "image encoder %s" % name)
         return encoder
 
-    def _load(self, path: str) -> np.ndarray:
+    def _load(self, path: str) -> List[np.ndarray]:
+        """The image (``--extract-image-features``) or the cached features a line names, one array per view
+        (the original first, then each of ``--test-time-augmentations``)."""
         full = resolve(path, self.args.source_root)
+        augmentations = self.args.test_time_augmentations
         if self.image_encoder is not None:
-            from .image_encoder import load_image
-            return load_image(full, self.image_encoder.input_size)
-        check_condition(os.path.isfile(full), "no such file")
+            from .image_encoder import augment, load_image
+            image = load_image(full, self.image_encoder.input_size)
+            return [image] + [augment(image, view) for view in augmentations]
+        return [self._load_features(full)] + [self._load_features(view_path(full, view), view)
+                                              for view in augmentations]
+
+    def _load_features(self, full: str, view: Optional[str] = None) -> np.ndarray:
+        """One ``.npy`` of the model's feature shape; ``view`` names an augmented view in the errors."""
+        where = "'%s' features %s: " % (view, full) if view else ""
+        check_condition(os.path.isfile(full), "%sno such file%s" % (
+            where, " (imcap.extract_features --augmentations %s makes it)" % view if view else ""))
         try:
             features = np.load(full, allow_pickle=False)
         except (OSError, ValueError) as e:
-            raise ImcapError("not a feature file (%s)" % (str(e).splitlines()[0] if str(e) else type(e).__name__))
-        check_condition(tuple(features.shape) == self.feature_shape, "features have shape %s, the model expects %s"
-                        % (tuple(features.shape), self.feature_shape))
+            raise ImcapError("%snot a feature file (%s)" % (where, str(e).splitlines()[0] if str(e)
+                                                             else type(e).__name__))
+        check_condition(tuple(features.shape) == self.feature_shape, "%sfeatures have shape %s, the model expects %s"
+                        % (where, tuple(features.shape), self.feature_shape))
         return features.astype(np.float32)
 
     def caption_chunk(self, lines: List[Tuple[int, Optional[str], Optional[str]]]) -> List[CaptionResult]:
         """Caption a chunk of ``(line number, text, error)``; one result per line, in order."""
         results: List[Optional[CaptionResult]] = [None] * len(lines)
-        good = []  # (position, array)
+        good = []  # (position, arrays (one per view), path)
         for position, (number, text, error) in enumerate(lines):
             path = ""
             try:
@@ -186,9 +204,10 @@ class Captioner:
         batch_size = self.args.batch_size
         for start in range(0, len(good), batch_size):
             part = good[start:start + batch_size]
-            arrays = np.stack([a for _, a, _ in part])
-            features = self.image_encoder.encode(arrays) if self.image_encoder is not None else arrays
-            for (position, _, path), hyps in zip(part, self.search.search(features)):
+            views = [np.stack([arrays[v] for _, arrays, _ in part]) for v in range(len(part[0][1]))]
+            if self.image_encoder is not None:
+                views = [self.image_encoder.encode(images) for images in views]
+            for (position, _, path), hyps in zip(part, self.search.search(views)):
                 best = hyps[0]
                 tokens = ids_to_tokens(self.vocab, best.ids)
                 nbest = [(ids_to_tokens(self.vocab, h.ids), h.score) for h in hyps]

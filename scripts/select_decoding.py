@@ -2,9 +2,12 @@
 """Choose the params file, beam size and length penalty of a model on the VALIDATION split (never on test).
 
     python scripts/select_decoding.py --model DIR [DIR ...] --source val.features --references val.captions.{0..4} \
-        [--source-root CACHE] [--checkpoints params.best params.avg] [--beam-sizes 1 3 5] [--alphas 0 0.5 1]
+        [--source-root CACHE] [--checkpoints params.best params.avg] [--beam-sizes 1 3 5] [--alphas 0 0.5 1] \
+        [--augmentations hflip]
 
-Several model dirs are decoded as one ensemble, each with the same params file name.
+Several model dirs are decoded as one ensemble, each with the same params file name. With --augmentations, every
+setting is also tried with test-time augmentation (each model on the original and on these views of the images,
+whose features must be cached beside the originals), which becomes one more choice.
 
 Prints one line per setting (val BLEU-4) and, last, the captioner options of the best one; with --output it
 also writes those options to a file, for ``python -m imcap.captioner $(cat FILE)``.
@@ -28,7 +31,7 @@ from imcap.model import load_model  # noqa: E402
 from imcap.utils import read_lines  # noqa: E402
 
 
-def decode(models, vocab, features: np.ndarray, beam: int, alpha: float) -> List[str]:
+def decode(models, vocab, features, beam: int, alpha: float) -> List[str]:
     search = BeamSearch(models, vocab, beam_size=beam, length_penalty_alpha=alpha, max_output_length=30)
     return best_captions(search, vocab, features)
 
@@ -42,10 +45,15 @@ def main() -> None:
     parser.add_argument("--checkpoints", nargs="+", default=["params.best"])
     parser.add_argument("--beam-sizes", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    parser.add_argument("--augmentations", nargs="+", default=[],
+                        help="Also try test-time augmentation with these views (e.g. hflip).")
     parser.add_argument("--output", default=None, help="File for the chosen captioner options.")
     args = parser.parse_args()
-    store = FeatureStore(args.source, args.source_root)
-    features = store.features[np.maximum(store.index, 0)]
+    store = FeatureStore(args.source, args.source_root, augmentations=args.augmentations)
+    rows = np.maximum(store.index, 0)
+    inputs = {"": store.features[rows]}
+    if args.augmentations:
+        inputs[" --test-time-augmentations " + " ".join(args.augmentations)] = [view[rows] for view in store.views]
     references = [read_lines(p) for p in args.references]
     best = None
     for checkpoint in args.checkpoints:
@@ -56,17 +64,17 @@ def main() -> None:
         models, vocab = [model for model, _ in loaded], loaded[0][1]
         if any(v.idx_to_token != vocab.idx_to_token for _, v in loaded):
             sys.exit("select_decoding: the models of the ensemble have different vocabularies")
-        for beam, alpha in itertools.product(args.beam_sizes, args.alphas):
+        for (tta, features), beam, alpha in itertools.product(inputs.items(), args.beam_sizes, args.alphas):
             if beam == 1 and alpha != args.alphas[0]:
                 continue  # the length penalty cannot change a greedy search
             start = time.time()
             bleu = bleu_scores(decode(models, vocab, features, beam, alpha), references)["bleu4"]
-            print("%s beam %d alpha %.1f: val BLEU-4 %.2f (%.0f s)" % (checkpoint, beam, alpha, bleu,
-                                                                      time.time() - start), flush=True)
+            print("%s beam %d alpha %.1f%s: val BLEU-4 %.2f (%.0f s)" % (checkpoint, beam, alpha, tta, bleu,
+                                                                        time.time() - start), flush=True)
             if best is None or bleu > best[0]:
-                best = (bleu, checkpoint, beam, alpha)
-    options = "--checkpoints %s --beam-size %d --length-penalty-alpha %.1f" % (
-        " ".join([best[1]] * len(args.model)), best[2], best[3])
+                best = (bleu, checkpoint, beam, alpha, tta)
+    options = "--checkpoints %s --beam-size %d --length-penalty-alpha %.1f%s" % (
+        " ".join([best[1]] * len(args.model)), best[2], best[3], best[4])
     print("best on validation: BLEU-4 %.2f with %s" % (best[0], options))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:

@@ -1,5 +1,6 @@
 """Augmented views end to end on real images: ``imcap.extract_features --augmentations hflip`` caches the features
 of the mirrored images, and ``imcap.train --source-augmentations hflip`` trains on them."""
+import json
 import os
 import shutil
 
@@ -55,14 +56,22 @@ def test_views_are_the_features_of_the_mirrored_images(small_data, mirrored):
     assert np.mean(aligned) < 0.7 * np.mean(upside_down)
 
 
-def test_training_on_the_views(small_data, mirrored, tmp_path):
+@pytest.fixture(scope="module")
+def mirrored_model(small_data, mirrored, tmp_path_factory):
+    """A tiny model trained 30 updates on the training images and their mirrored views; its training log."""
     cache, _ = mirrored
-    args = train_args(small_data, str(tmp_path / "model"), "--max-updates", "4", "--checkpoint-interval", "4",
+    model_dir = str(tmp_path_factory.mktemp("mirrored_model") / "model")
+    args = train_args(small_data, model_dir, "--max-updates", "30", "--checkpoint-interval", "30",
                       "--batch-size", "20", "--source-augmentations", "hflip")
     args[args.index("--source-root") + 1] = cache
     proc = run_cli("train", *args)
-    assert "20 training images with views original, hflip" in proc.stderr.decode("utf-8", "replace")
-    assert len(read_lines(str(tmp_path / "model" / "metrics"))) == 1
+    return model_dir, proc.stderr.decode("utf-8", "replace")
+
+
+def test_training_on_the_views(mirrored_model):
+    model_dir, log = mirrored_model
+    assert "20 training images with views original, hflip" in log
+    assert len(read_lines(os.path.join(model_dir, "metrics"))) == 1
 
 
 def test_training_without_the_views_cached_says_how_to_make_them(small_data, tmp_path):
@@ -72,3 +81,55 @@ def test_training_without_the_views_cached_says_how_to_make_them(small_data, tmp
     assert len(error) == 1
     assert "train.features:1: cannot read the 'hflip' features" in error[0]
     assert "imcap.extract_features --augmentations hflip" in error[0]
+
+
+# --- test-time augmentation --------------------------------------------------------------------------------------
+
+def caption(model_dir, cache, lines, *extra, expect=0):
+    """Captioner JSON output (one dict per line, beam 3) and the process, on cached features under ``cache``."""
+    proc = run_cli("captioner", "--models", model_dir, "--source-root", cache, "--output-type", "json",
+                   "--beam-size", "3", *extra, input="".join(line + "\n" for line in lines), expect=expect)
+    return [json.loads(line) for line in proc.stdout.decode("utf-8").splitlines()], proc
+
+
+def test_test_time_augmentation_decodes_the_mirrored_view_too(small_data, mirrored, mirrored_model, tmp_path):
+    cache, _ = mirrored
+    model_dir, _ = mirrored_model
+    lines = sorted(set(read_lines(os.path.join(small_data.data, "train.features"))))[:6]
+    plain, _ = caption(model_dir, cache, lines)
+    augmented, _ = caption(model_dir, cache, lines, "--test-time-augmentations", "hflip")
+    assert len(augmented) == len(lines) and all(obj["caption"] for obj in augmented)
+    # the mirrored features change what the ensemble scores ...
+    assert [obj["score"] for obj in augmented] != pytest.approx([obj["score"] for obj in plain], abs=1e-4)
+    # ... and they are what is read: with a copy of the original as the "mirrored" view, the two-member ensemble
+    # of equal log-probabilities gives back the plain captions and scores
+    same = str(tmp_path / "same")
+    os.makedirs(same)
+    for line in lines:
+        shutil.copy(os.path.join(cache, line), os.path.join(same, line))
+        shutil.copy(os.path.join(cache, line), os.path.join(same, line[:-len(".npy")] + ".hflip.npy"))
+    copied, _ = caption(model_dir, same, lines, "--test-time-augmentations", "hflip")
+    assert [obj["caption"] for obj in copied] == [obj["caption"] for obj in plain]
+    assert [obj["score"] for obj in copied] == pytest.approx([obj["score"] for obj in plain], abs=1e-4)
+    # attention is reported over the original's regions
+    assert all(np.allclose(np.array(obj["attention"]).sum(axis=1), 1.0, atol=1e-3) for obj in augmented)
+
+
+def test_test_time_augmentation_with_a_missing_view_loses_only_that_line(small_data, mirrored, mirrored_model):
+    cache, _ = mirrored
+    model_dir, _ = mirrored_model
+    lines = [read_lines(os.path.join(small_data.data, "train.features"))[0],
+             read_lines(os.path.join(small_data.data, "test.features"))[0]]  # no mirrored view for test images
+    out, proc = caption(model_dir, cache, lines, "--test-time-augmentations", "hflip", "--quiet")
+    assert len(out) == 2 and out[0]["caption"] and out[1]["caption"] == ""
+    warning = [line for line in proc.stderr.decode("utf-8").splitlines() if line.startswith("Warning: line 2:")]
+    assert len(warning) == 1 and "'hflip' features" in warning[0] and "--augmentations hflip" in warning[0]
+
+
+def test_test_time_augmentation_on_images(small_data, mirrored_model):
+    model_dir, _ = mirrored_model
+    paths = [os.path.join(IMAGES, image) for image in read_lines(os.path.join(small_data.data, "test.images"))[:4]]
+    proc = run_cli("captioner", "--models", model_dir, "--extract-image-features", "--test-time-augmentations",
+                   "hflip", "--quiet", input="".join(p + "\n" for p in paths))
+    lines = proc.stdout.decode("utf-8").splitlines()
+    assert len(lines) == 4 and all(line.strip() for line in lines)
