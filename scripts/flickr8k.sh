@@ -12,7 +12,8 @@
 # the training budget, trained one after the other, and decode as an ensemble), SELF_CRITICAL_SECONDS (default 0;
 # with S > 0, each model trains with cross-entropy into MODEL.xent, then its last S seconds of the budget with
 # self-critical training from MODEL.xent/params.best into MODEL; SCST_ARGS adds options to that second phase),
-# AUGMENTATIONS (e.g. hflip: also cache the features of the mirrored training images and train on both views).
+# AUGMENTATIONS (e.g. hflip: also cache the features of the mirrored images, train on both views, and let the
+# choice on val include test-time augmentation, each model decoding the original and the mirrored image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${1:-quick}
@@ -53,11 +54,12 @@ $PY -m imcap.extract_features --image-encoder "$ENCODER" --image-root "$SHARED/d
     --output "$DATA"/{train,val,test}.features 2>&1 | grep -E "images/s|cached|Error|error" || true
 AUGMENTATIONS=${AUGMENTATIONS:-}
 if [ -n "$AUGMENTATIONS" ]; then
-  step "extract: $AUGMENTATIONS views of the training images → $FEATURES"
+  step "extract: $AUGMENTATIONS views of the images → $FEATURES"
   $PY -m imcap.extract_features --image-encoder "$ENCODER" --image-root "$SHARED/data/flickr8k/images" \
-      --input "$DATA"/train.images --output-root "$FEATURES" --output "$DATA"/train.features \
+      --input "$DATA"/{train,val,test}.images --output-root "$FEATURES" --output "$DATA"/{train,val,test}.features \
       --augmentations $AUGMENTATIONS 2>&1 | grep -E "images/s|cached|Error|error" || true
   TRAIN="$TRAIN --source-augmentations $AUGMENTATIONS"; SCST_TRAIN="$SCST_TRAIN --source-augmentations $AUGMENTATIONS"
+  SELECT="$SELECT --augmentations $AUGMENTATIONS"
 fi
 
 train() {  # train OUTPUT SECONDS SEED [options]
@@ -86,7 +88,7 @@ for dir in $MODEL_DIRS; do
   seed=$((seed + 1))
 done
 
-step "choose checkpoint, beam size and length penalty on the validation split"
+step "choose checkpoint, beam size and length penalty (and test-time augmentation) on the validation split"
 $PY scripts/select_decoding.py --model $MODEL_DIRS --source "$DATA"/val.features --source-root "$FEATURES" \
     --references "$DATA"/val.captions.{0,1,2,3,4} --checkpoints params.best params.avg $SELECT \
     --output "$OUT"/decode.options
