@@ -5,6 +5,8 @@ Every image of an image list goes once through a pretrained CNN cut at ``--image
 ``SPLIT.features`` list parallel to the image list is written. Images are decoded by a pool of worker
 threads (PIL releases the GIL while decoding) while the network runs on the previous batch. A re-run
 skips every image whose features exist, so an interrupted extraction resumes where it stopped.
+``--augmentations hflip`` also caches each image's mirrored view (``IMAGE.hflip.npy``) for training with
+``imcap.train --source-augmentations`` and test-time augmentation in ``imcap.captioner``.
 
 After Sockeye 1.x's ``image_captioning/extract_features.py`` (same option names).
 """
