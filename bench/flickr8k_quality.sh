@@ -6,7 +6,7 @@
 #   bench/flickr8k_quality.sh            # ~75 minutes on 2 CPU cores; run it alone on the machine
 #
 # Environment: as scripts/flickr8k.sh (PYTHON, IMCAP_SHARED, RUNS, ENCODER, FEATURES, TRAIN_ARGS, MODELS,
-# SELF_CRITICAL_SECONDS, SCST_ARGS, AUGMENTATIONS).
+# SELF_CRITICAL_SECONDS, SCST_ARGS, AUGMENTATIONS, SELECT_ARGS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -18,5 +18,5 @@ scripts/flickr8k.sh full 2>&1 | tee "$OUT"/bench.log
 total=$(( $(date +%s) - start ))
 $PY bench/report_quality.py --run "$OUT" --log "$OUT"/bench.log --total-seconds "$total" --models "${MODELS:-1}" \
     --augmentations "${AUGMENTATIONS:-}" \
-    --command "${MODELS:+MODELS=$MODELS }${SELF_CRITICAL_SECONDS:+SELF_CRITICAL_SECONDS=$SELF_CRITICAL_SECONDS }${SCST_ARGS:+SCST_ARGS=\"$SCST_ARGS\" }${ENCODER:+ENCODER=$ENCODER }${AUGMENTATIONS:+AUGMENTATIONS=$AUGMENTATIONS }${TRAIN_ARGS:+TRAIN_ARGS=\"$TRAIN_ARGS\" }bench/flickr8k_quality.sh" \
+    --command "${MODELS:+MODELS=$MODELS }${SELF_CRITICAL_SECONDS:+SELF_CRITICAL_SECONDS=$SELF_CRITICAL_SECONDS }${SCST_ARGS:+SCST_ARGS=\"$SCST_ARGS\" }${ENCODER:+ENCODER=$ENCODER }${AUGMENTATIONS:+AUGMENTATIONS=$AUGMENTATIONS }${SELECT_ARGS:+SELECT_ARGS=\"$SELECT_ARGS\" }${TRAIN_ARGS:+TRAIN_ARGS=\"$TRAIN_ARGS\" }bench/flickr8k_quality.sh" \
     --benchmarks docs/benchmarks.md

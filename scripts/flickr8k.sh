@@ -13,7 +13,9 @@
 # with S > 0, each model trains with cross-entropy into MODEL.xent, then its last S seconds of the budget with
 # self-critical training from MODEL.xent/params.best into MODEL; SCST_ARGS adds options to that second phase),
 # AUGMENTATIONS (e.g. hflip: also cache the features of the mirrored images, train on both views, and let the
-# choice on val include test-time augmentation, each model decoding the original and the mirrored image).
+# choice on val include test-time augmentation, each model decoding the original and the mirrored image),
+# SELECT_ARGS (the settings scripts/select_decoding.py tries on val, instead of the profile's grid, e.g.
+# "--beam-sizes 3 5 --alphas 0.5 1.0"; an ensemble with test-time augmentation is slow to decode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${1:-quick}
@@ -33,6 +35,7 @@ case "$PROFILE" in
          SELECT="--beam-sizes 1 3 5 --alphas 0.0 0.5 1.0" ;;
   *) echo "usage: $0 quick|full" >&2; exit 2 ;;
 esac
+SELECT=${SELECT_ARGS:-$SELECT}
 DATA=$OUT/data
 MODELS=${MODELS:-1}
 if [ "$MODELS" -eq 1 ]; then MODEL_DIRS=$OUT/model; else MODEL_DIRS=$(seq -f "$OUT/model.%g" 1 "$MODELS"); fi
