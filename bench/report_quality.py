@@ -2,6 +2,7 @@
 """Read a finished full Flickr8k run (scripts/flickr8k.sh full) and report it: one figure per line on STDOUT and
 a row appended to docs/benchmarks.md (with the command, the machine and the date)."""
 import argparse
+import datetime
 import os
 import re
 import sys
@@ -14,6 +15,31 @@ from imcap.model import ModelConfig  # noqa: E402
 from imcap.train import read_metrics  # noqa: E402
 from imcap.utils import read_lines  # noqa: E402
 from benchlib import append_row  # noqa: E402
+
+
+LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d:\d\d:\d\d:\d\d) ")
+
+
+def training_wall_seconds(log_path: str) -> float:
+    """Wall-clock seconds of the ``imcap.train`` runs logged in ``log_path`` (a model dir's ``log``): from the
+    first to the last timed line of each run (a run starts with the line that logs its command), summed over
+    resumes. Unlike ``time-elapsed`` of the metrics, this counts loading the features and building the model
+    (not the interpreter's start, a second or two before the first line).
+
+    Raises ``ValueError`` if the log has no timed line."""
+    runs: list = []
+    with open(log_path, encoding="utf-8") as f:
+        for line in f:
+            match = LOG_TIME.match(line)
+            if not match:
+                continue
+            stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d:%H:%M:%S")
+            if "] imcap.train " in line or not runs:
+                runs.append([stamp, stamp])
+            runs[-1][1] = stamp
+    if not runs:
+        raise ValueError("%s: no timed log line" % log_path)
+    return sum((end - start).total_seconds() for start, end in runs)
 
 
 def summarize(run: str, log_path: str, models: int = 1) -> SimpleNamespace:
@@ -35,11 +61,13 @@ def summarize(run: str, log_path: str, models: int = 1) -> SimpleNamespace:
     captioning = re.findall(r"Captioned (\d+) lines \((\d+) failed\) in ([0-9.]+) s, ([0-9.]+) lines/s", log)
     test = evaluate(read_lines(os.path.join(run, "test.hyp")),
                     [read_lines(os.path.join(data, "test.captions.%d" % i)) for i in range(5)], skip_failing=["meteor"])
+    wall = sum(training_wall_seconds(os.path.join(d, "log")) for d in phases)
     self_critical = [last[d]["time-elapsed"] for d in model_dirs if d + ".xent" in last]
     figures = {
         "models": len(model_dirs),
         "self-critical minutes": sum(self_critical) / 60.0,
         "training minutes": seconds / 60.0,
+        "training wall-clock minutes (with loading)": wall / 60.0,
         "updates": sum(last["updates"] for last in lasts),
         "epochs": sum(last["epoch"] for last in lasts),
         "training samples/s": samples / seconds,
@@ -84,7 +112,7 @@ def main() -> None:
     append_row(args.benchmarks, "Flickr8k quality (bench/flickr8k_quality.sh)",
                ["configuration", "decoding (chosen on val)", "train min", "updates", "samples/s", "val BLEU-4",
                 "test BLEU-1/2/3/4", "test METEOR / ROUGE-L / CIDEr-D"], args.command,
-               [configuration, "`%s`" % run.decode, "%.1f" % figures["training minutes"], str(figures["updates"]),
+               [configuration, "`%s`" % run.decode, "%.1f (%.1f)" % (figures["training minutes"], figures["training wall-clock minutes (with loading)"]), str(figures["updates"]),
                 "%.0f" % figures["training samples/s"], "%.2f" % figures["val BLEU-4 (chosen setting)"],
                 " / ".join("%.1f" % test["bleu%d" % n] for n in range(1, 5)),
                 "%s / %s / %s" % tuple("%.3f" % test[k] if k == "CIDEr-D" else "%.1f" % test[k] if k in test else "n/a"

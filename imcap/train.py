@@ -185,8 +185,11 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--max-updates", type=int, default=None, help="Stop after this many updates.")
     train.add_argument("--max-num-epochs", type=int, default=None, help="Stop after this many epochs.")
     train.add_argument("--max-seconds", type=int, default=None,
-                       help="Stop (with a last checkpoint) once training and validation have taken this long "
-                            "(seconds of wall-clock time, summed over resumes).")
+                       help="Stop (with a last checkpoint) so that training and validation take at most this "
+                            "long (seconds of wall-clock time, summed over resumes; the longest checkpoint so far is "
+                            "kept in reserve for the last one, so only a budget shorter than the first checkpoint "
+                            "is overrun). Loading data and building the model before the first update is not "
+                            "counted.")
     train.add_argument("--decode-and-evaluate", type=int, default=0,
                        help="At each checkpoint, caption this many validation images and compute BLEU and "
                             "CIDEr-D (-1: all; 0: none).")
@@ -283,7 +286,7 @@ class TrainingState:
 
     FIELDS = ("updates", "epoch", "batch_in_epoch", "checkpoint", "samples", "best_metric", "best_checkpoint",
               "num_not_improved", "num_not_improved_lr", "learning_rate", "elapsed", "train_nll", "train_tokens",
-              "train_reward", "train_sequences", "converged")
+              "train_reward", "train_sequences", "converged", "eval_seconds")
 
     def __init__(self, learning_rate: float) -> None:
         self.updates = self.epoch = self.batch_in_epoch = self.checkpoint = self.samples = 0
@@ -297,6 +300,7 @@ class TrainingState:
         self.train_reward = 0.0   # self-critical training: summed CIDEr-D of the sampled captions ...
         self.train_sequences = 0  # ... and their number, since the last checkpoint
         self.converged = False
+        self.eval_seconds = 0.0   # the longest checkpoint (evaluation and saving) so far, in seconds of wall-clock
 
     def to_json(self) -> str:
         return json.dumps({k: getattr(self, k) for k in self.FIELDS}, indent=1)
@@ -582,6 +586,7 @@ class Trainer:
         if 0 <= args.max_num_checkpoint_not_improved <= state.num_not_improved:
             state.converged = True
         self.metrics.append(entry)
+        state.eval_seconds = max(state.eval_seconds, time.time() - eval_start)
         state.train_nll, state.train_tokens = 0.0, 0
         state.train_reward, state.train_sequences = 0.0, 0
         self._save_state()
@@ -715,7 +720,7 @@ class Trainer:
         args, state = self.args, self.state
         return (state.converged or (args.max_updates is not None and state.updates >= args.max_updates)
                 or (args.max_num_epochs is not None and state.epoch >= args.max_num_epochs)
-                or (args.max_seconds is not None and state.elapsed >= args.max_seconds))
+                or (args.max_seconds is not None and state.elapsed + state.eval_seconds >= args.max_seconds))
 
     def fit(self) -> TrainingState:
         """Train until a stopping criterion holds; return the final state."""
@@ -731,7 +736,9 @@ class Trainer:
                 state.samples += self._update_self_critical(batch) if self.self_critical else self._update(batch)
                 state.updates += 1
                 state.batch_in_epoch += 1
-                out_of_time = args.max_seconds is not None and state.elapsed + time.time() - start >= args.max_seconds
+                # the last checkpoint must fit in --max-seconds too: keep the longest one so far in reserve
+                out_of_time = args.max_seconds is not None and \
+                    state.elapsed + time.time() - start + state.eval_seconds >= args.max_seconds
                 if state.updates % args.checkpoint_interval == 0 or out_of_time or \
                         (args.max_updates is not None and state.updates >= args.max_updates):
                     self.checkpoint(start)

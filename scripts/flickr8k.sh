@@ -26,11 +26,11 @@ ENCODER=${ENCODER:-efficientnet_lite0}
 FEATURES=${FEATURES:-$RUNS/features-$ENCODER}
 case "$PROFILE" in
   quick) OUT=$RUNS/flickr8k-quick; PREP="--max-images-per-split 1000"; EVAL_LIMIT=200
-         BUDGET=180; TRAIN="--checkpoint-interval 100 --batch-size 64 --decode-and-evaluate 200"
+         BUDGET=180; STARTUP=5; TRAIN="--checkpoint-interval 100 --batch-size 64 --decode-and-evaluate 200"
          SCST_TRAIN="--checkpoint-interval 20 --batch-size 50"
          SELECT="--beam-sizes 3 --alphas 1.0" ;;
   full)  OUT=$RUNS/flickr8k-full; PREP=""; EVAL_LIMIT=0
-         BUDGET=3540; TRAIN="--checkpoint-interval 300 --batch-size 128 --decode-and-evaluate 500 --learning-rate-reduce-num-not-improved 2"
+         BUDGET=3600; STARTUP=30; TRAIN="--checkpoint-interval 300 --batch-size 128 --decode-and-evaluate 500 --learning-rate-reduce-num-not-improved 2"
          SCST_TRAIN="--checkpoint-interval 150 --batch-size 100"
          SELECT="--beam-sizes 1 3 5 --alphas 0.0 0.5 1.0" ;;
   *) echo "usage: $0 quick|full" >&2; exit 2 ;;
@@ -73,18 +73,20 @@ train() {  # train OUTPUT SECONDS SEED [options]
       ${TRAIN_ARGS:-} "$@" --quiet
   tail -n 3 "$out"/metrics | cut -f1-7
 }
+# BUDGET is the wall-clock of all training processes together: each gets its share less STARTUP seconds for
+# loading the features and building the model, which its --max-seconds does not count
 SCST=${SELF_CRITICAL_SECONDS:-0}
 seed=13
 for dir in $MODEL_DIRS; do
   if [ "$SCST" -gt 0 ]; then
-    step "train with cross-entropy → $dir.xent for $((BUDGET / MODELS - SCST)) s, seed $seed (progress: $dir.xent/log)"
-    train "$dir.xent" $((BUDGET / MODELS - SCST)) $seed
-    step "self-critical training from $dir.xent/params.best → $dir for $SCST s (progress: $dir/log)"
-    train "$dir" "$SCST" $seed --params "$dir.xent/params.best" --loss self-critical --optimized-metric cider \
+    step "train with cross-entropy → $dir.xent for $((BUDGET / MODELS - SCST - STARTUP)) s, seed $seed (progress: $dir.xent/log)"
+    train "$dir.xent" $((BUDGET / MODELS - SCST - STARTUP)) $seed
+    step "self-critical training from $dir.xent/params.best → $dir for $((SCST - STARTUP)) s (progress: $dir/log)"
+    train "$dir" $((SCST - STARTUP)) $seed --params "$dir.xent/params.best" --loss self-critical --optimized-metric cider \
         --initial-learning-rate 0.00005 $SCST_TRAIN ${SCST_ARGS:-}
   else
-    step "train → $dir for $((BUDGET / MODELS)) s, seed $seed (progress: $dir/log)"
-    train "$dir" $((BUDGET / MODELS)) $seed
+    step "train → $dir for $((BUDGET / MODELS - STARTUP)) s, seed $seed (progress: $dir/log)"
+    train "$dir" $((BUDGET / MODELS - STARTUP)) $seed
   fi
   step "average the 4 best checkpoints → $dir/params.avg"
   $PY -m imcap.average "$dir" -n 4 --quiet

@@ -132,3 +132,18 @@ def test_params_of_another_model_are_refused(small_data, tmp_path, restore_loggi
                                           "--rnn-num-hidden", "32", "--quiet"))
     with pytest.raises(ImcapError, match="does not fit the model"):
         imcap.train.Trainer(args)
+
+
+def test_max_seconds_leaves_room_for_the_last_checkpoint(small_data, tmp_path, restore_logging):
+    # the stop comes early enough that the last checkpoint's validation (perplexity and decoding) ends within the
+    # budget, not one validation after it; run again, the model dir has nothing left to do
+    budget = 8
+    args = parse_training_args(train_args(small_data, str(tmp_path / "model"), "--seed", "2", "--batch-size", "8",
+                                          "--checkpoint-interval", "20", "--max-seconds", budget,
+                                          "--decode-and-evaluate", "-1", "--decode-and-evaluate-beam-size", "5",
+                                          "--quiet"))
+    state = imcap.train.Trainer(args).fit()
+    assert state.checkpoint >= 3 and state.eval_seconds > 0.1
+    assert budget - 2 * state.eval_seconds < state.elapsed <= budget + 0.5 * state.eval_seconds
+    again = imcap.train.Trainer(args).fit()
+    assert (again.checkpoint, again.updates) == (state.checkpoint, state.updates)
