@@ -112,7 +112,9 @@ def main() -> None:
     append_row(args.benchmarks, "Flickr8k quality (bench/flickr8k_quality.sh)",
                ["configuration", "decoding (chosen on val)", "train min", "updates", "samples/s", "val BLEU-4",
                 "test BLEU-1/2/3/4", "test METEOR / ROUGE-L / CIDEr-D"], args.command,
-               [configuration, "`%s`" % run.decode, "%.1f (%.1f)" % (figures["training minutes"], figures["training wall-clock minutes (with loading)"]), str(figures["updates"]),
+               [configuration, "`%s`" % run.decode,
+                "%.1f (%.1f)" % (figures["training minutes"], figures["training wall-clock minutes (with loading)"]),
+                str(figures["updates"]),
                 "%.0f" % figures["training samples/s"], "%.2f" % figures["val BLEU-4 (chosen setting)"],
                 " / ".join("%.1f" % test["bleu%d" % n] for n in range(1, 5)),
                 "%s / %s / %s" % tuple("%.3f" % test[k] if k == "CIDEr-D" else "%.1f" % test[k] if k in test else "n/a"

@@ -1,0 +1,33 @@
+"""bench/report_quality.py: the training wall-clock read from a model dir's log."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+import report_quality  # noqa: E402
+
+RUN = """[2026-11-21:16:55:45 INFO imcap.train] imcap.train --source train.features --max-seconds 1170
+[2026-11-21:16:56:04 INFO imcap.train] features: 6000 training images, loaded in 18.9 s
+  a continuation line without a time
+[2026-11-21:17:15:20 INFO imcap.train] training stopped after 1503 updates
+"""
+RESUMED = """[2026-11-21:18:00:00 INFO imcap.train] imcap.train --source train.features --max-seconds 1170
+[2026-11-21:18:01:30 INFO imcap.train] training stopped after 1600 updates
+"""
+
+
+def test_wall_clock_counts_loading_and_sums_resumes(tmp_path):
+    log = tmp_path / "log"
+    log.write_text(RUN)
+    assert report_quality.training_wall_seconds(str(log)) == 19 * 60 + 35
+    # the pause between the two runs is not counted
+    log.write_text(RUN + RESUMED)
+    assert report_quality.training_wall_seconds(str(log)) == 19 * 60 + 35 + 90
+
+
+def test_log_without_times_is_an_error(tmp_path):
+    log = tmp_path / "log"
+    log.write_text("no times here\n")
+    with pytest.raises(ValueError, match="no timed log line"):
+        report_quality.training_wall_seconds(str(log))
