@@ -13,11 +13,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from imcap.evaluate import evaluate  # noqa: E402
 from imcap.model import ModelConfig  # noqa: E402
 from imcap.train import read_metrics  # noqa: E402
-from imcap.utils import read_lines  # noqa: E402
+from imcap.utils import LOG_DATE_FORMAT, read_lines  # noqa: E402
 from benchlib import append_row  # noqa: E402
 
 
-LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d:\d\d:\d\d:\d\d) ")
+LOG_TIME = re.compile(r"^\[([0-9:-]+) ")
 
 
 def training_wall_seconds(log_path: str) -> float:
@@ -33,7 +33,7 @@ def training_wall_seconds(log_path: str) -> float:
             match = LOG_TIME.match(line)
             if not match:
                 continue
-            stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d:%H:%M:%S")
+            stamp = datetime.datetime.strptime(match.group(1), LOG_DATE_FORMAT)
             if "] imcap.train " in line or not runs:
                 runs.append([stamp, stamp])
             runs[-1][1] = stamp

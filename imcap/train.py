@@ -720,7 +720,13 @@ class Trainer:
         args, state = self.args, self.state
         return (state.converged or (args.max_updates is not None and state.updates >= args.max_updates)
                 or (args.max_num_epochs is not None and state.epoch >= args.max_num_epochs)
-                or (args.max_seconds is not None and state.elapsed + state.eval_seconds >= args.max_seconds))
+                or self._out_of_time(0.0))
+
+    def _out_of_time(self, running: float) -> bool:
+        """Whether ``running`` seconds since the last checkpoint exhaust ``--max-seconds``, with the longest
+        checkpoint so far kept in reserve so that the last one still ends within the budget."""
+        budget = self.args.max_seconds
+        return budget is not None and self.state.elapsed + running + self.state.eval_seconds >= budget
 
     def fit(self) -> TrainingState:
         """Train until a stopping criterion holds; return the final state."""
@@ -736,9 +742,7 @@ class Trainer:
                 state.samples += self._update_self_critical(batch) if self.self_critical else self._update(batch)
                 state.updates += 1
                 state.batch_in_epoch += 1
-                # the last checkpoint must fit in --max-seconds too: keep the longest one so far in reserve
-                out_of_time = args.max_seconds is not None and \
-                    state.elapsed + time.time() - start + state.eval_seconds >= args.max_seconds
+                out_of_time = self._out_of_time(time.time() - start)
                 if state.updates % args.checkpoint_interval == 0 or out_of_time or \
                         (args.max_updates is not None and state.updates >= args.max_updates):
                     self.checkpoint(start)

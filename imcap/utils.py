@@ -55,6 +55,9 @@ def atomic_open(path: str, mode: str = "w", encoding: Optional[str] = "utf-8") -
             os.fsync(f.fileno())
 
 
+LOG_DATE_FORMAT = "%Y-%m-%d:%H:%M:%S"  # the time stamp of every log line, e.g. [2026-11-21:16:55:45 INFO ...]
+
+
 def setup_logging(log_file: Optional[str] = None, quiet: bool = False) -> None:
     """Log to STDERR (unless ``quiet``) and, if given, append to ``log_file``."""
     handlers: list = []
@@ -64,7 +67,7 @@ def setup_logging(log_file: Optional[str] = None, quiet: bool = False) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
     logging.basicConfig(level=logging.INFO, handlers=handlers or [logging.NullHandler()], force=True,
-                        format="[%(asctime)s %(levelname)s %(name)s] %(message)s", datefmt="%Y-%m-%d:%H:%M:%S")
+                        format="[%(asctime)s %(levelname)s %(name)s] %(message)s", datefmt=LOG_DATE_FORMAT)
 
 
 def seed_everything(seed: int) -> None:

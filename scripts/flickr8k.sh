@@ -79,14 +79,16 @@ SCST=${SELF_CRITICAL_SECONDS:-0}
 seed=13
 for dir in $MODEL_DIRS; do
   if [ "$SCST" -gt 0 ]; then
-    step "train with cross-entropy → $dir.xent for $((BUDGET / MODELS - SCST - STARTUP)) s, seed $seed (progress: $dir.xent/log)"
-    train "$dir.xent" $((BUDGET / MODELS - SCST - STARTUP)) $seed
-    step "self-critical training from $dir.xent/params.best → $dir for $((SCST - STARTUP)) s (progress: $dir/log)"
-    train "$dir" $((SCST - STARTUP)) $seed --params "$dir.xent/params.best" --loss self-critical --optimized-metric cider \
+    xent=$((BUDGET / MODELS - SCST - STARTUP)) self_critical=$((SCST - STARTUP))
+    step "train with cross-entropy → $dir.xent for $xent s, seed $seed (progress: $dir.xent/log)"
+    train "$dir.xent" $xent $seed
+    step "self-critical training from $dir.xent/params.best → $dir for $self_critical s (progress: $dir/log)"
+    train "$dir" $self_critical $seed --params "$dir.xent/params.best" --loss self-critical --optimized-metric cider \
         --initial-learning-rate 0.00005 $SCST_TRAIN ${SCST_ARGS:-}
   else
-    step "train → $dir for $((BUDGET / MODELS - STARTUP)) s, seed $seed (progress: $dir/log)"
-    train "$dir" $((BUDGET / MODELS - STARTUP)) $seed
+    seconds=$((BUDGET / MODELS - STARTUP))
+    step "train → $dir for $seconds s, seed $seed (progress: $dir/log)"
+    train "$dir" $seconds $seed
   fi
   step "average the 4 best checkpoints → $dir/params.avg"
   $PY -m imcap.average "$dir" -n 4 --quiet
