@@ -143,7 +143,9 @@ def test_max_seconds_leaves_room_for_the_last_checkpoint(small_data, tmp_path, r
                                           "--decode-and-evaluate", "-1", "--decode-and-evaluate-beam-size", "5",
                                           "--quiet"))
     state = imcap.train.Trainer(args).fit()
-    assert state.checkpoint >= 3 and state.eval_seconds > 0.1
+    # no absolute floor on the checkpoint's seconds: they depend on the machine (0.135 s here, 0.088 s on CI's);
+    # the bounds are relative to them, and the code before the fix ended about one checkpoint past the budget
+    assert state.checkpoint >= 3 and state.eval_seconds > 0
     assert budget - 2 * state.eval_seconds < state.elapsed <= budget + 0.5 * state.eval_seconds
     again = imcap.train.Trainer(args).fit()
     assert (again.checkpoint, again.updates) == (state.checkpoint, state.updates)
