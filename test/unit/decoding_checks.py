@@ -1,11 +1,14 @@
-"""What every decoder's tests share: building a small model and its inputs, and the checks every decoder must pass
-(step-by-step decoding from cached state equals full-sequence decoding; every parameter is trained)."""
+"""What every decoder's tests share: building a small model and its inputs, the checks every decoder must pass
+(step-by-step decoding from cached state equals full-sequence decoding; every parameter is trained), and parsing a
+training command line."""
 from typing import List, Tuple
 
 import mxnet as mx
 import numpy as np
 
+from imcap import arguments
 from imcap.model import CaptionModel
+from imcap.train import add_training_args
 
 
 def make_model(config, seed: int = 1) -> CaptionModel:
@@ -89,3 +92,15 @@ def check_beam_search(model, vocab, features: mx.nd.NDArray, beam: int = 3, max_
             assert np.isfinite(h.log_prob) and h.log_prob < 0
             assert h.attention.shape == (len(h.ids) + 1, features.shape[1])
     return results
+
+
+def parse_training_args(tmp_path, *options: str):
+    """``imcap.train``'s options for one-line placeholder data files written into ``tmp_path``, then ``options``."""
+    files = []
+    for name in ("train.features", "train.captions", "val.features", "val.captions"):
+        (tmp_path / name).write_text("x\n")
+        files.append(str(tmp_path / name))
+    parser = arguments.new_parser("test")
+    add_training_args(parser)
+    return parser.parse_args(["-s", files[0], "-t", files[1], "-vs", files[2], "-vt", files[3], "-o",
+                              str(tmp_path / "model")] + list(options))

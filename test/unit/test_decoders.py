@@ -9,8 +9,8 @@ import yaml
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from test.unit import decoding_checks
-from test.unit.decoding_checks import check_beam_search, check_every_parameter_is_trained, check_stepwise_equals_full, make_model
-from imcap import arguments
+from test.unit.decoding_checks import (check_beam_search, check_every_parameter_is_trained, check_stepwise_equals_full,
+                                      make_model, parse_training_args as parse)
 from imcap import constants as C
 from imcap.beam_search import BeamSearch
 from imcap.convolution import ConvolutionalDecoder, ConvolutionalDecoderConfig
@@ -290,17 +290,6 @@ def test_weight_tying(name, decoder):
 
 
 # --- command line ------------------------------------------------------------------------------------------------
-
-def parse(tmp_path, *options):
-    files = []
-    for name in ("train.features", "train.captions", "val.features", "val.captions"):
-        (tmp_path / name).write_text("x\n")
-        files.append(str(tmp_path / name))
-    parser = arguments.new_parser("test")
-    add_training_args(parser)
-    return parser.parse_args(["-s", files[0], "-t", files[1], "-vs", files[2], "-vt", files[3], "-o",
-                              str(tmp_path / "model")] + list(options))
-
 
 def test_model_config_from_args(tmp_path):
     args = parse(tmp_path, "--decoder", "transformer", "--num-layers", "3", "--num-embed", "64",

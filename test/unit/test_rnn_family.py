@@ -9,13 +9,13 @@ import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from test.unit import decoding_checks
-from test.unit.decoding_checks import check_beam_search, check_every_parameter_is_trained, check_stepwise_equals_full, make_model
-from imcap import arguments
+from test.unit.decoding_checks import (check_beam_search, check_every_parameter_is_trained, check_stepwise_equals_full,
+                                      make_model, parse_training_args)
 from imcap import constants as C
 from imcap.decoder import RNNDecoder, RNNDecoderConfig
 from imcap.encoder import EncoderConfig
 from imcap.model import ModelConfig
-from imcap.train import add_training_args, model_config_from_args
+from imcap.train import model_config_from_args
 from imcap.utils import ImcapError
 from imcap.vocab import build_vocab
 
@@ -181,19 +181,11 @@ def test_unknown_choices_are_errors():
 
 
 def test_cli(tmp_path):
-    files = []
-    for name in ("train.features", "train.captions", "val.features", "val.captions"):
-        (tmp_path / name).write_text("x\n")
-        files.append(str(tmp_path / name))
-    parser = arguments.new_parser("test")
-    add_training_args(parser)
-    args = parser.parse_args(["-s", files[0], "-t", files[1], "-vs", files[2], "-vt", files[3], "-o",
-                              str(tmp_path / "model"), "--rnn-attention-type", "coverage",
-                              "--rnn-decoder-state-init", "last"])
+    args = parse_training_args(tmp_path, "--rnn-attention-type", "coverage", "--rnn-decoder-state-init", "last")
     config = model_config_from_args(args, 100, 49, 1280, None)
     assert config.decoder.attention_type == "coverage" and config.decoder.state_init == "last"
     path = str(tmp_path / "config.yaml")
     config.save(path)
     assert ModelConfig.load(path) == config
-    defaults = parser.parse_args(["-s", files[0], "-t", files[1], "-vs", files[2], "-vt", files[3], "-o", "m"])
+    defaults = parse_training_args(tmp_path)
     assert defaults.rnn_attention_type == "mlp" and defaults.rnn_decoder_state_init == "avg"
