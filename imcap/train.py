@@ -772,11 +772,16 @@ def run_train(args: argparse.Namespace) -> TrainingState:
     return Trainer(args).fit()
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    """Parse the command line and train."""
+def training_arg_parser() -> argparse.ArgumentParser:
+    """The command-line parser of ``python -m imcap.train``."""
     parser = arguments.new_parser(__doc__.splitlines()[0])
     add_training_args(parser)
-    arguments.cli_main(parser, run_train, argv)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Parse the command line and train."""
+    arguments.cli_main(training_arg_parser(), run_train, argv)
 
 
 if __name__ == "__main__":

@@ -122,11 +122,8 @@ def train_args(small_data: SimpleNamespace, output: str, *extra) -> List[str]:
 
 def parse_training_args(argv: Sequence[str]):
     """``imcap.train``'s options parsed from ``argv``, for a :class:`imcap.train.Trainer` in the test process."""
-    import imcap.arguments
     import imcap.train
-    parser = imcap.arguments.new_parser("test")
-    imcap.train.add_training_args(parser)
-    return parser.parse_args(argv)
+    return imcap.train.training_arg_parser().parse_args(argv)
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ from typing import List, Tuple
 import mxnet as mx
 import numpy as np
 
-from imcap import arguments
 from imcap.model import CaptionModel
-from imcap.train import add_training_args
+from imcap.train import training_arg_parser
 
 
 def make_model(config, seed: int = 1) -> CaptionModel:
@@ -100,7 +99,5 @@ def parse_training_args(tmp_path, *options: str):
     for name in ("train.features", "train.captions", "val.features", "val.captions"):
         (tmp_path / name).write_text("x\n")
         files.append(str(tmp_path / name))
-    parser = arguments.new_parser("test")
-    add_training_args(parser)
-    return parser.parse_args(["-s", files[0], "-t", files[1], "-vs", files[2], "-vt", files[3], "-o",
-                              str(tmp_path / "model")] + list(options))
+    return training_arg_parser().parse_args(["-s", files[0], "-t", files[1], "-vs", files[2], "-vt", files[3],
+                                             "-o", str(tmp_path / "model")] + list(options))
