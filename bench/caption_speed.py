@@ -9,7 +9,6 @@ and beam 5, batched (``--batch-size 32``) and, as the reference in the same proc
 Prints one figure per line and appends a row to docs/benchmarks.md. Run it alone on the machine.
 """
 import argparse
-import io
 import os
 import sys
 import time
@@ -17,24 +16,25 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import imcap  # noqa: E402,F401
-from imcap import arguments  # noqa: E402
-from imcap.captioner import Captioner, add_captioner_args, chunks, read_input_lines  # noqa: E402
+from imcap.inference import CaptionInput, Captioner  # noqa: E402
+from imcap.utils import read_lines  # noqa: E402
 from benchlib import append_row  # noqa: E402
 
 
 def images_per_second(model: str, source: str, source_root: str, beam: int, batch: int, limit: int) -> float:
-    parser = arguments.new_parser("bench")
-    add_captioner_args(parser)
-    args = parser.parse_args(["--models", model, "--source-root", source_root, "--beam-size", str(beam),
-                              "--batch-size", str(batch), "--quiet"])
-    captioner = Captioner(args)
-    with open(source, "rb") as f:
-        lines = list(read_input_lines(io.BytesIO(b"".join(f.readlines()[:limit]))))
-    captioner.caption_chunk(lines[:batch])   # warm-up: builds the graphs
+    """Images per second of :meth:`imcap.inference.Captioner.caption` on the first ``limit`` lines of ``source``,
+    after a warm-up batch that builds the graphs."""
+    captioner = Captioner([model], beam_size=beam, batch_size=batch, source_root=source_root)
+    inputs = [CaptionInput(path=path.strip(), line=number)
+              for number, path in enumerate(read_lines(source)[:limit], 1)]
+    captioner.caption(inputs[:batch])   # warm-up: builds the graphs
     start = time.time()
-    for chunk in chunks(lines, args.chunk_size):
-        captioner.caption_chunk(chunk)
-    return len(lines) / (time.time() - start)
+    results = captioner.caption(inputs)
+    elapsed = time.time() - start
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        sys.exit("caption_speed: line %d: %s" % (failed[0].line, failed[0].error))
+    return len(inputs) / elapsed
 
 
 def main() -> None:

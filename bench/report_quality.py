@@ -10,9 +10,10 @@ from types import SimpleNamespace
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from imcap.evaluate import evaluate  # noqa: E402
+from imcap.diversity import diversity_scores  # noqa: E402
+from imcap.scoring import evaluate  # noqa: E402
 from imcap.model import ModelConfig  # noqa: E402
-from imcap.train import read_metrics  # noqa: E402
+from imcap.metrics import read_metrics  # noqa: E402
 from imcap.utils import LOG_DATE_FORMAT, read_lines  # noqa: E402
 from benchlib import append_row  # noqa: E402
 
@@ -76,7 +77,10 @@ def summarize(run: str, log_path: str, models: int = 1) -> SimpleNamespace:
     }
     figures.update({"test BLEU-%d" % n: test["bleu%d" % n] for n in range(1, 5)})
     figures.update({"test %s" % k: test[k] for k in ("METEOR", "ROUGE-L", "CIDEr-D") if k in test})
-    return SimpleNamespace(figures=figures, test=test, model_dirs=model_dirs,
+    diversity = diversity_scores(read_lines(os.path.join(run, "test.hyp")),
+                                 read_lines(os.path.join(data, "train.captions")))
+    figures.update({"test %s" % k: v for k, v in diversity.items()})
+    return SimpleNamespace(figures=figures, test=test, diversity=diversity, model_dirs=model_dirs,
                            config=ModelConfig.load(os.path.join(model_dirs[0], "config.yaml")),
                            decode=open(os.path.join(run, "decode.options"), encoding="utf-8").read().strip())
 
@@ -111,14 +115,17 @@ def main() -> None:
         "; ".join("%s: %s" % kv for kv in config.decoder.to_dict().items()))
     append_row(args.benchmarks, "Flickr8k quality (bench/flickr8k_quality.sh)",
                ["configuration", "decoding (chosen on val)", "train min", "updates", "samples/s", "val BLEU-4",
-                "test BLEU-1/2/3/4", "test METEOR / ROUGE-L / CIDEr-D"], args.command,
+                "test BLEU-1/2/3/4", "test METEOR / ROUGE-L / CIDEr-D",
+                "test repeated-trigram % / distinct captions / distinct-1 / distinct-2 / novel %"], args.command,
                [configuration, "`%s`" % run.decode,
                 "%.1f (%.1f)" % (figures["training minutes"], figures["training wall-clock minutes (with loading)"]),
                 str(figures["updates"]),
                 "%.0f" % figures["training samples/s"], "%.2f" % figures["val BLEU-4 (chosen setting)"],
                 " / ".join("%.1f" % test["bleu%d" % n] for n in range(1, 5)),
                 "%s / %s / %s" % tuple("%.3f" % test[k] if k == "CIDEr-D" else "%.1f" % test[k] if k in test else "n/a"
-                                       for k in ("METEOR", "ROUGE-L", "CIDEr-D"))])
+                                       for k in ("METEOR", "ROUGE-L", "CIDEr-D")),
+                "%.1f / %d / %.3f / %.3f / %.1f" % tuple(run.diversity[k] for k in (
+                    "repeated-trigram-%", "distinct-captions", "distinct-1", "distinct-2", "novel-%"))])
 
 
 if __name__ == "__main__":

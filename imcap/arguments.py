@@ -4,18 +4,7 @@ import os
 from typing import Any, Callable, List, Optional
 
 from . import constants as C
-
-def _default_shared() -> str:
-    """``$IMCAP_SHARED``, else the ``shared`` folder beside the checkout, else ``../shared``."""
-    if os.environ.get("IMCAP_SHARED"):
-        return os.environ["IMCAP_SHARED"]
-    beside_checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
-    return os.path.normpath(beside_checkout) if os.path.isdir(beside_checkout) else C.DEFAULT_SHARED
-
-
-SHARED = _default_shared()
-DEFAULT_FLICKR8K = os.path.join(SHARED, "data", "flickr8k")
-DEFAULT_MODELS = os.path.join(SHARED, "models")
+from .paths import DEFAULT_FLICKR8K, DEFAULT_MODELS  # noqa: F401  (the tools' defaults)
 
 
 def regular_file(value: str) -> str:
@@ -81,26 +70,32 @@ def add_logging_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="Log nothing to STDERR but errors.")
 
 
-def add_image_encoder_args(parser: argparse.ArgumentParser) -> None:
-    """Options that select the pretrained CNN and the layer it is cut at (shared by extraction and captioning)."""
+def add_image_encoder_args(parser: argparse.ArgumentParser, from_model: bool = False) -> None:
+    """Options that select the pretrained CNN and the layer it is cut at (shared by extraction and captioning).
+
+    :param from_model: every default is ``None``, meaning the model's own settings (the captioner reads them from
+        the model's ``config.yaml``), instead of the encoder's defaults.
+    """
+    model_default = " Default: the model's own (its config.yaml feature_extraction)." if from_model else ""
     group = parser.add_argument_group("Image encoder")
-    group.add_argument("--image-encoder", default=C.ENCODER_EFFICIENTNET_LITE0,
+    group.add_argument("--image-encoder", default=None if from_model else C.ENCODER_EFFICIENTNET_LITE0,
                        help="CNN: efficientnet_lite0, efficientnet_lite2 (weights from --image-encoder-model-path or "
                             "%s/NAME.npz), any Gluon model-zoo name (e.g. resnet50_v1, weights from "
                             "--image-encoder-model-path FILE.params), or 'symbol' for an MXNet symbolic checkpoint "
                             "(--image-encoder-model-path PREFIX, epoch 0 unless PREFIX-NNNN.params names another)."
-                            % DEFAULT_MODELS)
+                            % DEFAULT_MODELS + model_default)
     group.add_argument("--image-encoder-model-path", default=None,
                        help="Weights of the encoder: .npz (EfficientNet-Lite), .params (model zoo) or a "
-                            "symbolic checkpoint PREFIX (PREFIX-symbol.json + PREFIX-NNNN.params).")
+                            "symbolic checkpoint PREFIX (PREFIX-symbol.json + PREFIX-NNNN.params)." + model_default)
     group.add_argument("--image-encoder-layer", default=None,
                        help="Layer to cut the CNN at; its output (channels, H, W) becomes H*W regions. "
                             "EfficientNet-Lite: stem, blocks.N, head (default), pool, logits. Model zoo: index "
                             "into 'features' (default: the last conv layer). Symbol: internal name, e.g. "
-                            "stage4_unit3_relu (the _output suffix is optional).")
+                            "stage4_unit3_relu (the _output suffix is optional)." + model_default)
     group.add_argument("--source-image-size", type=int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
                        help="Images are resized to this size (pixels). Default: the encoder's own (224 for "
-                            "efficientnet_lite0 and model-zoo nets, 260 for efficientnet_lite2).")
+                            "efficientnet_lite0 and model-zoo nets, 260 for efficientnet_lite2)."
+                            + (" With a model: the size its features were made at." if from_model else ""))
     group.add_argument("--image-encoder-no-fusion", action="store_true",
                        help="Do not fuse the graph with MXNet's MKLDNN backend (plain hybridize).")
 

@@ -13,7 +13,7 @@ import mxnet as mx
 
 from . import arguments
 from . import constants as C
-from .train import read_metrics
+from .metrics import read_metrics
 from .utils import atomic_path, check_condition
 
 logger = logging.getLogger("imcap.average")
@@ -22,20 +22,23 @@ logger = logging.getLogger("imcap.average")
 def select_checkpoints(model_dir: str, n: int, strategy: str = "best",
                        metric: str = "perplexity-val") -> List[str]:
     """Paths of the ``n`` checkpoints to average: best by ``metric`` (lower is better for perplexity, higher for
-    BLEU) or the ``n`` last. Checkpoints whose params file was deleted are skipped.
+    BLEU and CIDEr-D) or the ``n`` last. Checkpoints whose params file was deleted are skipped.
 
     :raises ImcapError: if the model dir has no usable checkpoint, or the metric is not in its metrics file.
     """
-    entries = [e for e in read_metrics(os.path.join(model_dir, C.METRICS_NAME))
+    metrics_path = os.path.join(model_dir, C.METRICS_NAME)
+    entries = [e for e in (read_metrics(metrics_path) if os.path.isfile(metrics_path) else [])
                if os.path.isfile(os.path.join(model_dir, C.PARAMS_NAME % e["checkpoint"]))]
     check_condition(len(entries) > 0, "%s: no checkpoint with a params file and a metrics line" % model_dir)
     if strategy == "best":
         check_condition(all(metric in e for e in entries), "%s: metric '%s' is not in every metrics line"
                         % (model_dir, metric))
-        maximize = metric.startswith("bleu")
-        entries = sorted(entries, key=lambda e: (-e[metric] if maximize else e[metric], -e["checkpoint"]))
+        check_condition(all(isinstance(e[metric], (int, float)) for e in entries), "%s: metric '%s' is not a "
+                        "number in every metrics line" % (model_dir, metric))
+        sign = 1.0 if metric.startswith("perplexity") else -1.0   # lower perplexity, higher BLEU / CIDEr-D is better
+        entries = sorted(entries, key=lambda e: (sign * float(e[metric]), -int(e["checkpoint"])))
     else:
-        entries = sorted(entries, key=lambda e: -e["checkpoint"])
+        entries = sorted(entries, key=lambda e: -int(e["checkpoint"]))
     chosen = sorted(e["checkpoint"] for e in entries[:n])
     return [os.path.join(model_dir, C.PARAMS_NAME % c) for c in chosen]
 

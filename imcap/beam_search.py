@@ -38,6 +38,29 @@ def mask_finished(log_probs: np.ndarray, finished: np.ndarray, pad_id: int) -> n
     return log_probs
 
 
+def block_repeated_ngrams(log_probs: np.ndarray, history: np.ndarray, n: int) -> np.ndarray:
+    """Forbid, in each row, every word that would repeat an n-gram the row's history already holds (the
+    ``--no-repeat-ngram-size`` of fairseq, ``-block_ngram_repeat`` of OpenNMT): the words that followed an earlier
+    occurrence of the row's last ``n - 1`` words. Vectorized over rows and positions.
+
+    :param log_probs: ``(rows, vocab)`` scores of the next word; changed in place and returned.
+    :param history: ``(rows, t)`` word ids generated so far (the start symbol excluded).
+    :param n: n-gram size, at least 2; 0 means off (1 would forbid every word used before, and is refused).
+    :raises ValueError: for ``n == 1``.
+    """
+    if n == 1:
+        raise ValueError("n-gram blocking needs n = 0 (off) or n >= 2")
+    t = history.shape[1]
+    if n <= 0 or t < n:
+        return log_probs
+    windows = np.lib.stride_tricks.sliding_window_view(history, n, axis=1)      # (rows, t - n + 1, n)
+    prefix = history[:, t - n + 1:]                                              # (rows, n - 1)
+    matches = (windows[:, :, :n - 1] == prefix[:, None, :]).all(axis=2)          # (rows, t - n + 1)
+    rows, positions = np.nonzero(matches)
+    log_probs[rows, windows[rows, positions, n - 1]] = NEG_INF
+    return log_probs
+
+
 def top_k(scores: np.ndarray, k: int):
     """Best ``k`` entries per row of ``scores (batch, n)``, best first: ``(values, indices)`` each ``(batch, k)``."""
     k = min(k, scores.shape[1])
@@ -81,11 +104,18 @@ class BeamSearch:
     :param nbest_size: hypotheses returned per image (best first), at most ``beam_size``.
     :param keep_attention: also return per-word attention over the regions.
     :param allow_unk: let hypotheses contain ``<unk>`` (``<s>`` and ``<pad>`` are never generated).
+    :param no_repeat_ngram_size: no hypothesis repeats an n-gram of this size (0: off; see
+        :func:`block_repeated_ngrams`). ``</s>`` is never blocked by it (it occurs once).
+    :raises ValueError: for ``no_repeat_ngram_size`` 1 or negative.
     """
 
     def __init__(self, models: Sequence, vocab, beam_size: int = 5, max_output_length: int = 30,
                  length_penalty_alpha: float = 1.0, length_penalty_beta: float = 0.0, nbest_size: int = 1,
-                 keep_attention: bool = False, allow_unk: bool = False, ctx: Optional[mx.Context] = None) -> None:
+                 keep_attention: bool = False, allow_unk: bool = False, ctx: Optional[mx.Context] = None,
+                 no_repeat_ngram_size: int = 0) -> None:
+        if no_repeat_ngram_size == 1 or no_repeat_ngram_size < 0:
+            raise ValueError("no_repeat_ngram_size must be 0 (off) or at least 2, not %d" % no_repeat_ngram_size)
+        self.no_repeat_ngram_size = no_repeat_ngram_size
         self.models = list(models)
         self.beam_size = beam_size
         self.max_output_length = max_output_length
@@ -138,6 +168,8 @@ class BeamSearch:
                 log_probs /= len(members)
                 attention = attention / len(self.models)
             log_probs[:, self.blocked] = NEG_INF
+            if self.no_repeat_ngram_size:
+                block_repeated_ngrams(log_probs, history, self.no_repeat_ngram_size)
             if t + 1 == self.max_output_length:  # the last step must end every open hypothesis
                 forced = np.full_like(log_probs, NEG_INF)
                 forced[:, self.eos] = log_probs[:, self.eos]

@@ -2,35 +2,34 @@
 
 Reads one input per line on STDIN (or ``--input``): a cached feature file (``.npy`` from
 :mod:`imcap.extract_features`) or, with ``--extract-image-features``, an image file that goes through the same
-CNN the model's features came from. With ``--json-input`` each line is ``{"image": PATH}``. Writes one output
-line per input line, in input order: a line that cannot be read (missing file, broken image, bad UTF-8, empty
-line) gives an empty caption and a one-line warning on STDERR naming the line; a summary ends the run.
+CNN the model's features came from. With ``--json-input`` each line is ``{"image": PATH}`` (the keys
+``constraints`` and ``avoid`` are read, but lexical constraints are not supported yet: such a line fails). Writes one
+output line per input line, in input order: a line that cannot be read (missing file, broken image, bad UTF-8, empty
+line, features with NaN) gives an empty caption and a one-line warning on STDERR naming the line; a summary ends the
+run.
 
-Images are captioned in batches with beam search (:mod:`imcap.beam_search`); several ``--models`` decode as an
-ensemble, and ``--test-time-augmentations hflip`` adds each model on the mirrored image to it. After Sockeye 1.x's
-``image_captioning/captioner.py``.
+This module is a loop over :class:`imcap.inference.Captioner`, which does the work: batched beam search
+(:mod:`imcap.beam_search`), ensembles of several ``--models``, ``--test-time-augmentations hflip`` adding each model
+on the mirrored image to the ensemble. After Sockeye 1.x's ``image_captioning/captioner.py``.
 """
 import argparse
 import json
 import logging
-import os
 import sys
 import time
-from typing import IO, Any, Iterator, List, Optional, Tuple
+from typing import IO, Any, Iterator, List, Optional, Tuple, cast
 
-import mxnet as mx
-import numpy as np
+from tqdm import tqdm
 
 from . import arguments
 from . import constants as C
-from .beam_search import BeamSearch
-from .features import check_features_match, resolve, view_path
-from .model import CaptionModel, load_model
-from .output_handler import CaptionResult, get_output_handler
+from .inference import CaptionInput, CaptionResult, Captioner, check_supported
+from .output_handler import get_output_handler
 from .utils import ImcapError, check_condition
-from .vocab import ids_to_tokens
 
 logger = logging.getLogger("imcap.captioner")
+
+InputLine = Tuple[int, Optional[str], Optional[str]]  # (line number, text, error), see read_input_lines
 
 
 def add_captioner_args(parser: argparse.ArgumentParser) -> None:
@@ -41,12 +40,14 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
                        help="Params file per model (e.g. params.best, params.00012, an averaged file). "
                             "Default: params.best.")
     group.add_argument("--input", "-i", default=None, help="Input file. Default: STDIN.")
-    group.add_argument("--output", "-o", default=None, help="Output file. Default: STDOUT.")
+    group.add_argument("--output", "-o", default=None,
+                       help="Output file (a progress bar of the lines then shows on STDERR for inputs of over 300 "
+                            "lines, unless --quiet). Default: STDOUT.")
     group.add_argument("--source-root", default=None, help="Root of relative input paths. Default: the current "
                                                            "directory.")
     group.add_argument("--json-input", action="store_true",
-                       help='Each input line is a JSON object {"image": PATH}; the key "constraints" is reserved '
-                            "for lexical constraints, not supported yet.")
+                       help='Each input line is a JSON object {"image": PATH}; the keys "constraints" and "avoid" '
+                            "are reserved for lexical constraints, not supported yet.")
     group.add_argument("--extract-image-features", action="store_true",
                        help="Inputs are image files: run the model's CNN on them (settings from the model's "
                             "config.yaml unless --image-encoder* options are given).")
@@ -62,26 +63,25 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--batch-size", type=arguments.int_greater_or_equal(1), default=32,
                         help="Images searched together.")
     search.add_argument("--chunk-size", type=arguments.int_greater_or_equal(1), default=512,
-                        help="Input lines read (and features loaded) at a time.")
+                        help="Input lines read at a time (their features are loaded a batch at a time).")
     search.add_argument("--max-output-length", type=arguments.int_greater_or_equal(1), default=30,
                         help="Most words per caption (</s> included).")
     search.add_argument("--length-penalty-alpha", type=float, default=1.0,
                         help="GNMT length penalty alpha (0: none).")
     search.add_argument("--length-penalty-beta", type=float, default=0.0, help="GNMT length penalty beta.")
     search.add_argument("--allow-unk", action="store_true", help="Let captions contain <unk>.")
+    search.add_argument("--no-repeat-ngram-size", type=arguments.int_greater_or_equal(0), default=0,
+                        help="No caption repeats an n-gram of this many words: a word that would is blocked in its "
+                             "hypothesis (fairseq's option; 3 stops 'a white shirt and a white shirt'). 0: off; 1 is "
+                             "refused.")
     search.add_argument("--nbest-size", type=arguments.int_greater_or_equal(1), default=1,
                         help="Hypotheses per image in the json output (at most --beam-size).")
-    parser.add_argument("--image-encoder", default=None, help="See imcap.extract_features (default: the model's).")
-    parser.add_argument("--image-encoder-model-path", default=None, help="See imcap.extract_features.")
-    parser.add_argument("--image-encoder-layer", default=None, help="See imcap.extract_features.")
-    parser.add_argument("--source-image-size", type=int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
-                        help="See imcap.extract_features.")
-    parser.add_argument("--image-encoder-no-fusion", action="store_true", help="See imcap.extract_features.")
+    arguments.add_image_encoder_args(parser, from_model=True)
     arguments.add_device_args(parser)
     arguments.add_logging_args(parser)
 
 
-def read_input_lines(stream: IO[bytes]) -> Iterator[Tuple[int, Optional[str], Optional[str]]]:
+def read_input_lines(stream: IO[bytes]) -> Iterator[InputLine]:
     """``(line number, text, error)`` per input line: text without its line end (``\\n`` or ``\\r\\n``), or
     ``None`` and the reason when the line is not valid UTF-8."""
     for number, raw in enumerate(stream, 1):
@@ -92,11 +92,14 @@ def read_input_lines(stream: IO[bytes]) -> Iterator[Tuple[int, Optional[str], Op
             yield number, None, "not valid UTF-8 (%s)" % e.reason
 
 
-def parse_line(text: str, json_input: bool) -> str:
-    """The path an input line names.
+def parse_input(text: str, json_input: bool, line: Optional[int] = None) -> CaptionInput:
+    """The input a line names: a path, or with ``json_input`` ``{"image": PATH}`` with optional ``constraints`` and
+    ``avoid`` lists of phrases (other keys are ignored).
 
-    :raises ImcapError: on empty lines, bad JSON, or a ``constraints`` key (not supported yet).
+    :raises ImcapError: on empty lines, bad JSON, or ``constraints``/``avoid`` that are not lists of phrases.
     """
+    constraints: Any = []
+    avoid: Any = []
     if json_input:
         try:
             obj = json.loads(text)
@@ -104,116 +107,37 @@ def parse_line(text: str, json_input: bool) -> str:
             raise ImcapError("not a JSON object (%s)" % e)
         check_condition(isinstance(obj, dict) and isinstance(obj.get("image"), str),
                         'a JSON input line needs {"image": PATH}')
-        check_condition("constraints" not in obj, "lexical constraints are not supported yet (key 'constraints')")
-        text = obj["image"]
+        text, constraints, avoid = obj["image"], obj.get("constraints", []), obj.get("avoid", [])
     path = text.strip()
     check_condition(bool(path), "empty line")
-    return path
+    return CaptionInput(path=path, constraints=constraints, avoid=avoid, line=line)
 
 
-class Captioner:
-    """Loads the models once and captions chunks of input lines.
+def parse_line(text: str, json_input: bool) -> str:
+    """The path an input line names (:func:`parse_input` without lexical constraints).
 
-    :raises ImcapError: if the models disagree on vocabulary or feature shape.
+    :raises ImcapError: as :func:`parse_input`, and on ``constraints`` or ``avoid`` phrases (not supported yet).
     """
+    item = parse_input(text, json_input)
+    check_supported(item)
+    return cast(str, item.path)  # parse_input always gives a path
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.ctx = mx.gpu(args.device_ids[0]) if not args.use_cpu and mx.context.num_gpus() > 0 \
-            and args.device_ids[0] >= 0 else mx.cpu()
-        checkpoints = args.checkpoints or [C.PARAMS_BEST_NAME] * len(args.models)
-        check_condition(len(checkpoints) == len(args.models), "--checkpoints needs one name per model")
-        self.models: List[CaptionModel] = []
-        self.vocab: Any = None
-        for model_dir, checkpoint in zip(args.models, checkpoints):
-            model, vocab = load_model(model_dir, checkpoint, self.ctx)
-            if self.vocab is not None:
-                check_condition(vocab.idx_to_token == self.vocab.idx_to_token,
-                                "%s has another vocabulary than %s" % (model_dir, args.models[0]))
-                check_condition((model.config.encoder.num_regions, model.config.encoder.feature_dim) ==
-                                (self.models[0].config.encoder.num_regions, self.models[0].config.encoder.feature_dim),
-                                "%s expects other features than %s" % (model_dir, args.models[0]))
-            self.models.append(model)
-            self.vocab = vocab
-        encoder_config = self.models[0].config.encoder
-        self.feature_shape = (encoder_config.num_regions, encoder_config.feature_dim)
-        self.search = BeamSearch(self.models, self.vocab, beam_size=args.beam_size,
-                                 max_output_length=args.max_output_length,
-                                 length_penalty_alpha=args.length_penalty_alpha,
-                                 length_penalty_beta=args.length_penalty_beta, nbest_size=args.nbest_size,
-                                 keep_attention=args.output_type == C.OUTPUT_TYPE_JSON, allow_unk=args.allow_unk,
-                                 ctx=self.ctx)
-        self.image_encoder = self._image_encoder() if args.extract_image_features else None
 
-    def _image_encoder(self):
-        from .image_encoder import ImageEncoder
-        args = self.args
-        made = self.models[0].config.feature_extraction or {}
-        name = args.image_encoder or made.get("encoder") or C.ENCODER_EFFICIENTNET_LITE0
-        layer = args.image_encoder_layer or made.get("layer") or None
-        size = args.source_image_size or made.get("input_size")
-        path = args.image_encoder_model_path
-        if path is None and made.get("model_path") and name != "symbol":
-            candidate = os.path.join(arguments.DEFAULT_MODELS, made["model_path"])
-            path = candidate if os.path.isfile(candidate) else None
-        encoder = ImageEncoder(name, path, layer, size, fuse=not args.image_encoder_no_fusion, ctx=self.ctx)
-        probe = encoder.encode(np.zeros((1,) + tuple(encoder.input_size) + (3,), dtype=np.uint8))
-        check_features_match({"feature_shape": list(probe.shape[1:])}, self.feature_shape[0], self.feature_shape[1],
-                             "image encoder %s" % name)
-        return encoder
-
-    def _load(self, path: str) -> List[np.ndarray]:
-        """The image (``--extract-image-features``) or the cached features a line names, one array per view
-        (the original first, then each of ``--test-time-augmentations``)."""
-        full = resolve(path, self.args.source_root)
-        augmentations = self.args.test_time_augmentations
-        if self.image_encoder is not None:
-            from .image_encoder import augment, load_image
-            image = load_image(full, self.image_encoder.input_size)
-            return [image] + [augment(image, view) for view in augmentations]
-        return [self._load_features(full)] + [self._load_features(view_path(full, view), view)
-                                              for view in augmentations]
-
-    def _load_features(self, full: str, view: Optional[str] = None) -> np.ndarray:
-        """One ``.npy`` of the model's feature shape; ``view`` names an augmented view in the errors."""
-        where = "'%s' features %s: " % (view, full) if view else ""
-        check_condition(os.path.isfile(full), "%sno such file%s" % (
-            where, " (imcap.extract_features --augmentations %s makes it)" % view if view else ""))
+def caption_lines(captioner: Captioner, lines: List[InputLine], json_input: bool) -> List[CaptionResult]:
+    """Caption a chunk of :func:`read_input_lines`; one result per line, in order (a line that cannot be parsed gets
+    its error in its result)."""
+    results: List[Optional[CaptionResult]] = [None] * len(lines)
+    inputs: List[Tuple[int, CaptionInput]] = []
+    for position, (number, text, error) in enumerate(lines):
         try:
-            features = np.load(full, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ImcapError("%snot a feature file (%s)" % (where, str(e).splitlines()[0] if str(e)
-                                                             else type(e).__name__))
-        check_condition(tuple(features.shape) == self.feature_shape, "%sfeatures have shape %s, the model expects %s"
-                        % (where, tuple(features.shape), self.feature_shape))
-        return features.astype(np.float32)
-
-    def caption_chunk(self, lines: List[Tuple[int, Optional[str], Optional[str]]]) -> List[CaptionResult]:
-        """Caption a chunk of ``(line number, text, error)``; one result per line, in order."""
-        results: List[Optional[CaptionResult]] = [None] * len(lines)
-        good = []  # (position, arrays (one per view), path)
-        for position, (number, text, error) in enumerate(lines):
-            path = ""
-            try:
-                if text is None:
-                    raise ImcapError(error or "unreadable line")
-                path = parse_line(text, self.args.json_input)
-                good.append((position, self._load(path), path))
-            except ImcapError as e:
-                results[position] = CaptionResult(number, [], error=str(e), source=path)
-        batch_size = self.args.batch_size
-        for start in range(0, len(good), batch_size):
-            part = good[start:start + batch_size]
-            views = [np.stack([arrays[v] for _, arrays, _ in part]) for v in range(len(part[0][1]))]
-            if self.image_encoder is not None:
-                views = [self.image_encoder.encode(images) for images in views]
-            for (position, _, path), hyps in zip(part, self.search.search(views)):
-                best = hyps[0]
-                tokens = ids_to_tokens(self.vocab, best.ids)
-                nbest = [(ids_to_tokens(self.vocab, h.ids), h.score) for h in hyps]
-                results[position] = CaptionResult(lines[position][0], tokens, best.score, best.attention,
-                                                   nbest if self.args.nbest_size > 1 else None, source=path)
-        return results  # type: ignore
+            if text is None:
+                raise ImcapError(error or "unreadable line")
+            inputs.append((position, parse_input(text, json_input, number)))
+        except ImcapError as e:
+            results[position] = CaptionResult(number, [], error=str(e))
+    for (position, _), result in zip(inputs, captioner.caption([item for _, item in inputs])):
+        results[position] = result
+    return cast(List[CaptionResult], results)  # every position is filled
 
 
 def chunks(iterable, size: int) -> Iterator[list]:
@@ -228,25 +152,46 @@ def chunks(iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
+PROGRESS_MIN_LINES = 300  # a progress bar only for inputs of more lines than this (or of unknown length)
+
+
+def progress_bar(args: argparse.Namespace) -> tqdm:
+    """A bar of the lines captioned and their rate on STDERR, shown when the captions go to a file (``--output``),
+    not ``--quiet``, and the input (``--input``) has more than :data:`PROGRESS_MIN_LINES` lines or is STDIN; captions
+    on STDOUT leave STDERR as it was (warnings and the summary)."""
+    total = None
+    if args.input:
+        with open(args.input, "rb") as f:
+            total = sum(1 for _ in f)
+    show = bool(args.output) and not args.quiet and (total is None or total > PROGRESS_MIN_LINES)
+    return tqdm(total=total, unit="line", desc="captioned", disable=not show, file=sys.stderr, mininterval=1.0)
+
+
 def run_captioner(args: argparse.Namespace) -> Tuple[int, int]:
     """Caption every input line; return ``(lines, failed lines)``."""
-    captioner = Captioner(args)
+    captioner = Captioner.from_args(args)
+    if args.extract_image_features:
+        captioner.get_image_encoder()  # a CNN that cannot be made fails the run before any line is read
     source = open(args.input, "rb") if args.input else sys.stdin.buffer
     sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     handler = get_output_handler(args.output_type, sink)
     total = failed = 0
     start = time.time()
+    bar = progress_bar(args)
     try:
         for chunk in chunks(read_input_lines(source), args.chunk_size):
-            for result in captioner.caption_chunk(chunk):
+            for result in caption_lines(captioner, chunk, args.json_input):
                 if result.error is not None:
                     failed += 1
-                    sys.stderr.write("Warning: line %d: %s%s\n" % (result.line, result.error,
-                                                                    " (%s)" % result.source if result.source else ""))
+                    tqdm.write("Warning: line %d: %s%s" % (result.line, result.error,
+                                                           " (%s)" % result.source if result.source else ""),
+                               file=sys.stderr)
                 handler.handle(result)
                 total += 1
             sink.flush()
+            bar.update(len(chunk))
     finally:
+        bar.close()
         if args.input:
             source.close()
         if args.output:

@@ -6,14 +6,13 @@ UNK_SYMBOL = "<unk>"
 BOS_SYMBOL = "<s>"
 EOS_SYMBOL = "</s>"
 
-# Files of a model directory (see DESIGN.md).
+# Files of a model directory (see docs/architecture.md).
 CONFIG_NAME = "config.yaml"
+ARGS_NAME = "args.yaml"  # the options of the imcap.train run that made the dir
 VOCAB_TRG_NAME = "vocab.trg.json"
 PARAMS_BEST_NAME = "params.best"
 PARAMS_NAME = "params.%05d"
-PARAMS_PREFIX = "params."
 TRAINING_STATE_DIRNAME = "training_state"
-TRAINING_STATE_PARAMS_NAME = "params"
 TRAINER_STATES_NAME = "trainer.states"
 TRAINING_STATE_NAME = "state.json"
 METRICS_NAME = "metrics"
@@ -34,7 +33,6 @@ ENCODER_EFFICIENTNET_LITE2 = "efficientnet_lite2"
 DECODER_RNN = "rnn"
 DECODER_TRANSFORMER = "transformer"
 DECODER_CNN = "cnn"
-DECODER_CHOICES = [DECODER_RNN, DECODER_TRANSFORMER, DECODER_CNN]
 IMAGE_POSITIONAL_EMBEDDING_CHOICES = ["none", "fixed", "learned"]
 RNN_CELL_CHOICES = ["lstm", "gru"]
 ATT_MLP = "mlp"
@@ -68,7 +66,7 @@ LOSS_CHOICES = [LOSS_CROSS_ENTROPY, LOSS_SELF_CRITICAL]
 
 # Arguments that may differ between an interrupted run and its resumption.
 ARGS_MAY_DIFFER_ON_RESUME = {"max_seconds", "max_updates", "max_num_epochs", "quiet", "overwrite_output",
-                             "device_ids", "use_cpu", "kvstore", "decode_and_evaluate",
+                             "log_interval", "device_ids", "use_cpu", "kvstore", "decode_and_evaluate",
                              "max_num_checkpoint_not_improved"}
 
 # Default locations of the shared data beside the checkout.

@@ -6,18 +6,19 @@ It keeps the contract of :mod:`imcap.decoder`. Static states: the encoded region
 attention keys and values ``(batch, regions, num_embed)``. Dynamic states: per layer the last
 ``kernel_width - 1`` inputs of its convolution ``(batch, kernel_width - 1, num_hidden)`` (zeros at the start: the
 left padding of the causal convolution), and the position of the next word ``(batch, 1)``. A convolution is
-one ``FullyConnected`` over the ``kernel_width`` inputs of each position laid side by side, so
-:meth:`ConvolutionalDecoder.step` is :meth:`ConvolutionalDecoder.decode_sequence` of a block of length 1.
+one ``FullyConnected`` over the ``kernel_width`` inputs of each position laid side by side, and a step is a
+block of length 1 (:class:`imcap.decoder.BlockDecoder`).
 """
 import dataclasses
 import math
+from typing import Any
 
 from mxnet.gluon import HybridBlock, nn
 
 from . import constants as C
 from . import layers
 from .config import Config
-from .decoder import Decoder
+from .decoder import BlockDecoder
 from .utils import check_condition
 
 SQRT_HALF = math.sqrt(0.5)
@@ -44,6 +45,14 @@ class ConvolutionalDecoderConfig(Config):
     encoder_num_hidden: int = 512
     dropout: float = 0.2
     max_seq_len: int = 100
+
+    @classmethod
+    def from_options(cls, options: Any) -> "ConvolutionalDecoderConfig":
+        """The config that ``imcap.train``'s options describe (any object with those attribute names)."""
+        return cls(num_layers=options.num_layers, num_hidden=options.cnn_num_hidden,
+                   kernel_width=options.cnn_kernel_width, num_embed=options.num_embed,
+                   output_num_hidden=options.output_num_hidden, encoder_num_hidden=options.image_encoder_num_hidden,
+                   dropout=options.cnn_dropout, max_seq_len=options.max_seq_len)
 
 
 class _ConvolutionLayer(HybridBlock):
@@ -83,8 +92,8 @@ class _ConvolutionLayer(HybridBlock):
         return (h + residual) * SQRT_HALF, probs, new_window
 
 
-@Decoder.register(ConvolutionalDecoderConfig, C.DECODER_CNN)
-class ConvolutionalDecoder(Decoder):
+@BlockDecoder.register(ConvolutionalDecoderConfig, C.DECODER_CNN)
+class ConvolutionalDecoder(BlockDecoder):
     """ConvS2S decoder with learned target positions; see the module docstring for its states. Its output is
     ``Dense(output_num_hidden)`` of the last layer (dropout after it); its attention is the mean of the layers'
     attentions (as fairseq's ``fconv``).
@@ -109,19 +118,18 @@ class ConvolutionalDecoder(Decoder):
                     self.layers.add(_ConvolutionLayer(c, prefix="layer%d_" % i))
             self.output = nn.Dense(c.output_num_hidden, flatten=False, in_units=c.num_hidden, prefix="output_")
 
-    def init_state(self, encoded):
-        return self._init_state(layers.symbol_or_ndarray(encoded), encoded)
-
-    def _init_state(self, F, encoded):
+    def init_state_graph(self, F, encoded):
+        """See :meth:`imcap.decoder.Decoder.init_state_graph`."""
         c = self.config
         static = [encoded, self.keys(encoded), self.values(encoded)]
         dynamic = [layers.batch_zeros(F, encoded, (c.kernel_width - 1, c.num_hidden)) for _ in range(c.num_layers)]
         dynamic.append(layers.batch_zeros(F, encoded, (1,)))
         return static, dynamic
 
-    def _decode(self, F, embedded, static, dynamic):
+    def decode_block(self, F, embedded, static, dynamic, causal: bool):
         """``embedded (batch, L, embed)`` → ``(outputs (batch, L, out), attention (batch, L, regions), new
-        dynamic)``."""
+        dynamic)``; the convolutions are causal by construction, so ``causal`` changes nothing (see
+        :meth:`imcap.decoder.BlockDecoder.decode_block`)."""
         c = self.config
         positions, next_position = layers.sequence_positions(F, embedded, dynamic[-1])
         target = embedded + self.positions(positions)
@@ -139,21 +147,3 @@ class ConvolutionalDecoder(Decoder):
         if c.dropout > 0:
             outputs = F.Dropout(outputs, p=c.dropout)
         return outputs, attention, new_dynamic
-
-    def step(self, embedded, static, dynamic):
-        """One position: ``embedded (batch, embed)`` → ``(output (batch, out), attention (batch, regions),
-        dynamic)``."""
-        F = layers.symbol_or_ndarray(embedded)
-        outputs, attention, dynamic = self._decode(F, F.expand_dims(embedded, axis=1), static, dynamic)
-        return F.squeeze(outputs, axis=1), F.squeeze(attention, axis=1), dynamic
-
-    def decode_sequence(self, embedded, static, dynamic):
-        """A block of positions at once, after the inputs ``dynamic`` holds: ``embedded (batch, length, embed)`` →
-        ``(outputs (batch, length, out), attention (batch, length, regions))``."""
-        return self(embedded, *static[1:], *dynamic)  # the regions themselves are not used (only their keys)
-
-    def hybrid_forward(self, F, embedded, *states):
-        n = self.num_static_states - 1
-        static, dynamic = [None] + list(states[:n]), list(states[n:])
-        outputs, attention, _ = self._decode(F, embedded, static, dynamic)
-        return outputs, attention

@@ -113,28 +113,33 @@ class BucketBatcher:
 
     def __init__(self, data: ParallelData, batch_size: int, bucket_width: int, seed: int, shuffle: bool = True) -> None:
         self.data = data
-        max_len = int(data.lengths.max())
-        min_len = int(data.lengths.min())
-        num_buckets = max(1, (max_len - min_len) // max(bucket_width, 1) + 1)
-        self.sampler = nlp.data.FixedBucketSampler(data.lengths.tolist(), batch_size=batch_size,
-                                                   num_buckets=num_buckets, shuffle=shuffle, ratio=0.0)
+        self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
-        self.keys = self.sampler._bucket_keys
-        # The sampler shuffles its lists in place; keep the initial order so that every epoch starts from it.
-        self._initial = (list(self.sampler._batch_infos), [list(ids) for ids in self.sampler._bucket_sample_ids])
+        lengths = data.lengths
+        max_len, min_len = int(lengths.max()), int(lengths.min())
+        num_buckets = max(1, (max_len - min_len) // max(bucket_width, 1) + 1)
+        keys = sorted(set(nlp.data.ConstWidthBucket()(max_len, min_len, num_buckets)))
+        #: the bucket lengths that hold captions (a caption goes to the first key >= its length), ascending
+        self.keys: List[int] = sorted({keys[int(np.searchsorted(keys, n))] for n in np.unique(lengths)})
+        self._num_batches = len(self._sampler())
+
+    def _sampler(self) -> nlp.data.FixedBucketSampler:
+        """A new GluonNLP sampler over the buckets :attr:`keys`: it shuffles its own lists in place as it is
+        iterated, so every epoch starts from a new one, which makes the epoch's order depend on its seed only."""
+        return nlp.data.FixedBucketSampler(self.data.lengths.tolist(), batch_size=self.batch_size, num_buckets=None,
+                                           bucket_keys=self.keys, shuffle=self.shuffle, ratio=0.0)
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return self._num_batches
 
     def epoch_batches(self, epoch: int) -> List[List[int]]:
         """The batches (lists of pair indices) of ``epoch``, the same every time for the same seed and epoch."""
+        sampler = self._sampler()
         state = np.random.get_state()
-        self.sampler._batch_infos = list(self._initial[0])
-        self.sampler._bucket_sample_ids = [list(ids) for ids in self._initial[1]]
         np.random.seed(epoch_seed(self.seed, epoch))
         try:
-            return [list(b) for b in self.sampler]
+            return [list(b) for b in sampler]
         finally:
             np.random.set_state(state)
 

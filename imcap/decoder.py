@@ -1,97 +1,114 @@
-"""Decoders with attention over image regions, behind one contract and a registry (after Sockeye's
-``decoder.py``: ``Decoder.register`` / ``get_decoder``).
+"""The decoder contract and the registry of decoders (after Sockeye's ``decoder.py``: ``Decoder.register`` /
+``get_decoder``; GluonNLP's ``Seq2SeqDecoder``).
 
-The contract every decoder keeps, so that training, beam search and ensembles never ask which one they hold:
+Every decoder keeps one contract, so that training, beam search, ensembles and scoring never ask which one they
+hold:
 
-* ``init_state(encoded)``: ``(batch, regions, encoder_hidden)`` → ``(static, dynamic)`` lists of arrays whose
-  first axis is the batch. ``static`` states (e.g. attention keys) depend on the image only, so beam search
-  repeats them once and never reorders them; ``dynamic`` states (recurrent state, caches of the prefix) are
-  reordered along with the hypotheses (``take`` along axis 0). A dynamic state may grow along another axis
-  from step to step (the Transformer's self-attention cache).
-* ``step(embedded, static, dynamic)``: one target position ``(batch, embed)`` → ``(output (batch, out),
-  attention (batch, regions), new dynamic)``.
-* ``decode_sequence(embedded, static, dynamic)``: a whole target prefix ``(batch, length, embed)`` →
-  ``(outputs (batch, length, out), attention (batch, length, regions))``, equal to stepping through it.
-* ``hybridize_sequence(active, **kwargs)``: hybridize what ``decode_sequence`` runs (for training).
+* :meth:`Decoder.init_state` ``(encoded)``: ``(batch, regions, encoder_hidden)`` → ``(static, dynamic)`` lists of
+  arrays whose first axis is the batch. ``static`` states (e.g. attention keys) depend on the image only, so beam
+  search repeats them once and never reorders them; ``dynamic`` states (recurrent state, caches of the prefix) are
+  reordered along with the hypotheses (``take`` along axis 0). A dynamic state may grow along another axis from
+  step to step (the Transformer's self-attention cache).
+* :meth:`Decoder.init_state_graph` ``(F, encoded)``: the same in any graph (``F`` is ``mx.nd`` or ``mx.sym``); the
+  model's hybridized encode graph calls it.
+* :meth:`Decoder.step` ``(embedded, static, dynamic)``: one target position ``(batch, embed)`` → ``(output (batch,
+  out), attention (batch, regions), new dynamic)``, in any graph (the hybridized search step calls it).
+* :meth:`Decoder.decode_sequence` ``(embedded, static, dynamic)``: a whole target prefix ``(batch, length, embed)``
+  → ``(outputs (batch, length, out), attention (batch, length, regions))``, equal to stepping through it.
+* :meth:`Decoder.hybridize_sequence` ``(active, **kwargs)``: hybridize what ``decode_sequence`` runs (training).
 
-Registered decoders: ``rnn`` (here; Show, Attend and Tell, or Show and Tell with ``attention_type`` ``none``),
-``transformer`` (:mod:`imcap.transformer`) and ``cnn`` (:mod:`imcap.convolution`). The config of each has
-``num_embed`` and ``output_num_hidden`` (the size of the output, i.e. of the vocabulary projection's input).
+:class:`BlockDecoder` is the base of decoders that decode a block of positions at once (Transformer, ConvS2S): a
+step is ``decode_sequence`` of length one, written once there.
+
+Registered decoders: ``rnn`` (:mod:`imcap.rnn`; Show, Attend and Tell, or Show and Tell), ``transformer``
+(:mod:`imcap.transformer`) and ``cnn`` (:mod:`imcap.convolution`). Each config has ``num_embed`` and
+``output_num_hidden`` (the size of the output, the vocabulary projection's input) and a classmethod
+``from_options(options)`` that builds it from ``imcap.train``'s options, so the CLI needs no list of decoders.
 """
-import dataclasses
-from typing import Dict, List, Tuple, Type
+import abc
+from typing import Any, Dict, List, Tuple, Type
 
-import mxnet as mx
-from mxnet.gluon import HybridBlock, nn, rnn
+from mxnet.gluon import HybridBlock
 
-from . import constants as C
+from . import layers
 from .config import Config
-from .utils import check_condition
+from .utils import ImcapError, check_condition
 
 
-@dataclasses.dataclass
-class RNNDecoderConfig(Config):
-    """Show, Attend and Tell decoder (Xu et al. 2015, ICML): an RNN whose input is the previous word and
-    the gated attention context over the regions, with a deep output layer; or, with ``attention_type`` ``none``,
-    Show and Tell (Vinyals et al. 2015).
+class Decoder(HybridBlock, metaclass=abc.ABCMeta):
+    """Base of all decoders; see the module docstring for the contract.
 
-    :param cell_type: ``lstm`` or ``gru``.
-    :param num_layers: stacked RNN layers (attention is queried with the top layer's previous state).
-    :param num_hidden: RNN state size.
-    :param attention_type: ``mlp`` (Bahdanau et al. 2015), ``dot`` (scaled, Luong et al. 2015), ``bilinear``
-        (Luong et al.'s "general": ``key_r^T W h``), ``coverage`` (MLP attention that also sees how much
-        attention each region has had so far; Tu et al. 2016) or ``none`` (Show and Tell: the pooled image is the
-        input of a step before ``<s>``, and no attention; the reported attention is uniform).
-    :param attention_num_hidden: hidden size of the MLP and coverage attentions.
-    :param state_init: ``avg`` (state from the mean region, as Xu et al.), ``last`` (from the last, bottom-right
-        region, as Sockeye's ``last``) or ``zero``.
-    :param context_gating: gate the context with ``sigmoid(W h)`` (Xu et al. §4.2.1); no effect without attention.
-    :param num_embed: target embedding size (the decoder input).
-    :param output_num_hidden: size of the deep output layer (the input to the vocabulary projection).
-    :param dropout: dropout on the RNN outputs and on the deep output.
+    :attr num_static_states: number of static states :meth:`init_state` returns.
+    :attr num_dynamic_states: number of dynamic states.
     """
-    cell_type: str = "lstm"
-    num_layers: int = 1
-    num_hidden: int = 512
-    attention_type: str = C.ATT_MLP
-    attention_num_hidden: int = 512
-    state_init: str = C.STATE_INIT_AVG
-    context_gating: bool = True
-    num_embed: int = 256
-    output_num_hidden: int = 256
-    encoder_num_hidden: int = 512
-    dropout: float = 0.3
-
-
-class Decoder(HybridBlock):
-    """Base of all decoders; see the module docstring for the contract."""
 
     _registry: Dict[Type[Config], Tuple[str, Type["Decoder"]]] = {}
 
+    num_dynamic_states: int = 0
+    num_static_states: int = 0
+
     @classmethod
     def register(cls, config_type: Type[Config], name: str):
-        """Class decorator: decoders of ``config_type`` are built by :func:`get_decoder` under ``name``."""
+        """Class decorator: decoders of ``config_type`` are built by :func:`get_decoder`, and chosen on the command
+        line as ``--decoder name``."""
         def wrapper(decoder_cls):
             cls._registry[config_type] = (name, decoder_cls)
             return decoder_cls
         return wrapper
 
-    num_dynamic_states: int = 0
-    num_static_states: int = 0
-
     def init_state(self, encoded) -> Tuple[List, List]:
-        raise NotImplementedError()
+        """Initial ``(static, dynamic)`` states of ``encoded (batch, regions, encoder_hidden)`` (NDArray or Symbol)."""
+        return self.init_state_graph(layers.symbol_or_ndarray(encoded), encoded)
 
-    def step(self, embedded, static: List, dynamic: List):
-        raise NotImplementedError()
+    @abc.abstractmethod
+    def init_state_graph(self, F, encoded) -> Tuple[List, List]:
+        """:meth:`init_state` with the graph namespace ``F`` (``mx.nd`` or ``mx.sym``) given."""
 
-    def decode_sequence(self, embedded, static: List, dynamic: List):
-        raise NotImplementedError()
+    @abc.abstractmethod
+    def step(self, embedded, static: List, dynamic: List) -> Tuple[Any, Any, List]:
+        """One position: ``embedded (batch, embed)`` → ``(output (batch, out), attention (batch, regions),
+        new dynamic states)``."""
+
+    @abc.abstractmethod
+    def decode_sequence(self, embedded, static: List, dynamic: List) -> Tuple[Any, Any]:
+        """Teacher forcing: ``embedded (batch, length, embed)`` → ``(outputs (batch, length, out), attention
+        (batch, length, regions))``, equal to :meth:`step` through the positions."""
 
     def hybridize_sequence(self, active: bool = True, **kwargs) -> None:
         """Hybridize what :meth:`decode_sequence` runs; by default the whole decoder, whose ``hybrid_forward``
         decodes a sequence."""
         self.hybridize(active, **kwargs)
+
+
+class BlockDecoder(Decoder):
+    """A decoder that decodes a block of positions at once, after a prefix its dynamic states hold (Transformer,
+    ConvS2S). Subclasses write :meth:`decode_block`; a step is a block of length one, and a sequence is one block
+    with a causal mask. The first static state (the encoded regions) is not an input of the graph: only what
+    :meth:`init_state_graph` projects from it is."""
+
+    @abc.abstractmethod
+    def decode_block(self, F, embedded, static: List, dynamic: List, causal: bool) -> Tuple[Any, Any, List]:
+        """``embedded (batch, L, embed)`` after the prefix in ``dynamic`` → ``(outputs (batch, L, out), attention
+        (batch, L, regions), new dynamic)``; ``causal`` masks later positions of the block (needless when L = 1).
+        ``static[0]`` is ``None`` here."""
+
+    def step(self, embedded, static, dynamic):
+        """One position: :meth:`decode_block` of length one, without a mask (the one query sees the whole
+        prefix)."""
+        F = layers.symbol_or_ndarray(embedded)
+        outputs, attention, dynamic = self.decode_block(F, F.expand_dims(embedded, axis=1), [None] + static[1:],
+                                                        dynamic, False)
+        return F.squeeze(outputs, axis=1), F.squeeze(attention, axis=1), dynamic
+
+    def decode_sequence(self, embedded, static, dynamic):
+        """All positions at once with a causal mask (the hybridized :meth:`hybrid_forward`)."""
+        return self(embedded, *static[1:], *dynamic)
+
+    def hybrid_forward(self, F, embedded, *states):
+        n = self.num_static_states - 1
+        static, dynamic = [None] + list(states[:n]), list(states[n:])
+        outputs, attention, _ = self.decode_block(F, embedded, static, dynamic, True)
+        return outputs, attention
 
 
 def get_decoder(config: Config, prefix: str = "decoder_") -> Decoder:
@@ -108,240 +125,30 @@ def decoder_name(config: Config) -> str:
     return Decoder._registry[type(config)][0]
 
 
+def decoder_names() -> List[str]:
+    """The registered decoder names, in registration order (the ``--decoder`` choices)."""
+    return [name for name, _ in Decoder._registry.values()]
+
+
 def decoder_config_type(name: str) -> Type[Config]:
-    """Config type registered under ``name``."""
+    """Config type registered under ``name``.
+
+    :raises KeyError: if no decoder has that name.
+    """
     for config_type, (registered, _) in Decoder._registry.items():
         if registered == name:
             return config_type
     raise KeyError(name)
 
 
-def region_mean(F, encoded):
-    """Mean over regions ``(batch, regions, dim)`` → ``(batch, dim)``, as a batched GEMM (MXNet's CPU mean and
-    its backward are generic reductions, several times slower)."""
-    weights = F.BlockGrad(F.ones_like(F.slice_axis(encoded, axis=2, begin=0, end=1)))           # (batch, regions, 1)
-    weights = F.broadcast_div(weights, F.sum(weights, axis=1, keepdims=True))
-    return F.squeeze(F.batch_dot(weights, encoded, transpose_a=True), axis=1)
+def decoder_config_from_options(name: str, options: Any) -> Config:
+    """The config of decoder ``name`` that ``imcap.train``'s options describe (``options``: any object with those
+    attribute names, e.g. the parsed command line).
 
-
-def _uniform_attention(F, encoded):
-    """Uniform weights ``(batch, regions)`` over the regions of ``encoded (batch, regions, dim)`` (what the
-    attention-free decoder reports as its attention)."""
-    return F.softmax(F.zeros_like(F.slice_axis(encoded, axis=2, begin=0, end=1)).reshape((0, -1)), axis=1)
-
-
-def _key_size(config: RNNDecoderConfig) -> int:
-    """Size of the attention keys (the projected regions): the attention hidden size (mlp, coverage), the encoder
-    size (dot) or the RNN state size (bilinear: keys are compared with the top state itself)."""
-    if config.attention_type in (C.ATT_MLP, C.ATT_COVERAGE):
-        return config.attention_num_hidden
-    return config.num_hidden if config.attention_type == C.ATT_BILINEAR else config.encoder_num_hidden
-
-
-class _RNNAttentionStep(HybridBlock):
-    """One step of the attention RNN: ``(embedded, encoded, keys, *states)`` → next states, context, weights.
-
-    Shapes: embedded ``(batch, embed)``; encoded ``(batch, regions, enc)``; keys ``(batch, regions, key size)``
-    (see :func:`_key_size`); every RNN state ``(batch, hidden)``; with ``coverage`` attention, the last state is
-    the coverage ``(batch, regions)``: the sum of the attention weights of the earlier steps.
-    Returns ``[top hidden (batch, hidden), context (batch, enc), attention (batch, regions)] + new states``.
-
-    Without attention (``none``) there are no keys and no context: ``(embedded, encoded, *states)`` →
-    ``[top hidden, attention] + new states``, where the attention is uniform (``encoded`` only gives its shape).
+    :raises ImcapError: on an unknown name, or options the decoder refuses.
     """
-
-    def __init__(self, config: RNNDecoderConfig, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.config = config
-        c = config
-        self._states_per_layer = 2 if c.cell_type == "lstm" else 1
-        self._num_rnn_states = c.num_layers * self._states_per_layer
-        self._attention = c.attention_type != C.ATT_NONE
-        self._mlp = c.attention_type in (C.ATT_MLP, C.ATT_COVERAGE)
-        self._gating = c.context_gating and self._attention
-        with self.name_scope():
-            # One projection of the previous top state gives the attention query and the context gate (bilinear
-            # attention queries with the state itself, so the projection is the gate only).
-            query_size = {C.ATT_MLP: c.attention_num_hidden, C.ATT_COVERAGE: c.attention_num_hidden,
-                          C.ATT_DOT: c.encoder_num_hidden}.get(c.attention_type, 0)
-            self._query_size = query_size
-            projected = query_size + (c.encoder_num_hidden if self._gating else 0)
-            self.query = nn.Dense(projected, in_units=c.num_hidden, flatten=False) if projected > 0 else None
-            if self._mlp:
-                self.score = nn.Dense(1, use_bias=False, in_units=c.attention_num_hidden, flatten=False)
-            if c.attention_type == C.ATT_COVERAGE:
-                # w_c: the coverage of a region, a scalar, enters the MLP hidden layer as cov_r * w_c
-                self.coverage = nn.Dense(c.attention_num_hidden, use_bias=False, in_units=1, flatten=False,
-                                         prefix="coverage_")
-            self.cells = nn.HybridSequential()
-            for layer in range(c.num_layers):
-                if layer == 0:
-                    in_size = c.num_embed + (c.encoder_num_hidden if self._attention else 0)
-                else:
-                    in_size = c.num_hidden
-                cell_type = rnn.LSTMCell if c.cell_type == "lstm" else rnn.GRUCell
-                self.cells.add(cell_type(c.num_hidden, input_size=in_size))
-
-    def hybrid_forward(self, F, embedded, encoded, *args):
-        c = self.config
-        if not self._attention:
-            return self._without_attention(F, embedded, encoded, args)
-        keys, states = args[0], args[1:]
-        top_hidden = states[(c.num_layers - 1) * self._states_per_layer]
-        projected = self.query(top_hidden) if self.query is not None else None
-        if self._mlp:
-            query = F.slice_axis(projected, axis=1, begin=0, end=self._query_size)
-            # keys + query broadcast over the regions, written as a batched GEMM with ones: MXNet's CPU backward
-            # of broadcast_add (a generic reduction) is ~10x slower than that of batch_dot.
-            ones = F.BlockGrad(F.ones_like(F.slice_axis(keys, axis=2, begin=0, end=1)))     # (batch, regions, 1)
-            expanded = F.batch_dot(ones, F.expand_dims(query, axis=1))                        # (batch, regions, att)
-            if c.attention_type == C.ATT_COVERAGE:
-                coverage = states[self._num_rnn_states]                                       # (batch, regions)
-                expanded = expanded + self.coverage(F.expand_dims(coverage, axis=2))          # (batch, regions, att)
-            hidden = F.Activation(keys + expanded, act_type="tanh")
-            scores = F.squeeze(self.score(hidden), axis=2)                            # (batch, regions)
-        elif c.attention_type == C.ATT_BILINEAR:
-            # e_r^T W h with the keys already projected (W e_r): one batched GEMM, unscaled as Luong et al.
-            scores = F.squeeze(F.batch_dot(keys, F.expand_dims(top_hidden, axis=2)), axis=2)
-        else:
-            query = F.slice_axis(projected, axis=1, begin=0, end=self._query_size)
-            scores = F.squeeze(F.batch_dot(keys, F.expand_dims(query, axis=2)), axis=2)
-            scores = scores / (c.encoder_num_hidden ** 0.5)
-        attention = F.softmax(scores, axis=1)
-        context = F.squeeze(F.batch_dot(F.expand_dims(attention, axis=1), encoded), axis=1)  # (batch, enc)
-        if self._gating:
-            gate = projected if self._query_size == 0 else \
-                F.slice_axis(projected, axis=1, begin=self._query_size, end=None)
-            gated = context * F.Activation(gate, act_type="sigmoid")
-        else:
-            gated = context
-        x, new_states = self._run_cells(F, F.concat(embedded, gated, dim=1), states)
-        if c.attention_type == C.ATT_COVERAGE:
-            new_states.append(states[self._num_rnn_states] + attention)
-        return [x, context, attention] + new_states
-
-    def _without_attention(self, F, embedded, encoded, states):
-        x, new_states = self._run_cells(F, embedded, states)
-        return [x, _uniform_attention(F, encoded)] + new_states
-
-    def _run_cells(self, F, x, states):
-        """The stacked cells on input ``x``; ``states`` starts with theirs. → ``(top output, new cell states)``."""
-        c = self.config
-        new_states = []
-        for layer, cell in enumerate(self.cells):
-            layer_states = list(states[layer * self._states_per_layer:(layer + 1) * self._states_per_layer])
-            x, layer_states = cell(x, layer_states)
-            new_states.extend(layer_states)
-            if layer + 1 < c.num_layers and c.dropout > 0:
-                x = F.Dropout(x, p=c.dropout)
-        return x, new_states
-
-
-@Decoder.register(RNNDecoderConfig, C.DECODER_RNN)
-class RNNDecoder(Decoder):
-    """Attention RNN decoder (Show, Attend and Tell, Xu et al. 2015) with a deep output layer
-    ``tanh(W [h_t; context_t; embedded_t])``; with ``attention_type`` ``none``, Show and Tell (Vinyals et al. 2015).
-
-    Static states: ``encoded (batch, regions, enc)``, attention ``keys`` (not without attention). Dynamic states:
-    per layer ``h, c`` (LSTM) or ``h`` (GRU), each ``(batch, num_hidden)``; then, with ``coverage`` attention, the
-    coverage ``(batch, regions)`` (the sum of the attention weights so far; reordered by beam search like the
-    others).
-
-    Show and Tell (``none``): the mean of the encoded regions, projected linearly to the embedding size, is the
-    input of one step before ``<s>``, whose new state is the initial state (so ``init_state`` runs the cell once;
-    ``state_init`` gives the state that step starts from: ``zero`` is Vinyals et al.'s). The RNN input is the word
-    alone and the deep output is ``tanh(W [h_t; embedded_t])``. The attention it reports is uniform over the
-    regions (1/regions each), so that attention maps and JSON output keep their shape.
-    """
-
-    def __init__(self, config: RNNDecoderConfig, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.config = c = config
-        check_condition(c.attention_type in C.ATT_CHOICES, "unknown RNN attention type %r (known: %s)"
-                        % (c.attention_type, ", ".join(C.ATT_CHOICES)))
-        check_condition(c.state_init in C.STATE_INIT_CHOICES, "unknown RNN state init %r (known: %s)"
-                        % (c.state_init, ", ".join(C.STATE_INIT_CHOICES)))
-        self._attention = c.attention_type != C.ATT_NONE
-        self._num_rnn_states = c.num_layers * (2 if c.cell_type == "lstm" else 1)
-        self.num_static_states = 2 if self._attention else 1
-        self.num_dynamic_states = self._num_rnn_states + (1 if c.attention_type == C.ATT_COVERAGE else 0)
-        with self.name_scope():
-            self.keys = nn.Dense(_key_size(c), use_bias=False, flatten=False, in_units=c.encoder_num_hidden) \
-                if self._attention else None
-            self.init = None
-            if c.state_init in (C.STATE_INIT_AVG, C.STATE_INIT_LAST):
-                self.init = nn.Dense(self._num_rnn_states * c.num_hidden, activation="tanh",
-                                     in_units=c.encoder_num_hidden)
-            self.cell = _RNNAttentionStep(c)
-            self.output = nn.Dense(c.output_num_hidden, activation="tanh", flatten=False,
-                                   in_units=c.num_hidden + (c.encoder_num_hidden if self._attention else 0)
-                                   + c.num_embed)
-            self.output_dropout = nn.Dropout(c.dropout) if c.dropout > 0 else None
-            # Show and Tell: the pooled image vector, projected to the embedding size (x_{-1} = W_e CNN(I))
-            self.image = None if self._attention else nn.Dense(c.num_embed, in_units=c.encoder_num_hidden,
-                                                               prefix="image_")
-
-    def init_state(self, encoded):
-        F = mx.sym if isinstance(encoded, mx.sym.Symbol) else mx.nd
-        return self._init_state(F, encoded)
-
-    def _init_state(self, F, encoded):
-        c = self.config
-        static = [encoded, self.keys(encoded)] if self._attention else [encoded]
-        mean = region_mean(F, encoded) if c.state_init == C.STATE_INIT_AVG or not self._attention else None
-        if self.init is not None:
-            if c.state_init == C.STATE_INIT_AVG:
-                summary = mean
-            else:  # the last region (row-major: the bottom-right one)
-                summary = F.slice_axis(encoded, axis=1, begin=-1, end=None).reshape((0, -1))
-            init = self.init(summary)
-            dynamic = list(F.split(init, num_outputs=self._num_rnn_states, axis=1)) \
-                if self._num_rnn_states > 1 else [init]
-        else:
-            zeros = F.zeros_like(F.slice_axis(F.slice_axis(encoded, axis=1, begin=0, end=1), axis=2, begin=0,
-                                              end=1)).reshape((0, 1))  # (batch, 1)
-            dynamic = [F.broadcast_to(zeros, shape=(0, c.num_hidden)) for _ in range(self._num_rnn_states)]
-        if c.attention_type == C.ATT_COVERAGE:
-            dynamic.append(F.zeros_like(F.slice_axis(encoded, axis=2, begin=0, end=1)).reshape((0, -1)))
-        if not self._attention:  # Show and Tell: one step on the image vector
-            dynamic = list(self.cell(self.image(mean), encoded, *dynamic)[2:])
-        return static, dynamic
-
-    def _output(self, hidden, context, embedded):
-        F = mx.sym if isinstance(hidden, mx.sym.Symbol) else mx.nd
-        axis = hidden.ndim - 1 if not isinstance(hidden, mx.sym.Symbol) else -1
-        inputs = (hidden, embedded) if context is None else (hidden, context, embedded)
-        out = self.output(F.concat(*inputs, dim=axis))
-        return self.output_dropout(out) if self.output_dropout is not None else out
-
-    def _split(self, results):
-        """Cell outputs → ``(hidden, context or None, attention, dynamic)``."""
-        if self._attention:
-            return results[0], results[1], results[2], list(results[3:])
-        return results[0], None, results[1], list(results[2:])
-
-    def hybridize_sequence(self, active: bool = True, **kwargs) -> None:
-        """Teacher forcing loops over the positions in Python: hybridize the step cell and the output layer."""
-        self.cell.hybridize(active, **kwargs)
-        self.output.hybridize(active, **kwargs)
-
-    def step(self, embedded, static, dynamic):
-        """One step: ``embedded (batch, embed)`` → ``(output (batch, out), attention (batch, regions), dynamic)``."""
-        hidden, context, attention, dynamic = self._split(self.cell(embedded, *static, *dynamic))
-        return self._output(hidden, context, embedded), attention, dynamic
-
-    def decode_sequence(self, embedded, static, dynamic):
-        """Teacher-forced decoding: ``embedded (batch, length, embed)`` →
-        ``(outputs (batch, length, out), attention (batch, length, regions))``."""
-        length = embedded.shape[1]
-        steps = mx.nd.split(embedded, num_outputs=length, axis=1, squeeze_axis=True) if length > 1 \
-            else [mx.nd.squeeze(embedded, axis=1)]
-        hiddens, contexts, attentions = [], [], []
-        for step_embedded in steps:
-            hidden, context, attention, dynamic = self._split(self.cell(step_embedded, *static, *dynamic))
-            hiddens.append(hidden)
-            contexts.append(context)
-            attentions.append(attention)
-        hidden = mx.nd.stack(*hiddens, axis=1)
-        context = mx.nd.stack(*contexts, axis=1) if self._attention else None
-        return self._output(hidden, context, embedded), mx.nd.stack(*attentions, axis=1)
+    try:
+        config_type: Any = decoder_config_type(name)
+    except KeyError:
+        raise ImcapError("unknown decoder %r (known: %s)" % (name, ", ".join(decoder_names())))
+    return config_type.from_options(options)

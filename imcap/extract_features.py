@@ -6,7 +6,8 @@ Every image of an image list goes once through a pretrained CNN cut at ``--image
 threads (PIL releases the GIL while decoding) while the network runs on the previous batch. A re-run
 skips every image whose features exist, so an interrupted extraction resumes where it stopped.
 ``--augmentations hflip`` also caches each image's mirrored view (``IMAGE.hflip.npy``) for training with
-``imcap.train --source-augmentations`` and test-time augmentation in ``imcap.captioner``.
+``imcap.train --source-augmentations`` and test-time augmentation in ``imcap.captioner``. The network runs on the
+device of ``--device-ids``/``--use-cpu`` (:mod:`imcap.devices`: the first GPU if there is one, else the CPU).
 
 After Sockeye 1.x's ``image_captioning/extract_features.py`` (same option names).
 """
@@ -117,13 +118,15 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
 
 def run_extract_features(args: argparse.Namespace) -> None:
     """Extract features for every ``--input`` list and write the parallel ``--output`` lists."""
+    from .devices import get_context
     from .image_encoder import ImageEncoder
     outputs = args.output or [default_output(p, args.output_root) for p in args.input]
     check_condition(len(outputs) == len(args.input), "--output needs one file per --input (%d != %d)"
                     % (len(outputs), len(args.input)))
     os.makedirs(args.output_root, exist_ok=True)
     encoder = ImageEncoder(args.image_encoder, args.image_encoder_model_path, args.image_encoder_layer,
-                           args.source_image_size, fuse=not args.image_encoder_no_fusion)
+                           args.source_image_size, fuse=not args.image_encoder_no_fusion,
+                           ctx=get_context(args.device_ids, args.use_cpu))
     lists = [read_lines(p) for p in args.input]
     unique = list(dict.fromkeys(line.strip() for lines in lists for line in lines if line.strip()))
     check_condition(len(unique) > 0, "no image paths in %s" % ", ".join(args.input))
@@ -155,6 +158,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = arguments.new_parser(__doc__.splitlines()[0])
     add_extraction_args(parser)
     arguments.add_image_encoder_args(parser)
+    arguments.add_device_args(parser)
     arguments.add_logging_args(parser)
     arguments.cli_main(parser, run_extract_features, argv)
 

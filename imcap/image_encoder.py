@@ -12,18 +12,23 @@ Three kinds of encoder share one interface, :class:`ImageEncoder`:
 
 A cut at a spatial layer of shape ``(channels, H, W)`` gives ``H * W`` regions of ``channels`` each.
 """
+import io
 import logging
 import math
 import os
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock, nn
 
 from . import constants as C
+from .paths import DEFAULT_MODELS
 from .utils import ImcapError, check_condition
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +250,12 @@ def _symbol_features(prefix: Optional[str], layer: Optional[str], ctx: mx.Contex
     return block
 
 
+def weights_dir(models_dir: Optional[str] = None) -> str:
+    """``models_dir``, else the shared models folder (:data:`imcap.paths.DEFAULT_MODELS`: ``$IMCAP_SHARED/models`` or
+    ``../shared/models`` beside the checkout), where the encoders' weight files are looked for by name."""
+    return models_dir if models_dir is not None else DEFAULT_MODELS
+
+
 class ImageEncoder:
     """A pretrained CNN cut at a layer, with its preprocessing: uint8 images in, region features out.
 
@@ -264,8 +275,7 @@ class ImageEncoder:
         self.name = name
         if name in _DEFAULT_INPUT_SIZE:
             if model_path is None:
-                from .arguments import DEFAULT_MODELS
-                model_path = os.path.join(models_dir or DEFAULT_MODELS, name + ".npz")
+                model_path = os.path.join(weights_dir(models_dir), name + ".npz")
             check_condition(os.path.isfile(model_path), "%s: no such weight file for %s" % (model_path, name))
             size = int(input_size[0]) if input_size else _DEFAULT_INPUT_SIZE[name]
             self.input_size = (int(input_size[0]), int(input_size[1])) if input_size else (size, size)
@@ -329,6 +339,29 @@ class ImageEncoder:
         return {"encoder": self.name, "layer": self.layer, "input_size": list(self.input_size),
                 "model_path": os.path.basename(self.model_path) if self.model_path else None}
 
+    @classmethod
+    def from_description(cls, description: Optional[Dict], name: Optional[str] = None,
+                         model_path: Optional[str] = None, layer: Optional[str] = None,
+                         input_size: Optional[Sequence[int]] = None, models_dir: Optional[str] = None,
+                         ctx: Optional[mx.Context] = None, fuse: bool = True) -> "ImageEncoder":
+        """The encoder that :meth:`describe` described (a cache manifest, or a model's ``config.yaml``
+        ``feature_extraction``), each setting replaced by the argument that is given.
+
+        The weights are the given ``model_path``, else the described file's name under ``models_dir`` (default: the
+        shared models folder) if it is there and the encoder is the described one, else the encoder's default.
+
+        :param description: ``{"encoder", "layer", "input_size", "model_path"}``, or ``None``
+            (EfficientNet-Lite0 with its defaults).
+        :raises ImcapError: as the constructor.
+        """
+        made = description or {}
+        name = name or made.get("encoder") or C.ENCODER_EFFICIENTNET_LITE0
+        if model_path is None and made.get("model_path") and name == made.get("encoder") and name != "symbol":
+            candidate = os.path.join(weights_dir(models_dir), made["model_path"])
+            model_path = candidate if os.path.isfile(candidate) else None
+        return cls(name, model_path, layer or made.get("layer") or None, input_size or made.get("input_size"),
+                   models_dir=models_dir, ctx=ctx, fuse=fuse)
+
 
 def augment(image: np.ndarray, view: Optional[str]) -> np.ndarray:
     """An augmented view of an ``(H, W, 3)`` image: ``None`` is the image itself, ``"hflip"`` mirrors it left to
@@ -344,39 +377,82 @@ def augment(image: np.ndarray, view: Optional[str]) -> np.ndarray:
 
 
 def load_image(path: str, size: Tuple[int, int]) -> np.ndarray:
-    """Read an image as ``(H, W, 3)`` uint8 RGB, resized to ``size`` = (H, W) pixels (bilinear) if needed.
-
-    Grayscale, palette, CMYK, RGBA and 16-bit images are converted to RGB (alpha composited on white).
-    Images larger than PIL's decompression-bomb limit are still read (the limit is raised here), but
-    decoded through ``draft`` at a reduced scale when the format allows it.
+    """Read an image file as ``(H, W, 3)`` uint8 RGB, resized to ``size`` = (H, W) pixels: :func:`decode_image`
+    of the file.
 
     :raises ImcapError: if the file is missing, empty or not a readable image.
+    """
+    check_condition(os.path.isfile(path), "no such file")
+    check_condition(os.path.getsize(path) > 0, "empty file")
+    return decode_image(path, size)
+
+
+def decode_image(source: Union[str, bytes], size: Tuple[int, int]) -> np.ndarray:
+    """Decode an image file (its path, or its encoded bytes, e.g. a JPEG upload) as ``(H, W, 3)`` uint8 RGB, resized
+    to ``size`` = (H, W) pixels (bilinear) if needed.
+
+    Every mode is converted to RGB as :func:`to_rgb_array` says. Images larger than PIL's decompression-bomb limit
+    are still read (the limit is raised here), but decoded through ``draft`` at a reduced scale when the format
+    allows it.
+
+    :raises ImcapError: if the data are empty or not a readable image.
     """
     from PIL import Image, ImageFile
     Image.MAX_IMAGE_PIXELS = None
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    check_condition(os.path.isfile(path), "no such file")
-    check_condition(os.path.getsize(path) > 0, "empty file")
+    if not isinstance(source, str):
+        check_condition(len(source) > 0, "empty data")
     try:
-        with Image.open(path) as opened:
+        with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as opened:
             opened.draft("RGB", (size[1], size[0]))
-            img: Image.Image = opened
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                img = img.convert("RGBA")
-                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, img)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(img, dtype=np.float64)
-                scale = 1.0 if arr.size == 0 or arr.max() <= 255 else 255.0 / 65535.0  # 8-bit values kept as they are
-                img = Image.fromarray((arr * scale).astype(np.uint8))
-            img = img.convert("RGB")
-            if img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            return to_rgb_array(opened, size)
     except ImcapError:
         raise
     except Exception as e:  # PIL raises many types for broken files
         raise ImcapError("not a readable image (%s: %s)" % (type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
+
+
+def resize_image(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """A decoded ``(height, width, 3)`` uint8 RGB image resized to ``size`` = (H, W) pixels as :func:`decode_image`
+    resizes (bilinear), so that an image and its file give the same pixels.
+
+    :raises ImcapError: if ``image`` is not such an array (see :func:`check_image`).
+    """
+    from PIL import Image
+    check_image(image)
+    return to_rgb_array(Image.fromarray(np.ascontiguousarray(image), "RGB"), size)
+
+
+def check_image(image: object) -> None:
+    """Check that ``image`` is a decoded image: a ``(height, width, 3)`` uint8 RGB array, height and width >= 1.
+
+    :raises ImcapError: if it is not.
+    """
+    ok = isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 \
+        and image.shape[0] > 0 and image.shape[1] > 0
+    check_condition(ok, "an image is a (height, width, 3) uint8 RGB array, got %s"
+                    % ("%s %s" % (image.shape, image.dtype) if isinstance(image, np.ndarray) else type(image).__name__))
+
+
+def to_rgb_array(img: "PILImage", size: Tuple[int, int]) -> np.ndarray:
+    """A PIL image as ``(H, W, 3)`` uint8 RGB, resized to ``size`` = (H, W) pixels (bilinear) if needed.
+
+    Grayscale, palette, CMYK, RGBA and 16-bit images are converted to RGB (alpha composited on white; 16-bit values
+    above 255 scaled to 8 bits).
+    """
+    from PIL import Image
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 1.0 if arr.size == 0 or arr.max() <= 255 else 255.0 / 65535.0  # 8-bit values kept as they are
+        img = Image.fromarray((arr * scale).astype(np.uint8))
+    img = img.convert("RGB")
+    if img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
 
 
 def read_class_names(path: str) -> List[str]:

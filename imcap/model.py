@@ -14,10 +14,11 @@ from mxnet.gluon import Block, HybridBlock, nn
 
 from . import constants as C
 from .config import Config
-from . import convolution, transformer  # noqa: F401  (register the cnn and transformer decoders)
-from .decoder import RNNDecoderConfig, decoder_config_type, get_decoder
+from . import rnn, transformer, convolution  # noqa: F401  (register the decoders, in the order of --decoder's choices)
+from .decoder import decoder_config_type, decoder_names, get_decoder
+from .rnn import RNNDecoderConfig
 from .encoder import EncoderConfig, ImageFeatureEncoder
-from .utils import ImcapError, check_condition
+from .utils import ImcapError, atomic_path, check_condition
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class ModelConfig(Config):
 
     :param vocab_size: target vocabulary size, special symbols included.
     :param encoder: image encoder config (feature shape and projection).
-    :param decoder: config of a registered decoder (:class:`imcap.decoder.RNNDecoderConfig`,
+    :param decoder: config of a registered decoder (:class:`imcap.rnn.RNNDecoderConfig`,
         :class:`imcap.transformer.TransformerDecoderConfig` or :class:`imcap.convolution.ConvolutionalDecoderConfig`).
     :param decoder_name: the ``--decoder`` name it was registered under; it says which config type ``decoder``
         loads back as.
@@ -60,7 +61,7 @@ class ModelConfig(Config):
         try:
             config_type = decoder_config_type(name)
         except KeyError:
-            raise ImcapError("unknown decoder_name %r (known: %s)" % (name, ", ".join(C.DECODER_CHOICES)))
+            raise ImcapError("unknown decoder_name %r (known: %s)" % (name, ", ".join(decoder_names())))
         if isinstance(values.get("decoder"), dict):
             values["decoder"] = config_type.from_dict(values["decoder"])
         elif "decoder" not in values:
@@ -77,7 +78,7 @@ class _Encode(HybridBlock):
         self.decoder = model.decoder
 
     def hybrid_forward(self, F, features):
-        static, dynamic = self.decoder._init_state(F, self.encoder(features))
+        static, dynamic = self.decoder.init_state_graph(F, self.encoder(features))
         return static + dynamic
 
 
@@ -125,8 +126,11 @@ class CaptionModel(Block):
             params = self.embedding[0].params if config.weight_tying else None
             self.output_layer = nn.Dense(config.vocab_size, flatten=False, in_units=decoder_config.output_num_hidden,
                                          prefix="output_", params=params)
-        self._encode = _Encode(self, prefix="")
-        self._step = _Step(self, prefix="")
+        # The search graphs share the parts' parameters. They are kept out of the Block's children, so that
+        # save_parameters writes each parameter once under the parts' names (imcap 0.1.0 registered them as
+        # children and so saved every parameter up to three times; load_params still reads those files).
+        object.__setattr__(self, "_encode", _Encode(self, prefix=""))
+        object.__setattr__(self, "_step", _Step(self, prefix=""))
 
     def hybridize(self, active: bool = True, **kwargs) -> None:
         """Hybridize the parts: what the decoder's teacher forcing runs (the per-step cell of the RNN, the whole
@@ -172,6 +176,31 @@ class CaptionModel(Block):
         return total
 
 
+# First name components of the duplicate copies that imcap 0.1.0 saved of every parameter (its search graphs were
+# children of the model); they are ignored on loading.
+LEGACY_DUPLICATE_PREFIXES = ("_encode", "_step")
+
+
+def save_params(model: CaptionModel, path: str) -> None:
+    """Write the parameters of ``model`` to ``path`` atomically, each once (shared ones, as with weight tying,
+    under one name): about 4 bytes per float32 parameter."""
+    with atomic_path(path) as tmp:
+        model.save_parameters(tmp, deduplicate=True)
+
+
+def load_params(model: CaptionModel, path: str, ctx: Union[mx.Context, List, None] = None) -> None:
+    """Load a params file written by :func:`save_params`, or by imcap 0.1.0 (whose files also held copies of every
+    parameter under the search graphs' names, see :data:`LEGACY_DUPLICATE_PREFIXES`).
+
+    :raises ImcapError: if the file does not hold exactly the parameters of ``model`` (its shapes included).
+    """
+    try:
+        legacy = any(name.split(".", 1)[0] in LEGACY_DUPLICATE_PREFIXES for name in mx.nd.load(path))
+        model.load_parameters(path, ctx=ctx, ignore_extra=legacy)
+    except (AssertionError, ValueError, mx.base.MXNetError) as e:
+        raise ImcapError("%s does not fit the model: %s" % (path, str(e).strip().splitlines()[0]))
+
+
 def load_model(model_dir: str, params_name: str = C.PARAMS_BEST_NAME, ctx: Union[mx.Context, List, None] = None
                ) -> Tuple[CaptionModel, Any]:
     """Load a model dir's config, vocabulary and parameters.
@@ -187,6 +216,6 @@ def load_model(model_dir: str, params_name: str = C.PARAMS_BEST_NAME, ctx: Union
     config = ModelConfig.load(os.path.join(model_dir, C.CONFIG_NAME))
     vocab = load_vocab(os.path.join(model_dir, C.VOCAB_TRG_NAME))
     model = CaptionModel(config, prefix="model_")
-    model.load_parameters(os.path.join(model_dir, params_name), ctx=ctx)
+    load_params(model, os.path.join(model_dir, params_name), ctx)
     model.hybridize()
     return model, vocab

@@ -5,37 +5,12 @@ Every handler writes exactly one line per input line; a line that could not be c
 ``error`` key (``json``).
 """
 import json
-from typing import IO, List, Optional
+from typing import IO
 
 import numpy as np
 
 from . import constants as C
-
-
-class CaptionResult:
-    """What the captioner produced for one input line.
-
-    :param line: 1-based input line number.
-    :param tokens: caption tokens of the best hypothesis (empty on error).
-    :param score: its length-normalized log-probability.
-    :param attention: ``(len(tokens) + 1, regions)`` weights per generated word (``</s>`` last), or None.
-    :param nbest: ``(tokens, score)`` of the n best hypotheses, best first.
-    :param error: why the line could not be captioned, or None.
-    """
-
-    def __init__(self, line: int, tokens: List[str], score: float = 0.0, attention: Optional[np.ndarray] = None,
-                 nbest: Optional[List] = None, error: Optional[str] = None, source: str = "") -> None:
-        self.line = line
-        self.tokens = tokens
-        self.score = score
-        self.attention = attention
-        self.nbest = nbest or []
-        self.error = error
-        self.source = source
-
-    @property
-    def caption(self) -> str:
-        return " ".join(self.tokens)
+from .inference import CaptionResult  # the results handled here (imported from here before imcap.inference)
 
 
 class OutputHandler:

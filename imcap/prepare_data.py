@@ -1,7 +1,7 @@
 """Prepare a captioning data set: annotations in, parallel image/caption files per split out.
 
 ``python -m imcap.prepare_data --output DIR`` reads a data set's own annotations and writes, per split,
-files that the rest of imcap reads (see DESIGN.md, "prepare"):
+files that the rest of imcap reads (see docs/architecture.md):
 
 * training splits (``--train-splits``, default ``train``): ``SPLIT.images`` and ``SPLIT.captions``, one
   (image, caption) pair per line, so an image with five captions is on five consecutive lines;

@@ -7,7 +7,7 @@ the references of the cosine similarity of the hypothesis and reference vectors,
 clipped to the reference's and a Gaussian penalty ``exp(-(l_h - l_r)^2 / (2 sigma^2))`` (sigma 6) on the
 difference in length; CIDEr-D is 10 times the mean over n.
 
-:mod:`imcap.evaluate` scores a corpus with pycocoevalcap, whose IDF comes from the references of the corpus being
+:mod:`imcap.scoring` scores a corpus with pycocoevalcap, whose IDF comes from the references of the corpus being
 scored. Self-critical training (Rennie et al. 2017) scores a few sampled captions per update, so here the
 document frequencies are computed once, from all the training references, and every image's reference vectors
 are cached. Given the references of a corpus as the IDF corpus, :meth:`CiderD.corpus_score` equals

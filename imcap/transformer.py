@@ -7,18 +7,18 @@ per layer, the cross-attention keys and values ``(batch, heads, regions, d)`` (p
 Dynamic states: per layer the self-attention keys and values of the prefix ``(batch, heads, 1 + t, d)``, and
 the position of the next word ``(batch, 1)``. Each cache starts with one slot of zeros that is never attended
 to (MXNet's graphs cannot hold zero-size arrays), and each step appends one slot, so that a step costs one
-position. :meth:`TransformerDecoder.step` is :meth:`TransformerDecoder.decode_sequence` of a block of length 1:
-the two agree by construction.
+position. A step is a block of length 1 (:class:`imcap.decoder.BlockDecoder`): the two agree by construction.
 """
 import dataclasses
 import math
+from typing import Any
 
 from mxnet.gluon import HybridBlock, nn
 
 from . import constants as C
 from . import layers
 from .config import Config
-from .decoder import Decoder
+from .decoder import BlockDecoder
 from .utils import check_condition
 
 
@@ -49,6 +49,23 @@ class TransformerDecoderConfig(Config):
     num_embed: int = 512
     encoder_num_hidden: int = 512
     max_seq_len: int = 100
+
+    @classmethod
+    def from_options(cls, options: Any) -> "TransformerDecoderConfig":
+        """The config that ``imcap.train``'s options describe (any object with those attribute names).
+
+        :raises ImcapError: if ``--num-embed`` differs from ``--transformer-model-size``.
+        """
+        check_condition(options.num_embed == options.transformer_model_size, "the transformer decoder needs "
+                        "--num-embed == --transformer-model-size (%d != %d)"
+                        % (options.num_embed, options.transformer_model_size))
+        return cls(num_layers=options.num_layers, model_size=options.transformer_model_size,
+                   attention_heads=options.transformer_attention_heads,
+                   feed_forward_num_hidden=options.transformer_feed_forward_num_hidden,
+                   dropout_attention=options.transformer_dropout_attention,
+                   dropout_act=options.transformer_dropout_act, dropout_prepost=options.transformer_dropout_prepost,
+                   num_embed=options.num_embed, encoder_num_hidden=options.image_encoder_num_hidden,
+                   max_seq_len=options.max_seq_len)
 
     @property
     def output_num_hidden(self) -> int:
@@ -112,8 +129,8 @@ class _TransformerLayer(HybridBlock):
         return x, probs, cache_keys, cache_values
 
 
-@Decoder.register(TransformerDecoderConfig, C.DECODER_TRANSFORMER)
-class TransformerDecoder(Decoder):
+@BlockDecoder.register(TransformerDecoderConfig, C.DECODER_TRANSFORMER)
+class TransformerDecoder(BlockDecoder):
     """Pre-norm Transformer decoder with fixed sinusoidal target positions; see the module docstring for its
     states. Its output is the final layer norm's ``(batch, [length,] model_size)``; its attention is the last
     layer's cross-attention averaged over the heads.
@@ -139,10 +156,8 @@ class TransformerDecoder(Decoder):
                     self.layers.add(_TransformerLayer(c, prefix="layer%d_" % i))
             self.final_norm = nn.LayerNorm(in_channels=c.model_size, prefix="final_norm_")
 
-    def init_state(self, encoded):
-        return self._init_state(layers.symbol_or_ndarray(encoded), encoded)
-
-    def _init_state(self, F, encoded):
+    def init_state_graph(self, F, encoded):
+        """See :meth:`imcap.decoder.Decoder.init_state_graph`."""
         static, dynamic = [encoded], []
         for layer in self.layers:
             keys, values = layer.project_source(F, encoded)
@@ -152,9 +167,9 @@ class TransformerDecoder(Decoder):
         dynamic.append(layers.batch_zeros(F, encoded, (1,)))
         return static, dynamic
 
-    def _decode(self, F, embedded, static, dynamic, causal: bool):
+    def decode_block(self, F, embedded, static, dynamic, causal: bool):
         """``embedded (batch, L, embed)`` → ``(outputs (batch, L, model_size), attention (batch, L, regions),
-        new dynamic)``."""
+        new dynamic)``; see :meth:`imcap.decoder.BlockDecoder.decode_block`."""
         c = self.config
         positions, next_position = layers.sequence_positions(F, embedded, dynamic[-1])
         x = embedded * self._embed_scale + self.positions(positions)
@@ -167,22 +182,3 @@ class TransformerDecoder(Decoder):
             new_dynamic.extend([keys, values])
         new_dynamic.append(next_position)
         return self.final_norm(x), layers.mean_over_heads(F, probs, c.attention_heads), new_dynamic
-
-    def step(self, embedded, static, dynamic):
-        """One position: ``embedded (batch, embed)`` → ``(output (batch, model_size), attention (batch, regions),
-        dynamic)`` (no mask: the one query sees the whole prefix)."""
-        F = layers.symbol_or_ndarray(embedded)
-        outputs, attention, dynamic = self._decode(F, F.expand_dims(embedded, axis=1), static, dynamic, False)
-        return F.squeeze(outputs, axis=1), F.squeeze(attention, axis=1), dynamic
-
-    def decode_sequence(self, embedded, static, dynamic):
-        """A block of positions at once with a causal mask, after the prefix ``dynamic`` holds:
-        ``embedded (batch, length, embed)`` → ``(outputs (batch, length, model_size), attention (batch, length,
-        regions))``."""
-        return self(embedded, *static[1:], *dynamic)  # the regions themselves are not used (only their keys)
-
-    def hybrid_forward(self, F, embedded, *states):
-        n = self.num_static_states - 1
-        static, dynamic = [None] + list(states[:n]), list(states[n:])
-        outputs, attention, _ = self._decode(F, embedded, static, dynamic, True)
-        return outputs, attention

@@ -78,6 +78,14 @@ def seed_everything(seed: int) -> None:
     mx.random.seed(seed)
 
 
+def seed_checkpoint_interval(seed: int, checkpoint: int) -> None:
+    """Seed the random generators for the updates after checkpoint number ``checkpoint`` (0: the first updates of a
+    run): :func:`seed_everything` with ``seed + checkpoint``. The trainer calls it at the start of training and
+    after every checkpoint, so that the random draws (dropout, sampling) of each checkpoint interval depend on the
+    run's seed and the checkpoint only, and a resumed run draws what the uninterrupted one drew."""
+    seed_everything(seed + checkpoint)
+
+
 def read_lines(path: str) -> list:
     """Read a UTF-8 text file into a list of lines without their line ends (``\\n`` or ``\\r\\n``).
 

@@ -9,7 +9,7 @@
 
 ``captions`` draws a grid of images, each with its predicted caption (black on a white box) and its
 ground-truth references (``GT:``, dark text on a light-green box) below it. ``curves`` plots the
-model dir's ``metrics`` file (see DESIGN.md): perplexity and validation BLEU against updates, and
+model dir's ``metrics`` file (:mod:`imcap.metrics`): perplexity and validation BLEU against updates, and
 against wall-clock time. ``attention`` draws, for one line of the captioner's ``--output-type json``
 output, the image with the predicted caption as title, then one panel per generated word (``</s>``
 shown as ``<end>``): the image under the word's attention weights over the encoder's regions as a
@@ -38,6 +38,7 @@ from PIL import Image  # noqa: E402
 
 from . import arguments  # noqa: E402
 from . import constants as C  # noqa: E402
+from .metrics import read_metrics  # noqa: E402
 from .utils import ImcapError, atomic_path, check_condition, read_lines  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -264,35 +265,6 @@ def _draw_box(fig: "plt.Figure", left: float, top: float, width: float, lines: L
     return top - height
 
 
-def read_metrics(path: str) -> List[Dict[str, float]]:
-    """Read a model dir's metrics file: ``CHECKPOINT\\tkey=value\\tkey=value...`` per line.
-
-    Any key may be missing on a line; values that are not numbers are ignored.
-
-    :return: one dict per checkpoint, with key ``checkpoint`` and each numeric key=value.
-    :raises ImcapError: if the file is missing, empty, or a line is malformed.
-    """
-    entries = []
-    for number, line in enumerate(read_lines(path), 1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        try:
-            entry: Dict[str, float] = {"checkpoint": float(int(fields[0]))}
-        except ValueError:
-            raise ImcapError("%s line %d: expected a checkpoint number first, got '%s'" % (path, number, fields[0]))
-        for field in fields[1:]:
-            check_condition("=" in field, "%s line %d: expected key=value, got '%s'" % (path, number, field))
-            key, value = field.split("=", 1)
-            try:
-                entry[key.strip()] = float(value)
-            except ValueError:
-                logger.debug("%s line %d: ignoring non-numeric %s", path, number, field)
-        entries.append(entry)
-    check_condition(len(entries) > 0, "%s: no checkpoints" % path)
-    return entries
-
-
 def _series(entries: List[Dict[str, float]], x_key: str, y_key: str, x_scale: float = 1.0) -> Tuple[List[float],
                                                                                                       List[float]]:
     """Points (x, y) of the entries that have both keys, x multiplied by ``x_scale``."""
@@ -335,7 +307,10 @@ def plot_training_curves(metrics_path: str, output: str, title: Optional[str] = 
     :return: the size of the PNG, (width, height) in pixels.
     :raises ImcapError: if the file is missing, malformed or has no perplexity or BLEU values.
     """
-    entries = read_metrics(metrics_path)
+    # the numeric columns only (a metrics line may hold text, which is not plotted)
+    entries: List[Dict[str, float]] = [{k: float(v) for k, v in e.items() if isinstance(v, (int, float))}
+                                       for e in read_metrics(metrics_path)]
+    check_condition(len(entries) > 0, "%s: no checkpoints" % metrics_path)
     keys = sorted({key for entry in entries for key in entry})
     ppl_keys = [k for k in keys if k.startswith(C.METRIC_PERPLEXITY)]
     bleu_keys = [k for k in keys if k.startswith(C.METRIC_BLEU)]

@@ -105,9 +105,9 @@ step "caption the test images once, with $DECODE → $OUT/test.hyp"
 $PY -m imcap.captioner --models $MODEL_DIRS --source-root "$FEATURES" $DECODE \
     --input "$DATA"/test.features --output "$OUT"/test.hyp
 
-step "evaluate on test (sacrebleu, 5 references)"
+step "evaluate on test (sacrebleu, 5 references; diversity)"
 $PY -m imcap.evaluate --hypotheses "$OUT"/test.hyp --references "$DATA"/test.captions.{0,1,2,3,4} \
-  | tee "$OUT"/test.scores
+    --training-captions "$DATA"/train.captions | tee "$OUT"/test.scores
 
 step "visualize → $OUT/test-captions.png, $OUT/training-curves.png"
 $PY -m imcap.visualize captions --images "$DATA"/test.images --image-root "$SHARED/data/flickr8k/images" \

@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
 # Creates .venv (or $IMCAP_VENV) and installs imcap with its pinned stack. Idempotent.
 #
-# gluonnlp 0.10.0 is only published as a source archive whose pre-generated Cython file does not compile on
-# Python >= 3.11 (it includes longintrepr.h); it is rebuilt here from its .pyx with Cython < 3.
+# Everything comes as a wheel except gluonnlp 0.10.0, which is only published as a source archive whose
+# pre-generated Cython file does not compile on Python >= 3.11 (it includes longintrepr.h): that one package is
+# fetched as source and rebuilt from its .pyx with Cython < 3 (a wheel), so a fresh install is bounded by downloads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${IMCAP_VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+start=$(date +%s)
+step() { echo "install.sh [$(( $(date +%s) - start )) s] $*"; }
+if [ ! -x "$VENV/bin/python" ]; then
+  step "creating the virtual environment $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
 PIP="$VENV/bin/pip --disable-pip-version-check -q"
+step "installing pip, wheel, setuptools<81, cython<3 (build tools, as wheels)"
 $PIP install --upgrade pip wheel "setuptools<81" "cython<3"
+step "installing numpy 1.23.5 and mxnet 1.9.1"
 $PIP install "numpy==1.23.5" "mxnet==1.9.1"
 if ! "$VENV/bin/python" -c "import gluonnlp" 2>/dev/null; then
+  step "building gluonnlp 0.10.0 from its source archive (Cython extension regenerated)"
   tmp=$(mktemp -d)
-  $PIP download --no-deps --no-binary :all: -d "$tmp" "gluonnlp==0.10.0"
+  $PIP download --no-deps --no-binary gluonnlp -d "$tmp" "gluonnlp==0.10.0"
   tar -xzf "$tmp"/gluonnlp-0.10.0.tar.gz -C "$tmp"
   rm -f "$tmp"/gluonnlp-0.10.0/src/gluonnlp/data/fast_bert_tokenizer.c
   $PIP install --no-build-isolation --no-deps "$tmp"/gluonnlp-0.10.0
   rm -rf "$tmp"
 fi
+step "installing imcap and its other requirements (editable, with the test tools)"
 $PIP install -e ".[test]"
 "$VENV/bin/python" -c "import imcap, mxnet, gluonnlp; print('imcap', imcap.__version__, '| mxnet', mxnet.__version__, '| gluonnlp', gluonnlp.__version__)"
+step "done"

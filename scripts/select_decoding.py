@@ -25,14 +25,15 @@ import imcap  # noqa: E402,F401  (sets OMP_NUM_THREADS before mxnet is imported)
 import numpy as np  # noqa: E402
 
 from imcap.beam_search import BeamSearch, best_captions  # noqa: E402
-from imcap.evaluate import bleu_scores  # noqa: E402
+from imcap.scoring import bleu_scores  # noqa: E402
 from imcap.features import FeatureStore  # noqa: E402
 from imcap.model import load_model  # noqa: E402
 from imcap.utils import read_lines  # noqa: E402
 
 
-def decode(models, vocab, features, beam: int, alpha: float) -> List[str]:
-    search = BeamSearch(models, vocab, beam_size=beam, length_penalty_alpha=alpha, max_output_length=30)
+def decode(models, vocab, features, beam: int, alpha: float, no_repeat: int = 0) -> List[str]:
+    search = BeamSearch(models, vocab, beam_size=beam, length_penalty_alpha=alpha, max_output_length=30,
+                        no_repeat_ngram_size=no_repeat)
     return best_captions(search, vocab, features)
 
 
@@ -45,6 +46,8 @@ def main() -> None:
     parser.add_argument("--checkpoints", nargs="+", default=["params.best"])
     parser.add_argument("--beam-sizes", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    parser.add_argument("--no-repeat-ngram-sizes", type=int, nargs="+", default=[0],
+                        help="n-gram sizes for --no-repeat-ngram-size to try (0: off).")
     parser.add_argument("--augmentations", nargs="+", default=[],
                         help="Also try test-time augmentation with these views (e.g. hflip).")
     parser.add_argument("--output", default=None, help="File for the chosen captioner options.")
@@ -64,15 +67,17 @@ def main() -> None:
         models, vocab = [model for model, _ in loaded], loaded[0][1]
         if any(v.idx_to_token != vocab.idx_to_token for _, v in loaded):
             sys.exit("select_decoding: the models of the ensemble have different vocabularies")
-        for (tta, features), beam, alpha in itertools.product(inputs.items(), args.beam_sizes, args.alphas):
+        for (tta, features), beam, alpha, no_repeat in itertools.product(inputs.items(), args.beam_sizes, args.alphas,
+                                                                         args.no_repeat_ngram_sizes):
             if beam == 1 and alpha != args.alphas[0]:
                 continue  # the length penalty cannot change a greedy search
             start = time.time()
-            bleu = bleu_scores(decode(models, vocab, features, beam, alpha), references)["bleu4"]
-            print("%s beam %d alpha %.1f%s: val BLEU-4 %.2f (%.0f s)" % (checkpoint, beam, alpha, tta, bleu,
-                                                                        time.time() - start), flush=True)
+            bleu = bleu_scores(decode(models, vocab, features, beam, alpha, no_repeat), references)["bleu4"]
+            blocking = " --no-repeat-ngram-size %d" % no_repeat if no_repeat else ""
+            print("%s beam %d alpha %.1f%s%s: val BLEU-4 %.2f (%.0f s)" % (checkpoint, beam, alpha, blocking, tta,
+                                                                          bleu, time.time() - start), flush=True)
             if best is None or bleu > best[0]:
-                best = (bleu, checkpoint, beam, alpha, tta)
+                best = (bleu, checkpoint, beam, alpha, blocking + tta)
     options = "--checkpoints %s --beam-size %d --length-penalty-alpha %.1f%s" % (
         " ".join([best[1]] * len(args.model)), best[2], best[3], best[4])
     print("best on validation: BLEU-4 %.2f with %s" % (best[0], options))

@@ -120,8 +120,26 @@ def train_args(small_data: SimpleNamespace, output: str, *extra) -> List[str]:
             + ["--source-root", small_data.cache, "--output", output] + TINY_MODEL + [str(a) for a in extra])
 
 
+# The training options of the ``model`` fixture.
+PIPELINE_TRAIN_OPTIONS = ["--batch-size", "16", "--checkpoint-interval", "5", "--max-updates", "15",
+                          "--decode-and-evaluate", "8", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def model(small_data, tmp_path_factory) -> SimpleNamespace:
+    """A tiny model trained on the subset for 15 updates, checkpoints every 5 (test_pipeline.py checks the model dir;
+    other modules caption with it and must not write to it).
+
+    Attributes: ``dir`` (the model dir), ``args`` (its training options), ``proc`` (the finished training).
+    """
+    model_dir = str(tmp_path_factory.mktemp("pipeline") / "model")
+    args = train_args(small_data, model_dir, *PIPELINE_TRAIN_OPTIONS)
+    proc = run_cli("train", *args)
+    return SimpleNamespace(dir=model_dir, args=args, proc=proc)
+
+
 def parse_training_args(argv: Sequence[str]):
-    """``imcap.train``'s options parsed from ``argv``, for a :class:`imcap.train.Trainer` in the test process."""
+    """``imcap.train``'s options parsed from ``argv``, for :func:`imcap.train.build_trainer` in the test process."""
     import imcap.train
     return imcap.train.training_arg_parser().parse_args(argv)
 

@@ -1,4 +1,4 @@
-"""Data parallelism of ``imcap.train.Trainer``: the same updates on one CPU context and on two CPU contexts (the
+"""Data parallelism of ``imcap.training.Trainer``: the same updates on one CPU context and on two CPU contexts (the
 batch split between them, gradients summed by the kvstore) give the same parameters."""
 import os
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import imcap.train
+from imcap.devices import get_contexts
 from test.common import requires_shared
 from test.integration.conftest import parse_training_args as parse, train_args
 
@@ -23,8 +24,8 @@ def train(small_data, output, optimizer, device_ids):
                             "--initial-learning-rate", "0.001" if optimizer == "adam" else "0.5",
                             "--max-updates", str(MAX_UPDATES), "--checkpoint-interval", str(MAX_UPDATES), "--quiet",
                             "--use-cpu", "--device-ids", *[str(i) for i in device_ids], *NO_NOISE))
-    assert imcap.train.contexts(args) == [mx.cpu(i) for i in range(len(device_ids))]
-    trainer = imcap.train.Trainer(args)
+    assert get_contexts(args.device_ids, args.use_cpu) == [mx.cpu(i) for i in range(len(device_ids))]
+    trainer = imcap.train.build_trainer(args)
     params = trainer.model.collect_params()
     initial = {name: p.data(trainer.ctx[0]).asnumpy().copy() for name, p in params.items()}
     trainer.fit()

@@ -17,13 +17,11 @@ import pytest
 from PIL import Image
 
 from test.common import IMAGES, requires_shared
-from test.integration.conftest import NUM_REFERENCES, SUBSET_SIZES, read_lines, run_cli, train_args
+from test.integration.conftest import NUM_REFERENCES, SUBSET_SIZES, read_lines, run_cli
 
 pytestmark = requires_shared
 
 REGIONS, CHANNELS = 49, 1280
-TRAIN_OPTIONS = ["--batch-size", "16", "--checkpoint-interval", "5", "--max-updates", "15",
-                 "--decode-and-evaluate", "8", "--quiet"]
 SUMMARY = re.compile(r"^Captioned (\d+) lines \((\d+) failed\)")
 WARNING = re.compile(r"^Warning: line (\d+): (.*)$")
 
@@ -148,13 +146,7 @@ def test_extraction_refuses_to_mix_layers_in_one_cache(small_data, tmp_path):
 
 # --- 3. train ---------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def model(small_data, tmp_path_factory) -> SimpleNamespace:
-    """A tiny model trained for 15 updates, checkpoints every 5."""
-    model_dir = str(tmp_path_factory.mktemp("pipeline") / "model")
-    args = train_args(small_data, model_dir, *TRAIN_OPTIONS)
-    proc = run_cli("train", *args)
-    return SimpleNamespace(dir=model_dir, args=args, proc=proc)
+# ``model`` (conftest.py): a tiny model trained for 15 updates, checkpoints every 5.
 
 
 def test_train_writes_a_model_dir(model):

@@ -1,6 +1,7 @@
 """Training options checked on the updates themselves, with a Trainer in the test process on the real subset."""
 import logging
 import os
+import re
 
 import mxnet as mx
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import imcap.train
 from imcap.utils import ImcapError
 from test.common import requires_shared
-from test.integration.conftest import parse_training_args, train_args
+from test.integration.conftest import parse_training_args, run_cli, train_args
 
 pytestmark = requires_shared
 
@@ -22,7 +23,7 @@ def sgd_updates(small_data, output, updates, *extra):
                                           "--initial-learning-rate", "0.5", "--max-updates", str(updates),
                                           "--checkpoint-interval", "100", "--gradient-clipping-type", "none",
                                           "--quiet", *NO_NOISE, *extra))
-    trainer = imcap.train.Trainer(args)
+    trainer = imcap.train.build_trainer(args)
     params = trainer.model.collect_params()
     initial = {name: p.data().asnumpy().copy() for name, p in params.items()}
     trainer.fit()
@@ -49,7 +50,7 @@ def cross_entropy_model(small_data, tmp_path_factory):
     start = str(tmp_path_factory.mktemp("xent") / "model")
     root = logging.getLogger()
     handlers = list(root.handlers)
-    imcap.train.Trainer(parse_training_args(train_args(
+    imcap.train.build_trainer(parse_training_args(train_args(
         small_data, start, "--seed", "3", "--batch-size", "20", "--max-updates", "60", "--checkpoint-interval", "60",
         "--quiet"))).fit()
     for handler in root.handlers[len(handlers):]:
@@ -68,8 +69,8 @@ def test_self_critical_training_raises_the_reward_of_its_samples(small_data, cro
                                                                  restore_logging):
     """On the 20 training images of the subset, self-critical updates (from a cross-entropy start, --params) make
     the sampled captions score a much higher CIDEr-D against those images' references."""
-    trainer = imcap.train.Trainer(self_critical_args(small_data, str(tmp_path / "scst"), cross_entropy_model,
-                                                     "--max-updates", "180", "--checkpoint-interval", "60"))
+    trainer = imcap.train.build_trainer(self_critical_args(small_data, str(tmp_path / "scst"), cross_entropy_model,
+                                                             "--max-updates", "180", "--checkpoint-interval", "60"))
     assert len(trainer.batcher.rows) == 20 and len(trainer.batcher) == 3   # 8 images (40 samples) per batch
     reference = mx.nd.load(os.path.join(cross_entropy_model, "params.best"))   # structural names
     for name, param in trainer.model._collect_params_with_prefix().items():
@@ -85,9 +86,9 @@ def test_self_critical_training_leaves_blocked_words_alone(small_data, cross_ent
     """The policy is the softmax over the words the sampler may write: self-critical updates do not pile
     probability onto <unk>, <s> and <pad> (with the full softmax they did: <unk> had 87% of the mass on the
     validation captions after 600 updates on Flickr8k)."""
-    trainer = imcap.train.Trainer(self_critical_args(small_data, str(tmp_path / "scst"), cross_entropy_model,
-                                                     "--max-updates", "90", "--checkpoint-interval", "90",
-                                                     "--initial-learning-rate", "0.01"))
+    trainer = imcap.train.build_trainer(self_critical_args(small_data, str(tmp_path / "scst"), cross_entropy_model,
+                                                             "--max-updates", "90", "--checkpoint-interval", "90",
+                                                             "--initial-learning-rate", "0.01"))
 
     def blocked_mass():
         batch = trainer.val_data.make_batch(list(range(len(trainer.val_data))))
@@ -105,13 +106,13 @@ def test_self_critical_training_leaves_blocked_words_alone(small_data, cross_ent
 def test_self_critical_training_resumes_exactly(small_data, cross_entropy_model, tmp_path, restore_logging):
     """Stopped after 2 checkpoints and started again, a self-critical run writes the metrics and parameters of an
     uninterrupted one (same images, same samples, same updates)."""
-    whole = imcap.train.Trainer(self_critical_args(small_data, str(tmp_path / "whole"), cross_entropy_model,
-                                                   "--max-updates", "8", "--checkpoint-interval", "2"))
+    whole = imcap.train.build_trainer(self_critical_args(small_data, str(tmp_path / "whole"), cross_entropy_model,
+                                                           "--max-updates", "8", "--checkpoint-interval", "2"))
     whole.fit()
-    imcap.train.Trainer(self_critical_args(small_data, str(tmp_path / "parts"), cross_entropy_model,
-                                           "--max-updates", "4", "--checkpoint-interval", "2")).fit()
-    resumed = imcap.train.Trainer(self_critical_args(small_data, str(tmp_path / "parts"), cross_entropy_model,
-                                                     "--max-updates", "8", "--checkpoint-interval", "2"))
+    imcap.train.build_trainer(self_critical_args(small_data, str(tmp_path / "parts"), cross_entropy_model,
+                                                   "--max-updates", "4", "--checkpoint-interval", "2")).fit()
+    resumed = imcap.train.build_trainer(self_critical_args(small_data, str(tmp_path / "parts"), cross_entropy_model,
+                                                             "--max-updates", "8", "--checkpoint-interval", "2"))
     assert resumed.resume and resumed.state.updates == 4
     resumed.fit()
     assert len(resumed.metrics) == len(whole.metrics) == 4
@@ -126,12 +127,12 @@ def test_self_critical_training_resumes_exactly(small_data, cross_entropy_model,
 
 def test_params_of_another_model_are_refused(small_data, tmp_path, restore_logging):
     start = str(tmp_path / "start")
-    imcap.train.Trainer(parse_training_args(train_args(
+    imcap.train.build_trainer(parse_training_args(train_args(
         small_data, start, "--max-updates", "1", "--checkpoint-interval", "1", "--quiet"))).fit()
     args = parse_training_args(train_args(small_data, str(tmp_path / "other"), "--params", start + "/params.best",
                                           "--rnn-num-hidden", "32", "--quiet"))
     with pytest.raises(ImcapError, match="does not fit the model"):
-        imcap.train.Trainer(args)
+        imcap.train.build_trainer(args)
 
 
 def test_max_seconds_leaves_room_for_the_last_checkpoint(small_data, tmp_path, restore_logging):
@@ -142,10 +143,27 @@ def test_max_seconds_leaves_room_for_the_last_checkpoint(small_data, tmp_path, r
                                           "--checkpoint-interval", "20", "--max-seconds", budget,
                                           "--decode-and-evaluate", "-1", "--decode-and-evaluate-beam-size", "5",
                                           "--quiet"))
-    state = imcap.train.Trainer(args).fit()
+    state = imcap.train.build_trainer(args).fit()
     # no absolute floor on the checkpoint's seconds: they depend on the machine (0.135 s here, 0.088 s on CI's);
     # the bounds are relative to them, and the code before the fix ended about one checkpoint past the budget
     assert state.checkpoint >= 3 and state.eval_seconds > 0
     assert budget - 2 * state.eval_seconds < state.elapsed <= budget + 0.5 * state.eval_seconds
-    again = imcap.train.Trainer(args).fit()
+    again = imcap.train.build_trainer(args).fit()
     assert (again.checkpoint, again.updates) == (state.checkpoint, state.updates)
+
+
+def periodic_updates(text: str):
+    """The update counts of the periodic progress lines of a training log."""
+    return [int(n) for n in re.findall(r"\] updates (\d+), epoch \d+: [\d.]+ samples/s, ppl train [\d.]+, next "
+                                       r"checkpoint in [^,\n]+, end in ", text)]
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["verbose", "quiet"])
+def test_training_logs_progress_every_log_interval_updates(small_data, tmp_path, quiet):
+    output = str(tmp_path / "model")
+    proc = run_cli("train", *train_args(small_data, output, "--batch-size", "16", "--max-updates", "10",
+                                        "--checkpoint-interval", "5", "--log-interval", "3",
+                                        *(["--quiet"] if quiet else [])))
+    with open(os.path.join(output, "log"), encoding="utf-8") as f:
+        assert periodic_updates(f.read()) == [3, 6, 9]   # --quiet keeps the log's lines ...
+    assert periodic_updates(proc.stderr.decode("utf-8")) == ([] if quiet else [3, 6, 9])   # ... and silences STDERR

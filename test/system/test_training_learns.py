@@ -101,7 +101,7 @@ def test_data_was_prepared(subset):
 
 
 def test_training_learns(trained):
-    from imcap.train import read_metrics
+    from imcap.metrics import read_metrics
     from imcap.vocab import load_vocab
     model = trained["model"]
     metrics = read_metrics(str(model / "metrics"))

@@ -65,7 +65,7 @@ def check_stepwise_equals_full(model, features: mx.nd.NDArray, target_in: mx.nd.
 
 def check_every_parameter_is_trained(model, features: mx.nd.NDArray, target_in: mx.nd.NDArray) -> None:
     """One forward/backward pass (label smoothing and the attention penalty on) reaches every trainable parameter."""
-    from imcap.train import sequence_loss
+    from imcap.loss import sequence_loss
     batch = target_in.shape[0]
     target_out = mx.nd.concat(target_in[:, 1:], mx.nd.zeros((batch, 1), dtype=target_in.dtype), dim=1)
     with mx.autograd.record():
@@ -94,10 +94,10 @@ def check_beam_search(model, vocab, features: mx.nd.NDArray, beam: int = 3, max_
 
 
 def parse_training_args(tmp_path, *options: str):
-    """``imcap.train``'s options for one-line placeholder data files written into ``tmp_path``, then ``options``."""
-    files = []
-    for name in ("train.features", "train.captions", "val.features", "val.captions"):
-        (tmp_path / name).write_text("x\n")
-        files.append(str(tmp_path / name))
-    return training_arg_parser().parse_args(["-s", files[0], "-t", files[1], "-vs", files[2], "-vt", files[3],
-                                             "-o", str(tmp_path / "model")] + list(options))
+    """``imcap.train``'s options parsed from ``options``, with ``--output tmp_path/model``. The data options (the
+    feature and caption files) are not asked for and stay None: what is built from these options here (model
+    configs, the model dir's ``args.yaml``) never reads them."""
+    parser = training_arg_parser()
+    for action in parser._actions:
+        action.required = False
+    return parser.parse_args(["--output", str(tmp_path / "model")] + list(options))

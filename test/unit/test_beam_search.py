@@ -7,7 +7,7 @@ import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from imcap import constants as C
-from imcap.beam_search import BeamSearch, length_penalty, mask_finished, top_k
+from imcap.beam_search import BeamSearch, block_repeated_ngrams, length_penalty, mask_finished, top_k
 from imcap.vocab import build_vocab
 
 WORDS = ["a", "b", "c"]
@@ -137,3 +137,70 @@ def test_ensemble_averages_log_probabilities():
     best = ensemble.search(features)[0][0]
     assert best.ids == [6]
     assert np.allclose(best.attention.sum(axis=1), 1.0)  # averaged over the models, not summed
+
+
+def has_repeated_ngram(words, n):
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def exhaustive_best_without_repeats(table, max_len, n, alpha=1.0):
+    """The best caption (ids) and score among those with no repeated n-gram (``</s>`` included, as generated)."""
+    log = np.log(table)
+    best, best_score = None, -np.inf
+    for length in range(1, max_len + 1):
+        for words in itertools.product([4, 5, 6], repeat=length - 1):
+            seq = list(words) + [3]
+            if has_repeated_ngram(seq, n):
+                continue
+            prev, total = 2, 0.0
+            for w in seq:
+                total += log[prev, w]
+                prev = w
+            score = total / length_penalty(np.array([length]), alpha, 0.0)[0]
+            if score > best_score:
+                best, best_score = list(words), score
+    return best, best_score
+
+
+# A model that prefers a loop: after <s> "a b a b a b ..." is likely, "c" ends it well, </s> is unlikely early.
+LOOP = table_with({2: {4: 0.9, 6: 0.1}, 4: {5: 0.8, 6: 0.1, 3: 0.1}, 5: {4: 0.85, 6: 0.05, 3: 0.1},
+                   6: {3: 0.6, 4: 0.2, 5: 0.2}})
+
+
+def test_block_repeated_ngrams_forbids_the_words_that_would_repeat():
+    history = np.array([[4, 5, 4], [4, 5, 6], [4, 4, 4]])
+    blocked = block_repeated_ngrams(np.zeros((3, 7)), history, 2)
+    assert np.nonzero(blocked[0] < -1e29)[0].tolist() == [5]       # "a b a" + b would repeat "a b"
+    assert not (blocked[1] < -1e29).any()                           # "a b c": "c" was never followed
+    assert np.nonzero(blocked[2] < -1e29)[0].tolist() == [4]        # "a a a" + a repeats "a a"
+    trigram = block_repeated_ngrams(np.zeros((1, 7)), np.array([[4, 5, 6, 4, 5]]), 3)
+    assert np.nonzero(trigram[0] < -1e29)[0].tolist() == [6]
+    assert (block_repeated_ngrams(np.zeros((1, 7)), np.array([[4, 5]]), 3) == 0).all()  # too short to repeat
+    with pytest.raises(ValueError):
+        block_repeated_ngrams(np.zeros((1, 7)), history[:1], 1)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_no_repeat_ngram_search_equals_exhaustive_search_under_the_rule(n):
+    vocab = make_vocab()
+    unblocked = BeamSearch([MarkovModel(LOOP)], vocab, beam_size=40, max_output_length=7).search(np.zeros((1, 1, 1)))
+    assert has_repeated_ngram(unblocked[0][0].ids, n)   # the model does loop
+    best, best_score = exhaustive_best_without_repeats(LOOP, 7, n)
+    search = BeamSearch([MarkovModel(LOOP)], vocab, beam_size=40, max_output_length=7, no_repeat_ngram_size=n,
+                        nbest_size=5)
+    for hyps in search.search(np.zeros((2, 1, 1))):
+        assert hyps[0].ids == best
+        assert hyps[0].score == pytest.approx(best_score, abs=1e-6)
+        assert not any(has_repeated_ngram(h.ids + [3], n) for h in hyps)
+
+
+def test_no_repeat_ngram_size_zero_is_the_plain_search():
+    vocab = make_vocab()
+    features = np.zeros((3, 2, 1))
+    plain = BeamSearch([MarkovModel(LOOP)], vocab, beam_size=3, max_output_length=7, nbest_size=3).search(features)
+    off = BeamSearch([MarkovModel(LOOP)], vocab, beam_size=3, max_output_length=7, nbest_size=3,
+                     no_repeat_ngram_size=0).search(features)
+    assert [[(h.ids, h.score) for h in hyps] for hyps in plain] == [[(h.ids, h.score) for h in hyps] for hyps in off]
+    with pytest.raises(ValueError):
+        BeamSearch([MarkovModel(LOOP)], vocab, no_repeat_ngram_size=1)

@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
-from imcap.decoder import RNNDecoderConfig
+from imcap.rnn import RNNDecoderConfig
 from imcap.encoder import EncoderConfig
 from imcap.model import ModelConfig
 from imcap.utils import ImcapError

@@ -14,7 +14,8 @@ from test.unit.decoding_checks import (check_beam_search, check_every_parameter_
 from imcap import constants as C
 from imcap.beam_search import BeamSearch
 from imcap.convolution import ConvolutionalDecoder, ConvolutionalDecoderConfig
-from imcap.decoder import RNNDecoder, RNNDecoderConfig, decoder_config_type, decoder_name, get_decoder
+from imcap.decoder import decoder_config_type, decoder_name, decoder_names, get_decoder
+from imcap.rnn import RNNDecoder, RNNDecoderConfig
 from imcap.encoder import EncoderConfig, ImageFeatureEncoder
 from imcap.layers import sinusoids, sinusoids_2d
 from imcap.model import CaptionModel, ModelConfig
@@ -221,7 +222,7 @@ def test_ensemble_of_all_decoders():
                                              (C.DECODER_TRANSFORMER, TransformerDecoderConfig(), TransformerDecoder),
                                              (C.DECODER_CNN, ConvolutionalDecoderConfig(), ConvolutionalDecoder)])
 def test_registry(name, config, cls):
-    assert name in C.DECODER_CHOICES
+    assert name in decoder_names()
     assert isinstance(get_decoder(config), cls)
     assert decoder_name(config) == name
     assert decoder_config_type(name) is type(config)
@@ -357,17 +358,14 @@ def test_fixed_image_positions():
 
 def test_run_from_before_the_new_options_resumes(tmp_path):
     """An args.yaml written before the decoder options existed matches the same command now (their defaults)."""
-    from imcap.train import Trainer
+    from imcap.train import prepare_model_dir
     args = parse(tmp_path)
     model_dir = tmp_path / "model"
     (model_dir / C.TRAINING_STATE_DIRNAME).mkdir(parents=True)
     (model_dir / C.TRAINING_STATE_DIRNAME / C.TRAINING_STATE_NAME).write_text("{}")
     old = {k: v for k, v in vars(args).items() if not k.startswith(("transformer_", "cnn_"))}
     (model_dir / "args.yaml").write_text(yaml.safe_dump(old))
-    trainer = Trainer.__new__(Trainer)
-    trainer.args, trainer.dir, trainer.resume = args, str(model_dir), True
-    trainer.state_dir = str(model_dir / C.TRAINING_STATE_DIRNAME)
-    trainer._prepare_dir()  # no error: same settings
+    assert prepare_model_dir(args)  # no error: same settings; the training resumes
     args.cnn_kernel_width = 5  # a new option set to something else than its default does differ
     with pytest.raises(ImcapError, match="cnn-kernel-width"):
-        trainer._prepare_dir()
+        prepare_model_dir(args)

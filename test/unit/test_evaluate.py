@@ -2,12 +2,13 @@
 Java: one JVM for the module), multiple and empty references, CLI checks."""
 import json
 import math
+import re
 from collections import Counter
 
 import pytest
 
 from imcap import arguments
-from imcap import evaluate
+from imcap import evaluate, scoring
 from imcap.utils import ImcapError
 
 
@@ -36,7 +37,7 @@ def _bleu_by_hand(matches, totals, sys_len, ref_len, order):
 
 def test_identical_is_100():
     hyps = ["a dog runs on the grass", "two men are playing soccer in a field"]
-    scores = evaluate.bleu_scores(hyps, [list(hyps)])
+    scores = scoring.bleu_scores(hyps, [list(hyps)])
     assert sorted(scores) == ["bleu1", "bleu2", "bleu3", "bleu4"]
     for value in scores.values():
         assert value == pytest.approx(100.0)
@@ -58,7 +59,7 @@ def test_known_example_by_hand():
     matches = [6 + 5 + 3, 3 + 3 + 1, 1 + 2 + 0, 0 + 1 + 0]
     totals = [6 + 5 + 4, 5 + 4 + 3, 4 + 3 + 2, 3 + 2 + 1]
     sys_len, ref_len = 6 + 5 + 4, 8 + 9 + 6  # brevity penalty exp(1 - 23/15)
-    scores = evaluate.bleu_scores(hyps, refs)
+    scores = scoring.bleu_scores(hyps, refs)
     for order in range(1, 5):
         expected = _bleu_by_hand(matches, totals, sys_len, ref_len, order)
         assert scores["bleu%d" % order] == pytest.approx(expected, abs=1e-6)
@@ -69,7 +70,7 @@ def test_known_example_by_hand():
 def test_bleu1_at_least_bleu4():
     hyps = ["a black dog is running through the grass", "a woman sits on a bench near the water"]
     refs = [["a black dog runs across a grassy field", "a lady is sitting on a park bench by a lake"]]
-    scores = evaluate.bleu_scores(hyps, refs)
+    scores = scoring.bleu_scores(hyps, refs)
     assert 0 < scores["bleu4"] < scores["bleu3"] < scores["bleu2"] < scores["bleu1"] < 100
 
 
@@ -77,7 +78,7 @@ def test_more_references_raise_the_score():
     hyps = ["a black dog is running through the grass", "a woman sits on a bench near the water"]
     single = [["a black dog runs across a grassy field", "a lady is sitting on a park bench by a lake"]]
     double = single + [["a dog is running through the grass", "a woman sits near the water"]]
-    one, two = evaluate.bleu_scores(hyps, single), evaluate.bleu_scores(hyps, double)
+    one, two = scoring.bleu_scores(hyps, single), scoring.bleu_scores(hyps, double)
     for key in one:
         assert two[key] > one[key]
 
@@ -86,15 +87,15 @@ def test_empty_reference_is_skipped():
     # Scored as a length-0 reference, '' would be the closest length to the 3-token hypothesis and
     # cancel the brevity penalty; skipped, the 8-token reference alone sets it.
     hyps = ["a dog runs"]
-    with_empty = evaluate.bleu_scores(hyps, [["a dog runs on the green grass fast"], [""]])
-    alone = evaluate.bleu_scores(hyps, [["a dog runs on the green grass fast"]])
+    with_empty = scoring.bleu_scores(hyps, [["a dog runs on the green grass fast"], [""]])
+    alone = scoring.bleu_scores(hyps, [["a dog runs on the green grass fast"]])
     assert with_empty == pytest.approx(alone)
     assert alone["bleu1"] == pytest.approx(100 * math.exp(1 - 8 / 3))
 
 
 def test_line_without_reference_is_an_error():
     with pytest.raises(ImcapError, match="line 2 has no non-empty reference"):
-        evaluate.bleu_scores(["a dog", "a cat"], [["a dog", ""], ["a dog", " "]])
+        scoring.bleu_scores(["a dog", "a cat"], [["a dog", ""], ["a dog", " "]])
 
 
 def _parse(argv):
@@ -134,7 +135,7 @@ def test_cli_table_and_json(tmp_path, capsys):
 
 def test_cli_default_metrics_without_java(tmp_path, capsys, monkeypatch):
     # All families by default; without Java, METEOR is skipped with a one-line note on STDERR.
-    monkeypatch.setattr(evaluate.shutil, "which", lambda name: None)
+    monkeypatch.setattr(scoring.shutil, "which", lambda name: None)
     hyp = _write(tmp_path / "hyp", HYPS)
     refs = [_write(tmp_path / ("ref.%d" % k), stream) for k, stream in enumerate(REFS)]
     scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references"] + refs))
@@ -189,7 +190,7 @@ def test_rouge_l_by_hand():
         f_scores.append(_rouge_l_f(precision, recall))
     assert f_scores == pytest.approx([2.44 * 0.75 / 2.19, 2.44 * (8 / 9) / (8 / 9 + 1.44), 0.5,
                                       2.44 * (2 / 3) / (1 + 1.44 * 2 / 3)])
-    scores = evaluate.rouge_scores(HYPS, REFS)
+    scores = scoring.rouge_scores(HYPS, REFS)
     assert list(scores) == ["ROUGE-L"]
     assert scores["ROUGE-L"] == pytest.approx(100 * sum(f_scores) / 4, abs=1e-9)
     assert scores["ROUGE-L"] == pytest.approx(77.4211530267, abs=1e-6)
@@ -227,32 +228,32 @@ def _cider_d_by_hand(hyps, refs, n=4, sigma=6.0):
 
 
 def test_cider_d_by_hand_and_pinned():
-    scores = evaluate.cider_scores(HYPS, REFS)
+    scores = scoring.cider_scores(HYPS, REFS)
     assert list(scores) == ["CIDEr-D"]
     refs = [_references_of(image) for image in range(len(HYPS))]
     assert scores["CIDEr-D"] == pytest.approx(_cider_d_by_hand(HYPS, refs), abs=1e-9)
     assert scores["CIDEr-D"] == pytest.approx(CIDER_D, abs=1e-9)
     # Empty references are dropped: scored as references they would lower the per-image mean.
-    assert evaluate.cider_scores(HYPS, REFS + [[""] * 4]) == pytest.approx(scores)
+    assert scoring.cider_scores(HYPS, REFS + [[""] * 4]) == pytest.approx(scores)
 
 
 def test_cider_d_maximum_and_zero():
     # Every reference identical to its hypothesis (and distinct across images): the cosine is 1 for each
     # of the 4 orders and no length penalty, so 10 for each image.
     hyps = ["a dog runs on the grass", "a man rides a bike", "two children play in the snow"]
-    assert evaluate.cider_scores(hyps, [list(hyps)] * 3)["CIDEr-D"] == pytest.approx(10.0)
+    assert scoring.cider_scores(hyps, [list(hyps)] * 3)["CIDEr-D"] == pytest.approx(10.0)
     # A 3-word caption has no 4-gram: that order contributes 0, at most 7.5.
-    assert evaluate.cider_scores(["a black dog", "a white cat"], [["a black dog", "a white cat"]])["CIDEr-D"] \
+    assert scoring.cider_scores(["a black dog", "a white cat"], [["a black dog", "a white cat"]])["CIDEr-D"] \
         == pytest.approx(7.5)
     # The IDF comes from the scored images: an n-gram in every image's references weighs 0, so one image
     # alone always scores 0.
-    assert evaluate.cider_scores(["a dog runs"], [["a dog runs"]])["CIDEr-D"] == 0.0
+    assert scoring.cider_scores(["a dog runs"], [["a dog runs"]])["CIDEr-D"] == 0.0
     # No shared n-gram at all: 0 (and ROUGE-L 0 too).
     hyps, refs = ["an orange kite flies", "green trees"], [["a dog runs on the grass", "a man rides a bike"]]
-    assert evaluate.cider_scores(hyps, refs)["CIDEr-D"] == 0.0
-    assert evaluate.rouge_scores(hyps, refs)["ROUGE-L"] == 0.0
+    assert scoring.cider_scores(hyps, refs)["CIDEr-D"] == 0.0
+    assert scoring.rouge_scores(hyps, refs)["ROUGE-L"] == 0.0
     # Same n-grams, other lengths: the Gaussian length penalty exp(-delta^2 / 72) lowers the score.
-    longer = evaluate.cider_scores(["a dog runs on the grass", "a man rides a bike"],
+    longer = scoring.cider_scores(["a dog runs on the grass", "a man rides a bike"],
                                    [["a dog runs on the grass in the sun on a warm summer day",
                                      "a man rides a bike"]])["CIDEr-D"]
     assert 5.0 < longer < 10.0
@@ -262,13 +263,13 @@ def test_cider_d_maximum_and_zero():
 def meteor_example():
     """METEOR of the fixed example with '|||' (the jar's field separator) inserted in a hypothesis and a
     reference: one JVM for the module (it takes about 5 s to start)."""
-    if not evaluate.java_available():
+    if not scoring.java_available():
         pytest.skip("java not on PATH")
     hyps = list(HYPS)
     hyps[0] = "a dog runs ||| on the grass"
     refs = [list(stream) for stream in REFS]
     refs[1][0] = "a brown dog ||||| is running on the grass"
-    return evaluate.meteor_scores(hyps, refs)
+    return scoring.meteor_scores(hyps, refs)
 
 
 def test_meteor_pinned(meteor_example):
@@ -278,20 +279,20 @@ def test_meteor_pinned(meteor_example):
 
 
 def test_meteor_without_java(monkeypatch, capsys):
-    monkeypatch.setattr(evaluate.shutil, "which", lambda name: None)
-    assert evaluate.evaluate(HYPS, REFS, ["meteor", "rouge"]) == pytest.approx(evaluate.rouge_scores(HYPS, REFS))
+    monkeypatch.setattr(scoring.shutil, "which", lambda name: None)
+    assert scoring.evaluate(HYPS, REFS, ["meteor", "rouge"]) == pytest.approx(scoring.rouge_scores(HYPS, REFS))
     assert capsys.readouterr().err.startswith("METEOR skipped: Java not found")
 
 
 def test_coco_inputs_drop_empty_and_normalize_spaces():
-    gts, res = evaluate.coco_inputs([" a  dog ", "a cat"], [["a dog  runs", "a cat"], ["", "a | cat |||"]],
+    gts, res = scoring.coco_inputs([" a  dog ", "a cat"], [["a dog  runs", "a cat"], ["", "a | cat |||"]],
                                     for_meteor=True)
     assert gts == {0: ["a dog runs"], 1: ["a cat", "a | cat"]}
     assert res == {0: ["a dog"], 1: ["a cat"]}
     with pytest.raises(ImcapError, match="line 1 has no reference METEOR can read"):
-        evaluate.coco_inputs(["a dog"], [["|||"]], for_meteor=True)
+        scoring.coco_inputs(["a dog"], [["|||"]], for_meteor=True)
     with pytest.raises(ImcapError, match="line 2 has no non-empty reference"):
-        evaluate.cider_scores(["a dog", "a cat"], [["a dog", ""]])
+        scoring.cider_scores(["a dog", "a cat"], [["a dog", ""]])
 
 
 def test_meteor_failure_is_an_error(tmp_path, monkeypatch, capsys):
@@ -301,7 +302,7 @@ def test_meteor_failure_is_an_error(tmp_path, monkeypatch, capsys):
     java.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ImcapError, match="METEOR .* failed: .*no JVM here"):
-        evaluate.meteor_scores(HYPS, REFS)
+        scoring.meteor_scores(HYPS, REFS)
     # The CLI's default (all families): a note on STDERR, the others reported. Named: an error.
     hyp = _write(tmp_path / "hyp", HYPS)
     refs = [_write(tmp_path / ("ref.%d" % k), stream) for k, stream in enumerate(REFS)]
@@ -311,3 +312,22 @@ def test_meteor_failure_is_an_error(tmp_path, monkeypatch, capsys):
     assert err.startswith("METEOR skipped: METEOR (java -jar meteor-1.5.jar) failed") and len(err.splitlines()) == 1
     with pytest.raises(ImcapError, match="no JVM here"):
         evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references"] + refs + ["--metrics", "bleu", "meteor"]))
+
+
+def test_diversity_figures(tmp_path, capsys):
+    from imcap.diversity import diversity_scores
+    hyps = ["a man in a white shirt and a white shirt", "a dog runs", "a dog runs", "two dogs play"]
+    scores = diversity_scores(hyps, training_captions=["a  dog runs", "a cat sits"])
+    assert scores["repeated-trigram-%"] == 25.0          # only the first repeats "a white shirt"
+    assert scores["distinct-captions"] == 3 and scores["vocabulary"] == 11
+    assert scores["distinct-1"] == pytest.approx(11 / 19) and scores["distinct-2"] == pytest.approx(11 / 15)
+    assert scores["novel-%"] == 50.0                     # "a dog runs" twice is a training caption
+    assert "novel-%" not in diversity_scores(hyps)
+    hyp = _write(tmp_path / "hyp", hyps)
+    ref = _write(tmp_path / "ref", ["a dog"] * 4)
+    train = _write(tmp_path / "train", ["a dog runs"])
+    scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references", ref, "--metrics", "bleu",
+                                           "--training-captions", train]))
+    assert list(scores)[4:] == ["repeated-trigram-%", "distinct-captions", "vocabulary", "distinct-1", "distinct-2",
+                                "novel-%"]
+    assert re.search(r"^distinct-1 +0\.579$", capsys.readouterr().out, re.M)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
+from imcap import arguments
 from imcap import constants as C
-from imcap.captioner import chunks, parse_line, read_input_lines
+from imcap.captioner import add_captioner_args, chunks, parse_input, parse_line, read_input_lines
 from imcap.output_handler import (CaptionOutputHandler, CaptionResult, CaptionWithScoreOutputHandler,
                                   JSONOutputHandler, get_output_handler)
 from imcap.utils import ImcapError
@@ -67,6 +68,32 @@ def test_parse_line_bad_json_input(text, message):
 def test_parse_line_rejects_constraints():
     with pytest.raises(ImcapError, match="constraints"):
         parse_line('{"image": "x.npy", "constraints": ["a dog"]}', json_input=True)
+
+
+def test_parse_input_keeps_constraints_for_the_captioner():
+    item = parse_input('{"image": " x.npy ", "constraints": ["a dog"], "avoid": ["a cat"]}', json_input=True, line=3)
+    assert (item.path, item.source, item.line) == ("x.npy", "x.npy", 3)
+    assert item.constraints == ["a dog"] and item.avoid == ["a cat"]
+    assert parse_input('{"image": "x.npy", "constraints": []}', json_input=True).constraints == []
+    assert parse_input("x.npy", json_input=False).constraints == []
+    with pytest.raises(ImcapError, match="constraints must be a list of non-empty phrases"):
+        parse_input('{"image": "x.npy", "constraints": "a dog"}', json_input=True)
+    with pytest.raises(ImcapError, match="avoid"):
+        parse_line('{"image": "x.npy", "avoid": ["a cat"]}', json_input=True)
+
+
+def test_image_encoder_options_default_to_the_model_in_the_captioner_only():
+    from imcap.extract_features import add_extraction_args
+    captioner = arguments.new_parser("captioner")
+    add_captioner_args(captioner)
+    args = captioner.parse_args(["--models", "m"])
+    assert (args.image_encoder, args.image_encoder_model_path, args.image_encoder_layer, args.source_image_size,
+            args.image_encoder_no_fusion) == (None, None, None, None, False)
+    assert (args.device_ids, args.use_cpu) == ([-1], False)
+    extractor = arguments.new_parser("extract")
+    add_extraction_args(extractor)
+    arguments.add_image_encoder_args(extractor)
+    assert extractor.parse_args(["--input", __file__, "--output-root", "c"]).image_encoder == C.ENCODER_EFFICIENTNET_LITE0
 
 
 def test_chunks():

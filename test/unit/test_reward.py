@@ -5,7 +5,7 @@ from collections import defaultdict
 
 import pytest
 
-from imcap import evaluate
+from imcap import scoring
 from imcap.prepare_data import tokenize
 from imcap.reward import CiderD, ngram_counts
 from test.common import FLICKR8K, requires_shared
@@ -34,7 +34,7 @@ def test_equals_pycocoevalcap_on_flickr8k():
         images = [line.strip() for line in f if line.strip()][:300]
     hyps = [captions[i][0] for i in images]
     refs = [[captions[i][k] for i in images] for k in range(1, 5)]
-    expected = evaluate.cider_scores(hyps, refs)["CIDEr-D"]
+    expected = scoring.cider_scores(hyps, refs)["CIDEr-D"]
     cider = CiderD([[captions[i][k].split() for k in range(1, 5)] for i in images])
     assert cider.corpus_score([h.split() for h in hyps]) == pytest.approx(expected, abs=1e-9)
     assert 0.3 < expected < 1.5   # one human caption against four others

@@ -12,7 +12,7 @@ from test.unit import decoding_checks
 from test.unit.decoding_checks import (check_beam_search, check_every_parameter_is_trained, check_stepwise_equals_full,
                                       make_model, parse_training_args)
 from imcap import constants as C
-from imcap.decoder import RNNDecoder, RNNDecoderConfig
+from imcap.rnn import RNNDecoder, RNNDecoderConfig
 from imcap.encoder import EncoderConfig
 from imcap.model import ModelConfig
 from imcap.train import model_config_from_args

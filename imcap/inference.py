@@ -1,0 +1,366 @@
+"""Captioning as a library: ``Captioner(model_dirs).caption([CaptionInput(...), ...]) -> [CaptionResult, ...]``.
+
+A :class:`CaptionInput` is one image, given as a file path (an image, or its cached features), the encoded bytes of
+an image file (e.g. an upload), a decoded ``(height, width, 3)`` uint8 array, or cached ``(regions, dim)`` features.
+A :class:`Captioner` loads the model dirs once (several: an ensemble), builds the beam search
+(:mod:`imcap.beam_search`), creates the CNN (:mod:`imcap.image_encoder`) the first time an input needs pixels, and
+captions inputs ``batch_size`` at a time, one :class:`CaptionResult` per input, in order: an input that cannot be
+read gets a result with ``error`` set and no tokens, never an exception.
+
+The captioner CLI (:mod:`imcap.captioner`) is a loop over this module; it reads no command line itself
+(:meth:`Captioner.from_args` takes the CLI's parsed options) and never imports training code.
+
+    from imcap.inference import CaptionInput, Captioner
+    captioner = Captioner(["model"])
+    with open("photo.jpg", "rb") as f:
+        print(captioner.caption([CaptionInput(data=f.read())])[0].caption)
+"""
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
+
+import mxnet as mx
+import numpy as np
+
+from . import constants as C
+from .beam_search import BeamSearch, Hypothesis
+from .devices import get_context
+from .features import check_features_match, resolve, view_path
+from .image_encoder import ImageEncoder, augment, check_image, decode_image, load_image, resize_image
+from .model import CaptionModel, load_model
+from .utils import ImcapError, check_condition
+from .vocab import ids_to_tokens
+
+CONSTRAINTS_NOT_SUPPORTED = "lexical constraints are not supported yet"
+_SOURCES = ("path", "data", "image", "features")
+
+
+@dataclass
+class CaptionInput:
+    """One image to caption, given in exactly one of four ways.
+
+    :param path: an image file, or a cached feature file (``.npy`` of ``(regions, dim)``, as
+        :mod:`imcap.extract_features` writes); relative to the Captioner's ``source_root``. Which of the two is the
+        Captioner's ``extract_image_features`` option.
+    :param data: the encoded bytes of an image file (JPEG, PNG, ... what PIL reads), e.g. an upload.
+    :param image: a decoded image: ``(height, width, 3)`` uint8 RGB, any size (resized to the CNN's input).
+    :param features: cached features: ``(regions, dim)`` float, the shape the model was trained on.
+    :param constraints: phrases the caption must contain (lexical constraints, not implemented yet: a non-empty list
+        gives this input an error result).
+    :param avoid: phrases the caption must not contain (idem).
+    :param source: what names the input in messages and results (JSON output's ``image``); default: ``path``.
+    :param line: the input's number in messages and results; default: its 1-based position in the inputs of
+        :meth:`Captioner.caption`.
+    :raises ImcapError: unless exactly one of ``path``, ``data``, ``image``, ``features`` is given with its type and
+        number of dimensions, and ``constraints``/``avoid`` are lists of non-empty strings.
+    """
+    path: Optional[str] = None
+    data: Optional[bytes] = None
+    image: Optional[np.ndarray] = None
+    features: Optional[np.ndarray] = None
+    constraints: List[str] = field(default_factory=list)
+    avoid: List[str] = field(default_factory=list)
+    source: Optional[str] = None
+    line: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        given = [name for name in _SOURCES if getattr(self, name) is not None]
+        check_condition(len(given) == 1, "a CaptionInput takes exactly one of %s; got %s"
+                        % (", ".join(_SOURCES), ", ".join(given) if given else "none"))
+        if self.path is not None:
+            check_condition(isinstance(self.path, str) and bool(self.path.strip()),
+                            "path must be a non-empty string, got %r" % (self.path,))
+        if self.data is not None:
+            check_condition(isinstance(self.data, (bytes, bytearray, memoryview)),
+                            "data must be the bytes of an image file, got %s" % type(self.data).__name__)
+        if self.image is not None:
+            check_image(self.image)
+        if self.features is not None:
+            features = self.features
+            check_condition(isinstance(features, np.ndarray) and features.ndim == 2
+                            and (np.issubdtype(features.dtype, np.floating)
+                                 or np.issubdtype(features.dtype, np.integer)),
+                            "features must be a (regions, dim) float array, got %s"
+                            % ("%s %s" % (features.shape, features.dtype) if isinstance(features, np.ndarray)
+                               else type(features).__name__))
+        for key in ("constraints", "avoid"):
+            phrases = getattr(self, key)
+            check_condition(isinstance(phrases, (list, tuple))
+                            and all(isinstance(p, str) and p.strip() for p in phrases),
+                            "%s must be a list of non-empty phrases (strings), got %r" % (key, phrases))
+            setattr(self, key, list(phrases))
+        check_condition(self.source is None or isinstance(self.source, str),
+                        "source must be a string, got %s" % type(self.source).__name__)
+        if self.source is None and self.path is not None:
+            self.source = self.path
+        check_condition(self.line is None or (isinstance(self.line, int) and not isinstance(self.line, bool)),
+                        "line must be an integer, got %r" % (self.line,))
+
+
+def check_supported(item: CaptionInput) -> None:
+    """Check that ``item`` asks for nothing not implemented yet (lexical constraints).
+
+    :raises ImcapError: if it has ``constraints`` or ``avoid`` phrases.
+    """
+    asked = [key for key in ("constraints", "avoid") if getattr(item, key)]
+    check_condition(not asked, "%s (%s)" % (CONSTRAINTS_NOT_SUPPORTED, ", ".join(asked)))
+
+
+@dataclass(eq=False)
+class CaptionResult:
+    """What the captioner produced for one input.
+
+    :param line: the input's number (1-based input line of the CLI).
+    :param tokens: caption tokens of the best hypothesis (empty on error).
+    :param score: its length-normalized log-probability (0 on error).
+    :param attention: ``(len(tokens) + 1, regions)`` weights per generated word (``</s>`` last), or None.
+    :param nbest: ``(tokens, score)`` of the n best hypotheses, best first (empty unless ``nbest_size > 1``).
+    :param error: why the input could not be captioned, or None.
+    :param source: what names the input (its path as given), or ``""``.
+    """
+    line: int
+    tokens: List[str]
+    score: float = 0.0
+    attention: Optional[np.ndarray] = None
+    nbest: List[Tuple[List[str], float]] = field(default_factory=list)
+    error: Optional[str] = None
+    source: str = ""
+
+    @property
+    def caption(self) -> str:
+        """The tokens joined by spaces (``""`` on error)."""
+        return " ".join(self.tokens)
+
+
+class Captioner:
+    """Loads models once and captions :class:`CaptionInput` s with batched beam search.
+
+    The keywords are the captioner CLI's options (``--beam-size`` is ``beam_size``, ...):
+
+    :param models: model dirs (one, or several for an ensemble: log-probabilities averaged); a string is one dir.
+    :param checkpoints: params file name per model (e.g. ``params.00012``, an averaged file); default ``params.best``.
+    :param beam_size: hypotheses kept per image.
+    :param batch_size: images searched together.
+    :param max_output_length: most words per caption (``</s>`` included).
+    :param length_penalty_alpha: GNMT length penalty alpha (0: none).
+    :param length_penalty_beta: GNMT length penalty beta.
+    :param nbest_size: hypotheses per result in ``nbest`` (at most ``beam_size``; 1: ``nbest`` stays empty).
+    :param allow_unk: let captions contain ``<unk>``.
+    :param no_repeat_ngram_size: no caption repeats an n-gram of this many words (0: off; at least 2 otherwise;
+        :func:`imcap.beam_search.block_repeated_ngrams`).
+    :param keep_attention: fill each result's ``attention``.
+    :param test_time_augmentations: views (``hflip``) that every model also decodes, as members of the ensemble: the
+        mirrored image, or for a cached feature file its view's file beside it (:func:`imcap.features.view_path`).
+    :param extract_image_features: a ``path`` names an image file for the CNN, not cached features.
+    :param image_encoder: the CNN's name (``efficientnet_lite0``, a model-zoo name, ``symbol``) or a ready
+        :class:`imcap.image_encoder.ImageEncoder`; default: the one the model's features were made with (its
+        ``config.yaml`` ``feature_extraction``). A ready encoder is used as it is (the settings below are then
+        ignored), e.g. one shared by several Captioners.
+    :param image_encoder_model_path: its weights; default: the model's.
+    :param image_encoder_layer: the layer it is cut at; default: the model's.
+    :param source_image_size: ``(height, width)`` pixels images are resized to; default: the model's.
+    :param image_encoder_no_fusion: do not fuse the CNN's graph with MKLDNN.
+    :param source_root: root of relative ``path`` s; default: the current directory.
+    :param context: the device; default :func:`imcap.devices.get_context` (the first GPU, else the CPU).
+    :raises ImcapError: if a model dir cannot be loaded, the models disagree on vocabulary or feature shape, or an
+        option is out of range.
+    """
+
+    def __init__(self, models: Union[str, Sequence[str]], checkpoints: Union[str, Sequence[str], None] = None, *,
+                 beam_size: int = 5, batch_size: int = 32, max_output_length: int = 30,
+                 length_penalty_alpha: float = 1.0, length_penalty_beta: float = 0.0, nbest_size: int = 1,
+                 allow_unk: bool = False, no_repeat_ngram_size: int = 0, keep_attention: bool = False,
+                 test_time_augmentations: Union[str, Sequence[str]] = (),
+                 extract_image_features: bool = False, image_encoder: Union[str, ImageEncoder, None] = None,
+                 image_encoder_model_path: Optional[str] = None, image_encoder_layer: Optional[str] = None,
+                 source_image_size: Optional[Sequence[int]] = None, image_encoder_no_fusion: bool = False,
+                 source_root: Optional[str] = None, context: Optional[mx.Context] = None) -> None:
+        model_dirs = [models] if isinstance(models, str) else list(models)
+        check_condition(bool(model_dirs), "a Captioner needs at least one model dir")
+        names = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints or [])
+        names = names or [C.PARAMS_BEST_NAME] * len(model_dirs)
+        check_condition(len(names) == len(model_dirs), "checkpoints needs one params file name per model (%d models, "
+                                                       "%d names)" % (len(model_dirs), len(names)))
+        for name, value in (("beam_size", beam_size), ("batch_size", batch_size),
+                            ("max_output_length", max_output_length), ("nbest_size", nbest_size)):
+            check_condition(value >= 1, "%s must be >= 1, got %s" % (name, value))
+        check_condition(no_repeat_ngram_size == 0 or no_repeat_ngram_size >= 2,
+                        "no_repeat_ngram_size must be 0 (off) or >= 2, got %s" % no_repeat_ngram_size)
+        views = [test_time_augmentations] if isinstance(test_time_augmentations, str) else list(test_time_augmentations)
+        unknown = [v for v in views if v not in C.AUGMENTATION_CHOICES]
+        check_condition(not unknown, "unknown test-time augmentation %s (choices: %s)"
+                        % (", ".join(unknown), ", ".join(C.AUGMENTATION_CHOICES)))
+        self.context = context or get_context()
+        loaded = [load_model(model_dir, name, self.context) for model_dir, name in zip(model_dirs, names)]
+        self.models: List[CaptionModel] = [model for model, _ in loaded]
+        self.vocab: Any = loaded[0][1]
+        for model_dir, (model, vocab) in zip(model_dirs[1:], loaded[1:]):
+            check_condition(vocab.idx_to_token == self.vocab.idx_to_token,
+                            "%s has another vocabulary than %s" % (model_dir, model_dirs[0]))
+            check_condition(_feature_shape(model) == _feature_shape(self.models[0]),
+                            "%s expects other features than %s" % (model_dir, model_dirs[0]))
+        self.feature_shape = _feature_shape(self.models[0])
+        self.batch_size = batch_size
+        self.nbest_size = nbest_size
+        self.test_time_augmentations = views
+        self.extract_image_features = extract_image_features
+        self.source_root = source_root
+        self.search = BeamSearch(self.models, self.vocab, beam_size=beam_size, max_output_length=max_output_length,
+                                 length_penalty_alpha=length_penalty_alpha, length_penalty_beta=length_penalty_beta,
+                                 nbest_size=nbest_size, keep_attention=keep_attention, allow_unk=allow_unk,
+                                 ctx=self.context, no_repeat_ngram_size=no_repeat_ngram_size)
+        self._encoder: Optional[ImageEncoder] = None
+        self._encoder_checked = False
+        if isinstance(image_encoder, ImageEncoder):
+            self._encoder = image_encoder
+        self._encoder_settings: Dict[str, Any] = dict(name=image_encoder if isinstance(image_encoder, str) else None,
+                                                      model_path=image_encoder_model_path,
+                                                      layer=image_encoder_layer, input_size=source_image_size,
+                                                      fuse=not image_encoder_no_fusion)
+
+    @classmethod
+    def from_args(cls, args: Any) -> "Captioner":
+        """The Captioner of the captioner CLI's parsed options (:func:`imcap.captioner.add_captioner_args`): the
+        same keywords, ``keep_attention`` for ``--output-type json``, the device of ``--device-ids``/``--use-cpu``.
+
+        :raises ImcapError: as the constructor.
+        """
+        return cls(args.models, args.checkpoints, beam_size=args.beam_size, batch_size=args.batch_size,
+                   max_output_length=args.max_output_length, length_penalty_alpha=args.length_penalty_alpha,
+                   length_penalty_beta=args.length_penalty_beta, nbest_size=args.nbest_size,
+                   allow_unk=args.allow_unk, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                   keep_attention=args.output_type == C.OUTPUT_TYPE_JSON,
+                   test_time_augmentations=args.test_time_augmentations,
+                   extract_image_features=args.extract_image_features, image_encoder=args.image_encoder,
+                   image_encoder_model_path=args.image_encoder_model_path,
+                   image_encoder_layer=args.image_encoder_layer, source_image_size=args.source_image_size,
+                   image_encoder_no_fusion=args.image_encoder_no_fusion, source_root=args.source_root,
+                   context=get_context(args.device_ids, args.use_cpu))
+
+    def get_image_encoder(self) -> ImageEncoder:
+        """The CNN that turns pixels into the models' features, created (and checked) on the first call.
+
+        :raises ImcapError: if it cannot be created (unknown name, missing weights) or its features do not have the
+            models' shape ``(regions, dim)``.
+        """
+        if self._encoder is None:
+            self._encoder = ImageEncoder.from_description(self.models[0].config.feature_extraction,
+                                                          ctx=self.context, **self._encoder_settings)
+        if not self._encoder_checked:
+            encoder = self._encoder
+            probe = encoder.encode(np.zeros((1,) + tuple(encoder.input_size) + (3,), dtype=np.uint8))
+            check_features_match({"feature_shape": list(probe.shape[1:])}, self.feature_shape[0],
+                                 self.feature_shape[1], "image encoder %s" % encoder.name)
+            self._encoder_checked = True
+        return self._encoder
+
+    def caption(self, inputs: Sequence[CaptionInput]) -> List[CaptionResult]:
+        """Caption ``inputs``, ``batch_size`` readable ones at a time (each input is read just before its batch).
+
+        :return: one result per input, in order; an input that cannot be read (missing or broken file, features of
+            another shape or with NaN or infinite values, constraints) has ``error`` set and no tokens.
+        :raises ImcapError: if an item is not a :class:`CaptionInput`, or when an input needs the CNN and it cannot be
+            created (see :meth:`get_image_encoder`).
+        """
+        for position, item in enumerate(inputs):
+            check_condition(isinstance(item, CaptionInput), "input %d is a %s, not a CaptionInput"
+                            % (position + 1, type(item).__name__))
+        results: List[Optional[CaptionResult]] = [None] * len(inputs)
+        pending: List[Tuple[int, List[np.ndarray], bool]] = []  # (position, one array per view, pixels?)
+        for position, item in enumerate(inputs):
+            if self._needs_pixels(item):
+                self.get_image_encoder()  # outside the try: a CNN that cannot be made is not this input's fault
+            try:
+                pending.append((position,) + self._load(item))
+            except ImcapError as e:
+                results[position] = self._result(position, item, error=str(e))
+            if len(pending) == self.batch_size:
+                self._search_batch(inputs, pending, results)
+                pending = []
+        if pending:
+            self._search_batch(inputs, pending, results)
+        return cast(List[CaptionResult], results)  # every position is filled
+
+    def _needs_pixels(self, item: CaptionInput) -> bool:
+        return item.data is not None or item.image is not None or (item.path is not None and
+                                                                   self.extract_image_features)
+
+    def _load(self, item: CaptionInput) -> Tuple[List[np.ndarray], bool]:
+        """One array per view (the original first, then each of ``test_time_augmentations``): ``(H, W, 3)`` uint8
+        images for the CNN (then True) or ``(regions, dim)`` float32 features (then False).
+
+        :raises ImcapError: if the input cannot be read.
+        """
+        check_supported(item)
+        views = self.test_time_augmentations
+        if self._needs_pixels(item):
+            size = self.get_image_encoder().input_size
+            if item.path is not None:
+                image = load_image(resolve(item.path, self.source_root), size)
+            elif item.data is not None:
+                image = decode_image(item.data, size)
+            else:
+                image = resize_image(cast(np.ndarray, item.image), size)
+            return [image] + [augment(image, view) for view in views], True
+        if item.features is not None:
+            check_condition(not views, "test-time augmentation (%s) needs the image or a cached feature file, not a "
+                                       "features array" % ", ".join(views))
+            return [self._check_features(item.features)], False
+        full = resolve(cast(str, item.path), self.source_root)
+        return [self._read_features(full)] + [self._read_features(view_path(full, view), view) for view in views], False
+
+    def _read_features(self, path: str, view: Optional[str] = None) -> np.ndarray:
+        """The ``(regions, dim)`` float32 features of one ``.npy`` file; ``view`` names an augmented view in the
+        errors."""
+        where = "'%s' features %s: " % (view, path) if view else ""
+        check_condition(os.path.isfile(path), "%sno such file%s" % (
+            where, " (imcap.extract_features --augmentations %s makes it)" % view if view else ""))
+        try:
+            features = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise ImcapError("%snot a feature file (%s)" % (where, str(e).splitlines()[0] if str(e)
+                                                             else type(e).__name__))
+        if not isinstance(features, np.ndarray):  # an .npz archive
+            features.close()
+            raise ImcapError("%snot a feature file (an .npz archive, not one .npy array)" % where)
+        return self._check_features(features, where)
+
+    def _check_features(self, features: np.ndarray, where: str = "") -> np.ndarray:
+        """``features`` as float32, checked to have the models' shape and finite values."""
+        check_condition(tuple(features.shape) == self.feature_shape, "%sfeatures have shape %s, the model expects %s"
+                        % (where, tuple(features.shape), self.feature_shape))
+        check_condition(np.issubdtype(features.dtype, np.floating) or np.issubdtype(features.dtype, np.integer),
+                        "%sfeatures are not numbers (dtype %s)" % (where, features.dtype))
+        features = features.astype(np.float32)
+        check_condition(bool(np.isfinite(features).all()), "%sfeatures contain NaN or infinite values" % where)
+        return features
+
+    def _search_batch(self, inputs: Sequence[CaptionInput], pending: List[Tuple[int, List[np.ndarray], bool]],
+                      results: List[Optional[CaptionResult]]) -> None:
+        """Search one batch of loaded inputs (images go through the CNN first) and fill their results."""
+        views = []
+        for view in range(1 + len(self.test_time_augmentations)):
+            arrays = [loaded[view] for _, loaded, _ in pending]
+            pixels = [i for i, (_, _, is_image) in enumerate(pending) if is_image]
+            if pixels:
+                encoded = self.get_image_encoder().encode(np.stack([arrays[i] for i in pixels]))
+                for i, features in zip(pixels, encoded):
+                    arrays[i] = features
+            views.append(np.stack(arrays).astype(np.float32, copy=False))
+        for (position, _, _), hyps in zip(pending, self.search.search(views)):
+            results[position] = self._result(position, inputs[position], hyps)
+
+    def _result(self, position: int, item: CaptionInput, hyps: Optional[List[Hypothesis]] = None,
+                error: Optional[str] = None) -> CaptionResult:
+        line = item.line if item.line is not None else position + 1
+        if hyps is None:
+            return CaptionResult(line, [], error=error, source=item.source or "")
+        best = hyps[0]
+        nbest = [(ids_to_tokens(self.vocab, h.ids), h.score) for h in hyps] if self.nbest_size > 1 else []
+        return CaptionResult(line, ids_to_tokens(self.vocab, best.ids), best.score, best.attention, nbest,
+                             source=item.source or "")
+
+
+def _feature_shape(model: CaptionModel) -> Tuple[int, int]:
+    """``(regions, dim)`` of the features ``model`` was trained on."""
+    return model.config.encoder.num_regions, model.config.encoder.feature_dim

@@ -1,0 +1,211 @@
+"""The library API of captioning (imcap.inference): CaptionInput validation, and a Captioner over the tiny model dir
+of ``test/data/models/rnn-0.1.0`` (features ``(4, 8)``) fed feature arrays and files, broken ones included: one
+result per input, in order, never an exception."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
+from imcap import output_handler
+from imcap.inference import CaptionInput, CaptionResult, Captioner
+from imcap.utils import ImcapError
+from test.common import requires_shared
+
+MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "models", "rnn-0.1.0")
+SHAPE = (4, 8)
+
+
+# --- CaptionInput -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({}, "exactly one of path, data, image, features; got none"),
+    ({"path": "a.npy", "data": b"x"}, "got path, data"),
+    ({"path": ""}, "path must be a non-empty string"),
+    ({"path": 3}, "path must be a non-empty string"),
+    ({"data": "not bytes"}, "data must be the bytes of an image file, got str"),
+    ({"image": np.zeros((4, 4), dtype=np.uint8)}, r"\(height, width, 3\) uint8 RGB array, got \(4, 4\) uint8"),
+    ({"image": np.zeros((4, 4, 3), dtype=np.float32)}, "got \\(4, 4, 3\\) float32"),
+    ({"image": np.zeros((0, 4, 3), dtype=np.uint8)}, "uint8 RGB array"),
+    ({"features": np.zeros(8, dtype=np.float32)}, r"\(regions, dim\) float array, got \(8,\) float32"),
+    ({"features": [[0.0]]}, "got list"),
+    ({"features": np.zeros(SHAPE, dtype=bool)}, "float array"),
+    ({"path": "a.npy", "constraints": "a dog"}, "constraints must be a list of non-empty phrases"),
+    ({"path": "a.npy", "avoid": ["ok", ""]}, "avoid must be a list of non-empty phrases"),
+    ({"path": "a.npy", "source": 7}, "source must be a string"),
+    ({"path": "a.npy", "line": "7"}, "line must be an integer"),
+])
+def test_caption_input_validation(kwargs, message):
+    with pytest.raises(ImcapError, match=message) as error:
+        CaptionInput(**kwargs)
+    assert "\n" not in str(error.value)
+
+
+def test_caption_input_defaults():
+    item = CaptionInput(path="dir/a.jpg.npy", constraints=("a dog",))
+    assert item.source == "dir/a.jpg.npy" and item.line is None
+    assert item.constraints == ["a dog"] and item.avoid == []
+    assert CaptionInput(data=b"\xff\xd8").source is None
+    assert CaptionInput(features=np.zeros(SHAPE, dtype=np.float16), source="upload 3").source == "upload 3"
+
+
+def test_caption_result_lives_in_inference_and_output_handler_uses_it():
+    assert output_handler.CaptionResult is CaptionResult
+    result = CaptionResult(2, ["a", "dog"], -0.5)
+    assert result.caption == "a dog" and result.nbest == [] and result.error is None and result.source == ""
+    assert CaptionResult(3, [], error="no such file").caption == ""
+
+
+def test_inference_imports_no_cli_or_training_module():
+    with open(os.path.join(os.path.dirname(imcap.__file__), "inference.py"), encoding="utf-8") as f:
+        source = f.read()
+    assert "argparse" not in source and "Namespace" not in source
+    code = ("import sys, imcap.inference; print(sorted(m for m in sys.modules if m in ('imcap.arguments', "
+            "'imcap.captioner', 'imcap.train', 'imcap.training', 'imcap.extract_features')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(imcap.__file__)))
+    assert out.stdout.decode().strip() == "[]"
+
+
+# --- Captioner on feature arrays and files ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def captioner():
+    return Captioner(MODEL, beam_size=3, max_output_length=6, nbest_size=3, allow_unk=True)
+
+
+@pytest.fixture(scope="module")
+def features():
+    """Six different ``(4, 8)`` float32 inputs."""
+    return list(np.random.RandomState(3).randn(6, *SHAPE).astype(np.float32) * 2)
+
+
+def summary(result):
+    """What a successful result says: its caption, score and n-best."""
+    assert result.error is None
+    return result.caption, result.score, [(" ".join(t), s) for t, s in result.nbest]
+
+
+def assert_same(results, expected, abs=1e-5):
+    """The same captions and n-best lists, the same scores up to ``abs``."""
+    assert len(results) == len(expected)
+    for (caption, score, nbest), (caption2, score2, nbest2) in zip(map(summary, results), map(summary, expected)):
+        assert caption == caption2 and [c for c, _ in nbest] == [c for c, _ in nbest2]
+        assert [score] + [s for _, s in nbest] == pytest.approx([score2] + [s for _, s in nbest2], abs=abs)
+
+
+def test_features_are_captioned_in_order_with_nbest(captioner, features):
+    results = captioner.caption([CaptionInput(features=x) for x in features])
+    assert [r.line for r in results] == [1, 2, 3, 4, 5, 6]
+    assert all(r.error is None and len(r.nbest) == 3 and r.attention is None for r in results)
+    assert len({r.score for r in results}) == 6  # six inputs, six searches
+    for result in results:
+        assert result.nbest[0] == (result.tokens, result.score)
+        assert [s for _, s in result.nbest] == sorted((s for _, s in result.nbest), reverse=True)
+    # one at a time or two at a time: the same results
+    assert_same(results, [captioner.caption([CaptionInput(features=x)])[0] for x in features])
+    two = Captioner(MODEL, beam_size=3, max_output_length=6, nbest_size=3, allow_unk=True, batch_size=2)
+    assert_same(two.caption([CaptionInput(features=x) for x in features]), results)
+
+
+def test_a_feature_file_and_its_array_agree(captioner, features, tmp_path):
+    np.save(str(tmp_path / "a.jpg.npy"), features[0].astype(np.float16))
+    from_file = captioner.caption([CaptionInput(path="a.jpg.npy")])[0]
+    from_array = captioner.caption([CaptionInput(features=features[0].astype(np.float16))])[0]
+    assert from_file.error is not None and "no such file" in from_file.error  # relative to the current directory
+    rooted = Captioner(MODEL, beam_size=3, max_output_length=6, nbest_size=3, allow_unk=True,
+                       source_root=str(tmp_path))
+    from_file = rooted.caption([CaptionInput(path="a.jpg.npy")])[0]
+    assert summary(from_file) == summary(from_array)
+    assert from_file.source == "a.jpg.npy" and from_array.source == ""
+
+
+def test_bad_inputs_get_error_results_and_cost_no_other_input(captioner, features, tmp_path):
+    nan, inf = features[1].copy(), features[2].astype(np.float16)
+    nan[2, 3] = np.nan
+    inf[0, 0] = np.inf
+    np.save(str(tmp_path / "nan.npy"), nan)
+    np.save(str(tmp_path / "wide.npy"), np.zeros((4, 9), dtype=np.float32))
+    np.savez(str(tmp_path / "archive.npz"), x=features[0])
+    open(str(tmp_path / "empty.npy"), "wb").close()
+    with open(str(tmp_path / "text.npy"), "w") as f:
+        f.write("not an array\n")
+    inputs = [CaptionInput(features=features[0]),
+              CaptionInput(features=nan),
+              CaptionInput(features=inf, line=40),
+              CaptionInput(path=str(tmp_path / "nan.npy")),
+              CaptionInput(features=np.ones((5, 8), dtype=np.float32)),
+              CaptionInput(path=str(tmp_path / "wide.npy")),
+              CaptionInput(path=str(tmp_path / "archive.npz")),
+              CaptionInput(path=str(tmp_path / "empty.npy")),
+              CaptionInput(path=str(tmp_path / "text.npy")),
+              CaptionInput(path=str(tmp_path / "missing.npy")),
+              CaptionInput(features=features[3], constraints=["a dog"]),
+              CaptionInput(features=features[3], avoid=["a cat"]),
+              CaptionInput(features=np.full(SHAPE, 1e39)),   # finite in float64, infinite as float32
+              CaptionInput(features=features[4])]
+    results = captioner.caption(inputs)
+    assert len(results) == len(inputs)
+    assert [r.line for r in results] == [1, 2, 40] + list(range(4, 15))
+    errors = [r.error for r in results]
+    assert errors[0] is None and errors[-1] is None
+    assert_same(results[:1], captioner.caption([inputs[0]]))
+    assert errors[1] == errors[2] == errors[3] == errors[12] == "features contain NaN or infinite values"
+    assert errors[4] == "features have shape (5, 8), the model expects (4, 8)"
+    assert errors[5] == "features have shape (4, 9), the model expects (4, 8)"
+    assert errors[6].startswith("not a feature file (an .npz archive")
+    assert errors[7].startswith("not a feature file") and errors[8].startswith("not a feature file")
+    assert errors[9] == "no such file"
+    assert errors[10] == "lexical constraints are not supported yet (constraints)"
+    assert errors[11] == "lexical constraints are not supported yet (avoid)"
+    for result in results[1:-1]:
+        assert result.tokens == [] and result.caption == "" and result.nbest == [] and result.score == 0.0
+        assert "\n" not in result.error
+    assert results[3].source == str(tmp_path / "nan.npy") and results[1].source == ""
+
+
+def test_test_time_augmentation_needs_the_views(features, tmp_path):
+    tta = Captioner(MODEL, beam_size=3, max_output_length=6, test_time_augmentations=["hflip"],
+                    source_root=str(tmp_path))
+    np.save(str(tmp_path / "a.jpg.npy"), features[0])
+    np.save(str(tmp_path / "b.jpg.npy"), features[1])
+    np.save(str(tmp_path / "b.jpg.hflip.npy"), features[1])
+    np.save(str(tmp_path / "c.jpg.npy"), features[2])
+    np.save(str(tmp_path / "c.jpg.hflip.npy"), features[3] * np.nan)
+    a, b, c, array = tta.caption([CaptionInput(path="a.jpg.npy"), CaptionInput(path="b.jpg.npy"),
+                                  CaptionInput(path="c.jpg.npy"), CaptionInput(features=features[1])])
+    assert "'hflip' features" in a.error and "no such file" in a.error and "--augmentations hflip" in a.error
+    assert b.error is None
+    plain = Captioner(MODEL, beam_size=3, max_output_length=6).caption([CaptionInput(features=features[1])])[0]
+    assert b.score == pytest.approx(plain.score, abs=1e-5)  # the view is a copy: the ensemble scores as one model
+    assert c.error.endswith("features contain NaN or infinite values") and "'hflip'" in c.error
+    assert "test-time augmentation (hflip) needs the image" in array.error
+
+
+def test_captioner_options_are_checked():
+    with pytest.raises(ImcapError, match="one params file name per model"):
+        Captioner([MODEL, MODEL], ["params.best"])
+    with pytest.raises(ImcapError, match="beam_size must be >= 1"):
+        Captioner(MODEL, beam_size=0)
+    with pytest.raises(ImcapError, match="unknown test-time augmentation vflip"):
+        Captioner(MODEL, test_time_augmentations=["vflip"])
+    with pytest.raises(ImcapError, match="at least one model dir"):
+        Captioner([])
+
+
+def test_caption_refuses_what_is_not_a_caption_input(captioner):
+    with pytest.raises(ImcapError, match="input 2 is a str, not a CaptionInput"):
+        captioner.caption([CaptionInput(features=np.zeros(SHAPE)), "a.npy"])  # type: ignore[list-item]
+    assert captioner.caption([]) == []
+
+
+@requires_shared
+def test_an_image_encoder_of_other_features_is_an_error_not_a_result(features):
+    """The model's features are (4, 8); EfficientNet-Lite0 (its default, the model recording none) makes (49, 1280):
+    that is not one input's fault, so caption raises (the CLI fails before reading a line)."""
+    captioner = Captioner(MODEL, beam_size=2, max_output_length=4)
+    assert captioner.caption([CaptionInput(features=features[0])])[0].error is None  # no CNN needed, none made
+    with pytest.raises(ImcapError, match=r"features are \[49, 1280\] but the model expects \(4, 8\)"):
+        captioner.caption([CaptionInput(image=np.zeros((10, 10, 3), dtype=np.uint8))])
