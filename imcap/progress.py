@@ -5,14 +5,28 @@ Both give the updates done, samples/s, the running training perplexity (of the u
 checkpoint) and the time left to the next checkpoint and to the end of the budget (``max_seconds`` or
 ``max_updates``), so that a slow run can be told from a hung one.
 """
+import contextlib
 import logging
 import math
+import sys
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 logger = logging.getLogger("imcap.training")
+
+
+@contextlib.contextmanager
+def console_logging_above_bar() -> Iterator[None]:
+    """Within it, log lines that go to the terminal are written above the progress bar (tqdm's
+    ``logging_redirect_tqdm``); when nothing logs to the terminal (``--quiet``), nothing is redirected (tqdm's helper
+    would otherwise add a console handler of its own)."""
+    console = any(isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stdout, sys.stderr)
+                  for h in logging.root.handlers)
+    with (logging_redirect_tqdm() if console else contextlib.nullcontext()):
+        yield
 
 
 def format_duration(seconds: float) -> str:

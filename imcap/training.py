@@ -28,7 +28,6 @@ import gluonnlp as nlp
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import constants as C
 from .beam_search import BeamSearch, best_captions
@@ -37,7 +36,7 @@ from .data import BucketBatcher, ImageBatcher, ParallelData
 from .loss import sequence_loss
 from .metrics import read_metrics, write_metrics
 from .model import CaptionModel, ModelConfig, load_params, save_params
-from .progress import TrainingProgress
+from .progress import TrainingProgress, console_logging_above_bar
 from .reward import CiderD
 from .self_critical import SelfCritical
 from .utils import (ImcapError, atomic_open, atomic_path, check_condition, seed_checkpoint_interval,
@@ -555,7 +554,7 @@ class Trainer:
         if self._should_stop():
             logger.info("nothing to do: the training in %s has already stopped", self.dir)
             return state
-        with logging_redirect_tqdm():   # log lines on the terminal go above the progress bar
+        with console_logging_above_bar():
             self._fit(TrainingProgress(config, self.progress_bar))
         logger.info("training stopped after %d updates (%d epochs, %.0f s); best checkpoint %d (%s %.4f)",
                     state.updates, state.epoch, state.elapsed, state.best_checkpoint, config.optimized_metric,
