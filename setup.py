@@ -25,5 +25,11 @@ setup(
         "pyyaml",
         "tqdm",
     ],
-    extras_require={"test": ["pytest", "ruff==0.17.5", "mypy==2.4.1"]},  # linters pinned: they gate CI
+    extras_require={
+        "test": ["pytest", "ruff==0.17.5", "mypy==2.4.1",  # linters pinned: they gate CI
+                 "httpx", "playwright"],                    # API and browser tests (the browser: Debian's chromium)
+        "serve": ["gradio==6.31.0",  # python -m imcap.serve; Gradio 3.x and 4.x break on today's dependencies
+                  "pillow<13",       # what gradio 6.31 accepts
+                  "fastapi", "uvicorn", "python-multipart"],  # imported by imcap.http_api and imcap.serve
+    },
 )

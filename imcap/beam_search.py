@@ -7,6 +7,10 @@ Several images are searched at once: states have ``batch * beam`` rows, row ``i 
 
 Scores are sums of log-probabilities (natural log); hypotheses are ranked by ``score / lp(length)`` with the
 GNMT length penalty ``lp(n) = ((beta + n) / (beta + 1)) ** alpha`` (Wu et al. 2016), ``n`` counting ``</s>``.
+
+Lexical constraints (:mod:`imcap.constraints`): phrases each image's caption must contain, found by dynamic beam
+allocation (Post & Vilar 2018, vectorized as Hu et al. 2019), and phrases it must not contain (its own and a global
+avoid list). A batch without any takes the plain path, unchanged.
 """
 from typing import Any, List, NamedTuple, Optional, Sequence, Union
 
@@ -14,9 +18,8 @@ import mxnet as mx
 import numpy as np
 
 from . import constants as C
+from .constraints import NEG_INF, AvoidTrie, Phrase, SearchConstraints
 from .vocab import ids_to_tokens, never_generated
-
-NEG_INF = -1e30
 
 
 def length_penalty(lengths: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
@@ -38,7 +41,8 @@ def mask_finished(log_probs: np.ndarray, finished: np.ndarray, pad_id: int) -> n
     return log_probs
 
 
-def block_repeated_ngrams(log_probs: np.ndarray, history: np.ndarray, n: int) -> np.ndarray:
+def block_repeated_ngrams(log_probs: np.ndarray, history: np.ndarray, n: int,
+                          keep: Optional[Sequence[np.ndarray]] = None) -> np.ndarray:
     """Forbid, in each row, every word that would repeat an n-gram the row's history already holds (the
     ``--no-repeat-ngram-size`` of fairseq, ``-block_ngram_repeat`` of OpenNMT): the words that followed an earlier
     occurrence of the row's last ``n - 1`` words. Vectorized over rows and positions.
@@ -46,6 +50,8 @@ def block_repeated_ngrams(log_probs: np.ndarray, history: np.ndarray, n: int) ->
     :param log_probs: ``(rows, vocab)`` scores of the next word; changed in place and returned.
     :param history: ``(rows, t)`` word ids generated so far (the start symbol excluded).
     :param n: n-gram size, at least 2; 0 means off (1 would forbid every word used before, and is refused).
+    :param keep: ``(rows, words)``, two flat int arrays of pairs never blocked (the words that advance a required
+        phrase: lexical constraints win over the rule).
     :raises ValueError: for ``n == 1``.
     """
     if n == 1:
@@ -53,11 +59,14 @@ def block_repeated_ngrams(log_probs: np.ndarray, history: np.ndarray, n: int) ->
     t = history.shape[1]
     if n <= 0 or t < n:
         return log_probs
+    kept = log_probs[keep[0], keep[1]] if keep is not None else None
     windows = np.lib.stride_tricks.sliding_window_view(history, n, axis=1)      # (rows, t - n + 1, n)
     prefix = history[:, t - n + 1:]                                              # (rows, n - 1)
     matches = (windows[:, :, :n - 1] == prefix[:, None, :]).all(axis=2)          # (rows, t - n + 1)
     rows, positions = np.nonzero(matches)
     log_probs[rows, windows[rows, positions, n - 1]] = NEG_INF
+    if keep is not None:
+        log_probs[keep[0], keep[1]] = kept
     return log_probs
 
 
@@ -83,12 +92,14 @@ def best_captions(search: "BeamSearch", vocab, features: Union[np.ndarray, Seque
 
 
 class Hypothesis(NamedTuple):
-    """A finished caption: word ids (without ``</s>``), its log-probability, its normalized score and the
-    attention ``(length, regions)`` of each generated word (``</s>`` included)."""
+    """A finished caption: word ids (without ``</s>``), its log-probability, its normalized score, the
+    attention ``(length, regions)`` of each generated word (``</s>`` included) and, when its image had required
+    phrases, whether the search met them all (None otherwise)."""
     ids: List[int]
     log_prob: float
     score: float
     attention: Optional[np.ndarray]
+    constraints_met: Optional[bool] = None
 
 
 class BeamSearch:
@@ -105,14 +116,18 @@ class BeamSearch:
     :param keep_attention: also return per-word attention over the regions.
     :param allow_unk: let hypotheses contain ``<unk>`` (``<s>`` and ``<pad>`` are never generated).
     :param no_repeat_ngram_size: no hypothesis repeats an n-gram of this size (0: off; see
-        :func:`block_repeated_ngrams`). ``</s>`` is never blocked by it (it occurs once).
-    :raises ValueError: for ``no_repeat_ngram_size`` 1 or negative.
+        :func:`block_repeated_ngrams`). ``</s>`` is never blocked by it (it occurs once), nor is a word that
+        advances a required phrase (so a phrase required twice, or one that repeats an n-gram itself, is still
+        written).
+    :param avoid_list: phrases (word id lists) no caption contains, whatever the image (the global avoid list).
+    :raises ValueError: for ``no_repeat_ngram_size`` 1 or negative, or an avoid list phrase that is not a list of
+        word ids the search can write.
     """
 
     def __init__(self, models: Sequence, vocab, beam_size: int = 5, max_output_length: int = 30,
                  length_penalty_alpha: float = 1.0, length_penalty_beta: float = 0.0, nbest_size: int = 1,
                  keep_attention: bool = False, allow_unk: bool = False, ctx: Optional[mx.Context] = None,
-                 no_repeat_ngram_size: int = 0) -> None:
+                 no_repeat_ngram_size: int = 0, avoid_list: Sequence[Phrase] = ()) -> None:
         if no_repeat_ngram_size == 1 or no_repeat_ngram_size < 0:
             raise ValueError("no_repeat_ngram_size must be 0 (off) or at least 2, not %d" % no_repeat_ngram_size)
         self.no_repeat_ngram_size = no_repeat_ngram_size
@@ -127,18 +142,59 @@ class BeamSearch:
         self.bos, self.eos, self.pad = vocab[C.BOS_SYMBOL], vocab[C.EOS_SYMBOL], vocab[C.PAD_SYMBOL]
         self.vocab_size = len(vocab)
         self.blocked = never_generated(vocab, allow_unk)
+        self.avoid_list = frozenset(tuple(self._check_phrase(p, "avoid list")) for p in avoid_list)
+        self._avoid_trie = AvoidTrie([sorted(self.avoid_list)]) if self.avoid_list else None
 
-    def search(self, features: Union[np.ndarray, Sequence[np.ndarray]]) -> List[List[Hypothesis]]:
+    def _check_phrase(self, phrase: Phrase, what: str) -> List[int]:
+        """``phrase`` as a list of ints, checked to be non-empty word ids the search may write.
+
+        :raises ValueError: otherwise.
+        """
+        ids = [int(w) for w in phrase]
+        bad = [w for w in ids if w < 0 or w >= self.vocab_size or w in self.blocked or w == self.eos]
+        if not ids or bad:
+            raise ValueError("%s phrase %r: needs word ids of words a caption may contain" % (what, list(phrase)))
+        return ids
+
+    def _constraints(self, batch: int, constraints: Optional[Sequence[Sequence[Phrase]]],
+                     avoid: Optional[Sequence[Sequence[Phrase]]]) -> Optional[SearchConstraints]:
+        """The constraints of a batch search, or None when there are none (the plain search).
+
+        :raises ValueError: for lists of another length than the batch, or phrases that are not word ids.
+        """
+        if not any(constraints or ()) and not any(avoid or ()) and self._avoid_trie is None:
+            return None
+        lists = []
+        for name, given in (("constraints", constraints), ("avoid", avoid)):
+            given = list(given) if given is not None else [[] for _ in range(batch)]
+            if len(given) != batch:
+                raise ValueError("%s: %d lists of phrases for %d images" % (name, len(given), batch))
+            lists.append([[self._check_phrase(p, name) for p in (phrases or [])] for phrases in given])
+        return SearchConstraints(lists[0], lists[1], self.beam_size, self._avoid_trie, self.avoid_list)
+
+    def search(self, features: Union[np.ndarray, Sequence[np.ndarray]],
+               constraints: Optional[Sequence[Sequence[Phrase]]] = None,
+               avoid: Optional[Sequence[Sequence[Phrase]]] = None) -> List[List[Hypothesis]]:
         """Caption a batch of images.
 
         :param features: ``(batch, regions, feature_dim)`` float, or a list of such arrays, one per view of the
             same images (e.g. the original and the mirrored image): each model runs on each view and the
             log-probabilities of all these members are averaged.
+        :param constraints: per image, the phrases (word id lists) its caption must contain, each as consecutive
+            words (an empty list: none). A hypothesis may only end once it has met them all; if none has when
+            ``max_output_length`` ends the search, the best hypotheses found are returned (``constraints_met``
+            False), else only those that met them all (so an image's n-best may be shorter than ``nbest_size``).
+        :param avoid: per image, phrases its caption must not contain, besides the avoid list. A phrase that
+            occurs inside one of the image's required phrases is not avoided for that image.
         :return: per image, its ``nbest_size`` best hypotheses, best first.
+        :raises ValueError: if ``constraints`` or ``avoid`` is not one list per image of lists of word ids that a
+            caption may contain.
         """
         views = [features] if isinstance(features, np.ndarray) else list(features)
         batch, k, vocab = views[0].shape[0], self.beam_size, self.vocab_size
         rows = batch * k
+        guide = self._constraints(batch, constraints, avoid)                  # None: the plain search
+        dba = guide if guide is not None and guide.has_required else None      # dynamic beam allocation
         members, states = [], []
         for view in views:
             x = mx.nd.array(view, ctx=self.ctx, dtype="float32")
@@ -169,8 +225,12 @@ class BeamSearch:
                 attention = attention / len(self.models)
             log_probs[:, self.blocked] = NEG_INF
             if self.no_repeat_ngram_size:
-                block_repeated_ngrams(log_probs, history, self.no_repeat_ngram_size)
-            if t + 1 == self.max_output_length:  # the last step must end every open hypothesis
+                block_repeated_ngrams(log_probs, history, self.no_repeat_ngram_size,
+                                      dba.constraint_words() if dba is not None else None)
+            last = t + 1 == self.max_output_length
+            if guide is not None:  # avoided phrases; </s> before every required phrase is met (but at the end)
+                guide.block(log_probs, None if last else self.eos)
+            if last:  # the last step must end every open hypothesis
                 forced = np.full_like(log_probs, NEG_INF)
                 forced[:, self.eos] = log_probs[:, self.eos]
                 log_probs = forced
@@ -178,13 +238,25 @@ class BeamSearch:
             new_lengths = lengths + (~finished)
             candidates = (scores.reshape(rows, 1) + log_probs)
             normalized = candidates / length_penalty(new_lengths, self.alpha, self.beta)[:, None]
-            _, best = top_k(normalized.reshape(batch, k * vocab), k)          # (batch, k)
+            if dba is not None:
+                best, active = dba.candidates(normalized, candidates, k)        # (batch, k) each
+            else:
+                _, best = top_k(normalized.reshape(batch, k * vocab), k)      # (batch, k)
             origin = (best // vocab + offsets).reshape(rows)                   # row each new hypothesis extends
             words = (best % vocab).reshape(rows)
             scores = candidates.reshape(batch, k * vocab)[np.arange(batch)[:, None], best]
             lengths = new_lengths[origin]
             finished = finished[origin] | (words == self.eos)
             history = np.concatenate([history[origin], words[:, None]], axis=1)
+            if guide is not None:
+                guide.update(origin, words)
+            if dba is not None:  # inactive rows, and open rows of images whose search is over, stop
+                scores = np.where(active, scores, NEG_INF)
+                stop = ~active.reshape(rows) | dba.finished_images(
+                    scores.reshape(rows), scores.reshape(rows) / length_penalty(lengths, self.alpha, self.beta),
+                    finished, self.nbest_size)
+                scores = np.where(stop.reshape(batch, k), NEG_INF, scores)
+                finished = finished | stop
             if self.keep_attention:
                 attention_history = [a[origin] for a in attention_history] + [attention.asnumpy()[origin]]
             if finished.all():
@@ -193,14 +265,22 @@ class BeamSearch:
             states = [(static, [mx.nd.take(d, origin_nd) for d in dynamic]) for static, dynamic in states]
             prev = mx.nd.array(words, ctx=self.ctx, dtype="int32")
         final = scores.reshape(rows) / length_penalty(lengths, self.alpha, self.beta)
+        met = dba.all_met() if dba is not None else None
+        constrained = dba.constrained_images() if dba is not None else np.zeros(batch, dtype=bool)
         results = []
         for i in range(batch):
             row_ids = range(i * k, (i + 1) * k)
-            ranked = sorted(row_ids, key=lambda r: -final[r])[:self.nbest_size]
+            if met is None:
+                ranked = sorted(row_ids, key=lambda r: -final[r])[:self.nbest_size]
+            else:  # those that met every constraint if any did, else the best found; inactive ones (NEG_INF) last
+                ranked = sorted(row_ids, key=lambda r: (not met[r], -final[r]))
+                ranked = [r for r in ranked if scores.reshape(rows)[r] > NEG_INF / 2] or ranked
+                ranked = [r for r in ranked if met[r] == met[ranked[0]]][:self.nbest_size]
             hyps = []
             for r in ranked:
                 ids = [int(w) for w in history[r][:lengths[r]] if w != self.eos and w != self.pad]
                 att = np.stack([a[r] for a in attention_history])[:lengths[r]] if self.keep_attention else None
-                hyps.append(Hypothesis(ids, float(scores.reshape(rows)[r]), float(final[r]), att))
+                hyps.append(Hypothesis(ids, float(scores.reshape(rows)[r]), float(final[r]), att,
+                                       bool(met[r]) if met is not None and constrained[i] else None))
             results.append(hyps)
         return results

@@ -2,11 +2,14 @@
 
 Reads one input per line on STDIN (or ``--input``): a cached feature file (``.npy`` from
 :mod:`imcap.extract_features`) or, with ``--extract-image-features``, an image file that goes through the same
-CNN the model's features came from. With ``--json-input`` each line is ``{"image": PATH}`` (the keys
-``constraints`` and ``avoid`` are read, but lexical constraints are not supported yet: such a line fails). Writes one
-output line per input line, in input order: a line that cannot be read (missing file, broken image, bad UTF-8, empty
-line, features with NaN) gives an empty caption and a one-line warning on STDERR naming the line; a summary ends the
-run.
+CNN the model's features came from. With ``--json-input`` each line is ``{"image": PATH, "constraints": [PHRASE, ...],
+"avoid": [PHRASE, ...]}`` (Sockeye's key ``"text"`` for the path is read too): lexical constraints, phrases the caption
+must contain or must not contain (:mod:`imcap.constraints`); ``--avoid-list FILE`` avoids its phrases (one a line) in
+every caption, and :mod:`imcap.lexical_constraints` writes such JSON lines from tab-separated ones. Writes one output
+line per input line, in input order: a line that cannot be read (missing file, broken image, bad UTF-8, empty line,
+features with NaN) gives an empty caption and a one-line warning on STDERR naming the line; a phrase that cannot be
+used as given (no words, a word outside the vocabulary, too many constraint words for ``--max-output-length``, not a
+string, both required and avoided) gives the line's best caption and such a warning; a summary ends the run.
 
 This module is a loop over :class:`imcap.inference.Captioner`, which does the work: batched beam search
 (:mod:`imcap.beam_search`), ensembles of several ``--models``, ``--test-time-augmentations hflip`` adding each model
@@ -23,7 +26,7 @@ from tqdm import tqdm
 
 from . import arguments
 from . import constants as C
-from .inference import CaptionInput, CaptionResult, Captioner, check_supported
+from .inference import CaptionInput, CaptionResult, Captioner
 from .output_handler import get_output_handler
 from .utils import ImcapError, check_condition
 
@@ -46,8 +49,10 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--source-root", default=None, help="Root of relative input paths. Default: the current "
                                                            "directory.")
     group.add_argument("--json-input", action="store_true",
-                       help='Each input line is a JSON object {"image": PATH}; the keys "constraints" and "avoid" '
-                            "are reserved for lexical constraints, not supported yet.")
+                       help='Each input line is a JSON object {"image": PATH, "constraints": ["a red car", ...], '
+                            '"avoid": ["blurry", ...]} (Sockeye\'s "text" for "image" is read too): the caption '
+                            "contains every constraint phrase and no avoided one (lexical constraints; "
+                            "python -m imcap.lexical_constraints writes such lines).")
     group.add_argument("--extract-image-features", action="store_true",
                        help="Inputs are image files: run the model's CNN on them (settings from the model's "
                             "config.yaml unless --image-encoder* options are given).")
@@ -75,7 +80,12 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
                              "hypothesis (fairseq's option; 3 stops 'a white shirt and a white shirt'). 0: off; 1 is "
                              "refused.")
     search.add_argument("--nbest-size", type=arguments.int_greater_or_equal(1), default=1,
-                        help="Hypotheses per image in the json output (at most --beam-size).")
+                        help="Hypotheses per image in the json output (at most --beam-size; with constraints, only "
+                             "those that meet them).")
+    search.add_argument("--avoid-list", type=arguments.regular_file, default=None,
+                        help="A UTF-8 file of phrases, one a line, that no caption contains (besides each JSON "
+                             "input's own \"avoid\"); a phrase inside a line's constraint is not avoided for it. "
+                             "Default: none.")
     arguments.add_image_encoder_args(parser, from_model=True)
     arguments.add_device_args(parser)
     arguments.add_logging_args(parser)
@@ -93,10 +103,11 @@ def read_input_lines(stream: IO[bytes]) -> Iterator[InputLine]:
 
 
 def parse_input(text: str, json_input: bool, line: Optional[int] = None) -> CaptionInput:
-    """The input a line names: a path, or with ``json_input`` ``{"image": PATH}`` with optional ``constraints`` and
-    ``avoid`` lists of phrases (other keys are ignored).
+    """The input a line names: a path, or with ``json_input`` ``{"image": PATH}`` (or Sockeye's ``{"text": PATH}``)
+    with optional ``constraints`` and ``avoid`` lists of phrases (other keys are ignored; bad phrases are the
+    Captioner's to warn about, see :meth:`imcap.inference.Captioner.caption`).
 
-    :raises ImcapError: on empty lines, bad JSON, or ``constraints``/``avoid`` that are not lists of phrases.
+    :raises ImcapError: on empty lines, bad JSON, or a JSON line without a path.
     """
     constraints: Any = []
     avoid: Any = []
@@ -105,22 +116,21 @@ def parse_input(text: str, json_input: bool, line: Optional[int] = None) -> Capt
             obj = json.loads(text)
         except ValueError as e:
             raise ImcapError("not a JSON object (%s)" % e)
-        check_condition(isinstance(obj, dict) and isinstance(obj.get("image"), str),
-                        'a JSON input line needs {"image": PATH}')
-        text, constraints, avoid = obj["image"], obj.get("constraints", []), obj.get("avoid", [])
+        path_key = "image" if isinstance(obj, dict) and "image" in obj else "text"
+        check_condition(isinstance(obj, dict) and isinstance(obj.get(path_key), str),
+                        'a JSON input line needs {"image": PATH} (or {"text": PATH})')
+        text, constraints, avoid = obj[path_key], obj.get("constraints", []), obj.get("avoid", [])
     path = text.strip()
     check_condition(bool(path), "empty line")
     return CaptionInput(path=path, constraints=constraints, avoid=avoid, line=line)
 
 
 def parse_line(text: str, json_input: bool) -> str:
-    """The path an input line names (:func:`parse_input` without lexical constraints).
+    """The path an input line names (:func:`parse_input` without its phrases).
 
-    :raises ImcapError: as :func:`parse_input`, and on ``constraints`` or ``avoid`` phrases (not supported yet).
+    :raises ImcapError: as :func:`parse_input`.
     """
-    item = parse_input(text, json_input)
-    check_supported(item)
-    return cast(str, item.path)  # parse_input always gives a path
+    return cast(str, parse_input(text, json_input).path)  # parse_input always gives a path
 
 
 def caption_lines(captioner: Captioner, lines: List[InputLine], json_input: bool) -> List[CaptionResult]:
@@ -186,6 +196,8 @@ def run_captioner(args: argparse.Namespace) -> Tuple[int, int]:
                     tqdm.write("Warning: line %d: %s%s" % (result.line, result.error,
                                                            " (%s)" % result.source if result.source else ""),
                                file=sys.stderr)
+                for warning in result.warnings:  # phrases that could not be used; the line has its caption
+                    tqdm.write("Warning: line %d: %s" % (result.line, warning), file=sys.stderr)
                 handler.handle(result)
                 total += 1
             sink.flush()

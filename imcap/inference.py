@@ -7,6 +7,14 @@ A :class:`Captioner` loads the model dirs once (several: an ensemble), builds th
 captions inputs ``batch_size`` at a time, one :class:`CaptionResult` per input, in order: an input that cannot be
 read gets a result with ``error`` set and no tokens, never an exception.
 
+Lexical constraints: an input's ``constraints`` are phrases its caption must contain, its ``avoid`` phrases it must
+not contain, besides the Captioner's ``avoid_list`` (every caption); phrases are tokenized as captions are
+(:func:`imcap.tokenizer.tokenize`) and searched for by :mod:`imcap.constraints` (dynamic beam allocation, Post &
+Vilar 2018; vectorized as Hu et al. 2019). A phrase that cannot be used (no words, a word outside the vocabulary,
+more constraint words than ``max_output_length`` leaves room for, not a string, avoided and required at once) costs
+the input nothing but that phrase: its result still has the best caption found, a warning in ``warnings`` and
+``constraints_met`` False where the phrase is not met (:meth:`Captioner.caption`).
+
 The captioner CLI (:mod:`imcap.captioner`) is a loop over this module; it reads no command line itself
 (:meth:`Captioner.from_args` takes the CLI's parsed options) and never imports training code.
 
@@ -15,23 +23,29 @@ The captioner CLI (:mod:`imcap.captioner`) is a loop over this module; it reads 
     with open("photo.jpg", "rb") as f:
         print(captioner.caption([CaptionInput(data=f.read())])[0].caption)
 """
+import collections
+import copy
+import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
 
 import mxnet as mx
 import numpy as np
 
 from . import constants as C
 from .beam_search import BeamSearch, Hypothesis
+from .constraints import conflicting, count_occurrences
 from .devices import get_context
 from .features import check_features_match, resolve, view_path
 from .image_encoder import ImageEncoder, augment, check_image, decode_image, load_image, resize_image
 from .model import CaptionModel, load_model
-from .utils import ImcapError, check_condition
+from .tokenizer import tokenize
+from .utils import ImcapError, check_condition, read_lines
 from .vocab import ids_to_tokens
 
-CONSTRAINTS_NOT_SUPPORTED = "lexical constraints are not supported yet"
+logger = logging.getLogger(__name__)
+
 _SOURCES = ("path", "data", "image", "features")
 
 
@@ -45,14 +59,15 @@ class CaptionInput:
     :param data: the encoded bytes of an image file (JPEG, PNG, ... what PIL reads), e.g. an upload.
     :param image: a decoded image: ``(height, width, 3)`` uint8 RGB, any size (resized to the CNN's input).
     :param features: cached features: ``(regions, dim)`` float, the shape the model was trained on.
-    :param constraints: phrases the caption must contain (lexical constraints, not implemented yet: a non-empty list
-        gives this input an error result).
-    :param avoid: phrases the caption must not contain (idem).
+    :param constraints: phrases the caption must contain, each as consecutive words (a phrase given twice must occur
+        twice). Never an error: a value that is not a list of phrases, or a phrase that cannot be used, gets a
+        warning on the result (see :meth:`Captioner.caption`).
+    :param avoid: phrases the caption must not contain (likewise).
     :param source: what names the input in messages and results (JSON output's ``image``); default: ``path``.
     :param line: the input's number in messages and results; default: its 1-based position in the inputs of
         :meth:`Captioner.caption`.
     :raises ImcapError: unless exactly one of ``path``, ``data``, ``image``, ``features`` is given with its type and
-        number of dimensions, and ``constraints``/``avoid`` are lists of non-empty strings.
+        number of dimensions.
     """
     path: Optional[str] = None
     data: Optional[bytes] = None
@@ -83,12 +98,12 @@ class CaptionInput:
                             "features must be a (regions, dim) float array, got %s"
                             % ("%s %s" % (features.shape, features.dtype) if isinstance(features, np.ndarray)
                                else type(features).__name__))
-        for key in ("constraints", "avoid"):
+        for key in ("constraints", "avoid"):  # a bad value is kept: the Captioner warns about it, never fails
             phrases = getattr(self, key)
-            check_condition(isinstance(phrases, (list, tuple))
-                            and all(isinstance(p, str) and p.strip() for p in phrases),
-                            "%s must be a list of non-empty phrases (strings), got %r" % (key, phrases))
-            setattr(self, key, list(phrases))
+            if phrases is None:
+                setattr(self, key, [])
+            elif isinstance(phrases, tuple):
+                setattr(self, key, list(phrases))
         check_condition(self.source is None or isinstance(self.source, str),
                         "source must be a string, got %s" % type(self.source).__name__)
         if self.source is None and self.path is not None:
@@ -97,13 +112,59 @@ class CaptionInput:
                         "line must be an integer, got %r" % (self.line,))
 
 
-def check_supported(item: CaptionInput) -> None:
-    """Check that ``item`` asks for nothing not implemented yet (lexical constraints).
+@dataclass
+class PhraseResult:
+    """Whether a caption meets one phrase of its input's ``constraints`` or ``avoid`` (or of the avoid list, when the
+    phrase conflicts with a constraint of the input).
 
-    :raises ImcapError: if it has ``constraints`` or ``avoid`` phrases.
+    :param phrase: the phrase as given (a value that is not a string: its ``repr``).
+    :param tokens: its words, tokenized as captions are: what the caption's tokens are matched against.
+    :param met: for a required phrase, the caption contains its words consecutively (as often as the phrase is
+        given); for an avoided one, it does not. False for a value that is not a string.
     """
-    asked = [key for key in ("constraints", "avoid") if getattr(item, key)]
-    check_condition(not asked, "%s (%s)" % (CONSTRAINTS_NOT_SUPPORTED, ", ".join(asked)))
+    phrase: str
+    tokens: List[str]
+    met: bool
+
+
+@dataclass
+class _Phrases:
+    """An input's phrases ready for the search (word id lists), what its result reports on them and its warnings."""
+    required: List[List[int]] = field(default_factory=list)
+    avoid: List[List[int]] = field(default_factory=list)
+    checks: List[List[Any]] = field(default_factory=list)  # [key, phrase, tokens, checkable, enforced] per phrase
+    warnings: List[str] = field(default_factory=list)
+
+    def results(self, tokens: List[str]) -> Tuple[List[PhraseResult], List[PhraseResult], Optional[bool], List[str]]:
+        """``(constraints, avoid, constraints_met, warnings)`` of a caption of ``tokens`` (``constraints_met`` is None
+        when the input has no phrases); the warnings add, to those of the phrases, one per enforced constraint the
+        caption does not meet (no hypothesis met them all within ``max_output_length``)."""
+        required: List[PhraseResult] = []
+        avoided: List[PhraseResult] = []
+        warnings = list(self.warnings)
+        seen: Dict[Tuple[str, ...], int] = collections.Counter()
+        for key, phrase, words, checkable, enforced in self.checks:
+            if key == "constraints":
+                seen[tuple(words)] += 1
+                met = checkable and bool(words) and count_occurrences(tokens, words) >= seen[tuple(words)]
+                required.append(PhraseResult(phrase, words, met))
+                if enforced and not met:
+                    warnings.append("constraint %s is not in the best caption found: no caption met every "
+                                    "constraint within max_output_length" % _short(phrase))
+            else:
+                avoided.append(PhraseResult(phrase, words, checkable and bool(words)
+                                            and not count_occurrences(tokens, words)))
+        every = [p.met for p in required + avoided]
+        return required, avoided, (all(every) if every else None), warnings
+
+
+class _Pending(NamedTuple):
+    """An input loaded for the next batch: its position among the inputs, one array per view, whether these are
+    pixels (for the CNN) rather than features, and its phrases."""
+    position: int
+    arrays: List[np.ndarray]
+    pixels: bool
+    phrases: _Phrases
 
 
 @dataclass(eq=False)
@@ -117,6 +178,13 @@ class CaptionResult:
     :param nbest: ``(tokens, score)`` of the n best hypotheses, best first (empty unless ``nbest_size > 1``).
     :param error: why the input could not be captioned, or None.
     :param source: what names the input (its path as given), or ``""``.
+    :param constraints_met: whether the caption meets every phrase of ``constraints`` and ``avoid`` below (each
+        ``met``); None when the input has none (and on error).
+    :param constraints: one :class:`PhraseResult` per phrase of the input's ``constraints``, in order.
+    :param avoid: one per phrase of the input's ``avoid``, in order, then the avoid list's phrases that the input's
+        constraints overrode (they occur inside a required phrase).
+    :param warnings: one-line messages about phrases that could not be used as given (the caption is still the best
+        found), in input order; the captioner CLI writes each as ``Warning: line N: ...``.
     """
     line: int
     tokens: List[str]
@@ -125,11 +193,28 @@ class CaptionResult:
     nbest: List[Tuple[List[str], float]] = field(default_factory=list)
     error: Optional[str] = None
     source: str = ""
+    constraints_met: Optional[bool] = None
+    constraints: List[PhraseResult] = field(default_factory=list)
+    avoid: List[PhraseResult] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
 
     @property
     def caption(self) -> str:
         """The tokens joined by spaces (``""`` on error)."""
         return " ".join(self.tokens)
+
+
+# The keywords of Captioner that configure its beam search (and may differ per request, see with_search_options).
+SEARCH_SETTINGS = ("beam_size", "max_output_length", "length_penalty_alpha", "length_penalty_beta", "nbest_size",
+                   "keep_attention", "allow_unk", "no_repeat_ngram_size")
+
+
+def _check_search_settings(settings: Dict[str, Any]) -> None:
+    """:raises ImcapError: if a search setting is out of its range."""
+    for name in ("beam_size", "max_output_length", "nbest_size"):
+        check_condition(settings[name] >= 1, "%s must be >= 1, got %s" % (name, settings[name]))
+    check_condition(settings["no_repeat_ngram_size"] == 0 or settings["no_repeat_ngram_size"] >= 2,
+                    "no_repeat_ngram_size must be 0 (off) or >= 2, got %s" % settings["no_repeat_ngram_size"])
 
 
 class Captioner:
@@ -162,6 +247,10 @@ class Captioner:
     :param image_encoder_no_fusion: do not fuse the CNN's graph with MKLDNN.
     :param source_root: root of relative ``path`` s; default: the current directory.
     :param context: the device; default :func:`imcap.devices.get_context` (the first GPU, else the CPU).
+    :param avoid_list: phrases no caption contains (the CLI's ``--avoid-list`` file, one phrase per line), besides
+        each input's own ``avoid``; blank ones are skipped, one without words is skipped with a logged warning, one
+        with a word outside the vocabulary cannot occur anyway. An input's constraint overrides a phrase of the list
+        that occurs inside it (with a warning on the result).
     :raises ImcapError: if a model dir cannot be loaded, the models disagree on vocabulary or feature shape, or an
         option is out of range.
     """
@@ -174,18 +263,20 @@ class Captioner:
                  extract_image_features: bool = False, image_encoder: Union[str, ImageEncoder, None] = None,
                  image_encoder_model_path: Optional[str] = None, image_encoder_layer: Optional[str] = None,
                  source_image_size: Optional[Sequence[int]] = None, image_encoder_no_fusion: bool = False,
-                 source_root: Optional[str] = None, context: Optional[mx.Context] = None) -> None:
+                 source_root: Optional[str] = None, context: Optional[mx.Context] = None,
+                 avoid_list: Sequence[str] = ()) -> None:
         model_dirs = [models] if isinstance(models, str) else list(models)
         check_condition(bool(model_dirs), "a Captioner needs at least one model dir")
         names = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints or [])
         names = names or [C.PARAMS_BEST_NAME] * len(model_dirs)
         check_condition(len(names) == len(model_dirs), "checkpoints needs one params file name per model (%d models, "
                                                        "%d names)" % (len(model_dirs), len(names)))
-        for name, value in (("beam_size", beam_size), ("batch_size", batch_size),
-                            ("max_output_length", max_output_length), ("nbest_size", nbest_size)):
-            check_condition(value >= 1, "%s must be >= 1, got %s" % (name, value))
-        check_condition(no_repeat_ngram_size == 0 or no_repeat_ngram_size >= 2,
-                        "no_repeat_ngram_size must be 0 (off) or >= 2, got %s" % no_repeat_ngram_size)
+        check_condition(batch_size >= 1, "batch_size must be >= 1, got %s" % batch_size)
+        search_settings = dict(beam_size=beam_size, max_output_length=max_output_length,
+                               length_penalty_alpha=length_penalty_alpha, length_penalty_beta=length_penalty_beta,
+                               nbest_size=nbest_size, keep_attention=keep_attention, allow_unk=allow_unk,
+                               no_repeat_ngram_size=no_repeat_ngram_size)
+        _check_search_settings(search_settings)
         views = [test_time_augmentations] if isinstance(test_time_augmentations, str) else list(test_time_augmentations)
         unknown = [v for v in views if v not in C.AUGMENTATION_CHOICES]
         check_condition(not unknown, "unknown test-time augmentation %s (choices: %s)"
@@ -205,10 +296,9 @@ class Captioner:
         self.test_time_augmentations = views
         self.extract_image_features = extract_image_features
         self.source_root = source_root
-        self.search = BeamSearch(self.models, self.vocab, beam_size=beam_size, max_output_length=max_output_length,
-                                 length_penalty_alpha=length_penalty_alpha, length_penalty_beta=length_penalty_beta,
-                                 nbest_size=nbest_size, keep_attention=keep_attention, allow_unk=allow_unk,
-                                 ctx=self.context, no_repeat_ngram_size=no_repeat_ngram_size)
+        self.avoid_list = self._read_avoid_list(avoid_list)
+        self._search_settings = search_settings
+        self.search = self._build_search(search_settings)
         self._encoder: Optional[ImageEncoder] = None
         self._encoder_checked = False
         if isinstance(image_encoder, ImageEncoder):
@@ -218,13 +308,45 @@ class Captioner:
                                                       layer=image_encoder_layer, input_size=source_image_size,
                                                       fuse=not image_encoder_no_fusion)
 
+    def _build_search(self, settings: Dict[str, Any]) -> BeamSearch:
+        """The beam search of ``settings`` (the keywords of :data:`SEARCH_SETTINGS`) over the loaded models, with
+        the Captioner's avoid list."""
+        return BeamSearch(self.models, self.vocab, ctx=self.context,
+                          avoid_list=[ids for _, _, ids in self.avoid_list if ids], **settings)
+
+    def with_search_options(self, batch_size: Optional[int] = None, **settings: Any) -> "Captioner":
+        """A Captioner that shares this one's models, vocabulary, avoid list and CNN (if created: with
+        ``extract_image_features`` it is created here; a server captioning bytes calls :meth:`get_image_encoder`
+        first, else each derived Captioner makes its own), and searches with ``settings`` (any of :data:`SEARCH_SETTINGS`, e.g. ``beam_size=3, nbest_size=3``)
+        over those of this one, ``batch_size`` images at a time (default: this one's). A server keeps one per set
+        of request options.
+
+        :raises ImcapError: on an unknown setting or one out of range.
+        """
+        unknown = sorted(set(settings) - set(SEARCH_SETTINGS))
+        check_condition(not unknown, "unknown search settings %s (known: %s)" % (", ".join(unknown),
+                                                                                 ", ".join(SEARCH_SETTINGS)))
+        merged = dict(self._search_settings, **settings)
+        _check_search_settings(merged)
+        check_condition(batch_size is None or batch_size >= 1, "batch_size must be >= 1, got %s" % batch_size)
+        if self.extract_image_features:
+            self.get_image_encoder()
+        derived = copy.copy(self)
+        derived._search_settings = merged
+        derived.nbest_size = merged["nbest_size"]
+        derived.batch_size = batch_size if batch_size is not None else self.batch_size
+        derived.search = derived._build_search(merged)
+        return derived
+
     @classmethod
     def from_args(cls, args: Any) -> "Captioner":
         """The Captioner of the captioner CLI's parsed options (:func:`imcap.captioner.add_captioner_args`): the
-        same keywords, ``keep_attention`` for ``--output-type json``, the device of ``--device-ids``/``--use-cpu``.
+        same keywords, ``keep_attention`` for ``--output-type json``, the device of ``--device-ids``/``--use-cpu``,
+        the lines of the ``--avoid-list`` file.
 
-        :raises ImcapError: as the constructor.
+        :raises ImcapError: as the constructor, and if the avoid list cannot be read.
         """
+        avoid_file = getattr(args, "avoid_list", None)
         return cls(args.models, args.checkpoints, beam_size=args.beam_size, batch_size=args.batch_size,
                    max_output_length=args.max_output_length, length_penalty_alpha=args.length_penalty_alpha,
                    length_penalty_beta=args.length_penalty_beta, nbest_size=args.nbest_size,
@@ -235,7 +357,32 @@ class Captioner:
                    image_encoder_model_path=args.image_encoder_model_path,
                    image_encoder_layer=args.image_encoder_layer, source_image_size=args.source_image_size,
                    image_encoder_no_fusion=args.image_encoder_no_fusion, source_root=args.source_root,
-                   context=get_context(args.device_ids, args.use_cpu))
+                   context=get_context(args.device_ids, args.use_cpu),
+                   avoid_list=read_lines(avoid_file) if avoid_file else ())
+
+    def _read_avoid_list(self, phrases: Sequence[str]) -> List[Tuple[str, List[str], List[int]]]:
+        """``(phrase, tokens, word ids)`` of each usable avoid list phrase (ids empty when a word is outside the
+        vocabulary: the phrase cannot occur).
+
+        :raises ImcapError: if ``phrases`` is not a list of strings.
+        """
+        check_condition(isinstance(phrases, (list, tuple)) and all(isinstance(p, str) for p in phrases),
+                        "avoid_list must be a list of phrases (strings)")
+        kept, unknown = [], 0
+        for number, phrase in enumerate(phrases, 1):
+            if not phrase.strip():
+                continue
+            tokens = tokenize(phrase)
+            if not tokens:
+                logger.warning("avoid list phrase %d (%r) has no words: skipped", number, phrase)
+                continue
+            ids = [self.vocab.token_to_idx.get(t) for t in tokens]
+            unknown += None in ids
+            kept.append((phrase, tokens, [] if None in ids else cast(List[int], ids)))
+        if unknown:
+            logger.info("%d phrases of the avoid list have words outside the vocabulary: no caption can contain them",
+                        unknown)
+        return kept
 
     def get_image_encoder(self) -> ImageEncoder:
         """The CNN that turns pixels into the models' features, created (and checked) on the first call.
@@ -258,7 +405,13 @@ class Captioner:
         """Caption ``inputs``, ``batch_size`` readable ones at a time (each input is read just before its batch).
 
         :return: one result per input, in order; an input that cannot be read (missing or broken file, features of
-            another shape or with NaN or infinite values, constraints) has ``error`` set and no tokens.
+            another shape or with NaN or infinite values) has ``error`` set and no tokens. An input with
+            ``constraints`` or ``avoid`` gets the best caption that meets them (or, if none is found within
+            ``max_output_length``, the best caption found), with ``constraints_met``, a :class:`PhraseResult` per
+            phrase, and a warning in ``warnings`` for each phrase that could not be used as given: a value that is
+            not a list of strings, a phrase without words, a constraint word outside the vocabulary, constraint
+            words beyond what ``max_output_length`` leaves room for (the phrases that do not fit, in order), and an
+            avoided phrase inside a required one (the required phrase wins). None of these is an error.
         :raises ImcapError: if an item is not a :class:`CaptionInput`, or when an input needs the CNN and it cannot be
             created (see :meth:`get_image_encoder`).
         """
@@ -266,12 +419,12 @@ class Captioner:
             check_condition(isinstance(item, CaptionInput), "input %d is a %s, not a CaptionInput"
                             % (position + 1, type(item).__name__))
         results: List[Optional[CaptionResult]] = [None] * len(inputs)
-        pending: List[Tuple[int, List[np.ndarray], bool]] = []  # (position, one array per view, pixels?)
+        pending: List[_Pending] = []
         for position, item in enumerate(inputs):
             if self._needs_pixels(item):
                 self.get_image_encoder()  # outside the try: a CNN that cannot be made is not this input's fault
             try:
-                pending.append((position,) + self._load(item))
+                pending.append(_Pending(position, *self._load(item), self._phrases(item)))
             except ImcapError as e:
                 results[position] = self._result(position, item, error=str(e))
             if len(pending) == self.batch_size:
@@ -291,7 +444,6 @@ class Captioner:
 
         :raises ImcapError: if the input cannot be read.
         """
-        check_supported(item)
         views = self.test_time_augmentations
         if self._needs_pixels(item):
             size = self.get_image_encoder().input_size
@@ -335,30 +487,96 @@ class Captioner:
         check_condition(bool(np.isfinite(features).all()), "%sfeatures contain NaN or infinite values" % where)
         return features
 
-    def _search_batch(self, inputs: Sequence[CaptionInput], pending: List[Tuple[int, List[np.ndarray], bool]],
+    def _phrases(self, item: CaptionInput) -> _Phrases:
+        """The input's phrases as word ids for the search, what its result will report on them, and a warning for
+        each that cannot be used as given (see :meth:`caption`). Never raises."""
+        out = _Phrases()
+        if not item.constraints and not item.avoid:
+            return out
+        room = self.search.max_output_length - 1  # </s> needs the last place
+        avoided: List[str] = []  # the phrase of each entry of out.avoid
+        for key, name in (("constraints", "constraint"), ("avoid", "avoid phrase")):
+            value = getattr(item, key)
+            if not isinstance(value, list):
+                out.warnings.append("%s is not a list of phrases but a %s (%s): ignored"
+                                    % (key, type(value).__name__, _short(value)))
+                out.checks.append([key, value if isinstance(value, str) else repr(value),
+                                   tokenize(value) if isinstance(value, str) else [], False, False])
+                continue
+            for phrase in value:
+                if not isinstance(phrase, str):
+                    out.warnings.append("%s %s is not a string: ignored" % (name, _short(phrase)))
+                    out.checks.append([key, repr(phrase), [], False, False])
+                    continue
+                tokens = tokenize(phrase)
+                out.checks.append([key, phrase, tokens, True, False])
+                if not tokens:
+                    out.warnings.append("%s %s has no words: ignored" % (name, _short(phrase)))
+                    continue
+                unknown = [t for t in tokens if t not in self.vocab.token_to_idx]
+                if unknown and key == "constraints":
+                    out.warnings.append("constraint %s has words outside the vocabulary (%s): it cannot be met"
+                                        % (_short(phrase), " ".join(unknown)))
+                if unknown:  # an avoided phrase the model cannot write needs no blocking
+                    continue
+                ids = [self.vocab.token_to_idx[t] for t in tokens]
+                if key == "avoid":
+                    out.avoid.append(ids)
+                    avoided.append(phrase)
+                elif sum(map(len, out.required)) + len(ids) > room:
+                    out.warnings.append("constraint %s does not fit: %d constraint words and </s> exceed "
+                                        "max_output_length %d; not enforced"
+                                        % (_short(phrase), sum(map(len, out.required)) + len(ids),
+                                           self.search.max_output_length))
+                else:
+                    out.required.append(ids)
+                    out.checks[-1][4] = True   # enforced by the search
+        for i in conflicting(out.avoid, out.required):  # the search drops them too (imcap.constraints)
+            out.warnings.append("avoid phrase %s occurs in a constraint: not avoided" % _short(avoided[i]))
+        listed = [entry for entry in self.avoid_list if entry[2]]
+        for j in conflicting([ids for _, _, ids in listed], out.required):
+            phrase, tokens, _ = listed[j]
+            out.warnings.append("avoid list phrase %s occurs in a constraint: not avoided" % _short(phrase))
+            out.checks.append(["avoid", phrase, tokens, True, False])
+        return out
+
+    def _search_batch(self, inputs: Sequence[CaptionInput], pending: List[_Pending],
                       results: List[Optional[CaptionResult]]) -> None:
         """Search one batch of loaded inputs (images go through the CNN first) and fill their results."""
         views = []
         for view in range(1 + len(self.test_time_augmentations)):
-            arrays = [loaded[view] for _, loaded, _ in pending]
-            pixels = [i for i, (_, _, is_image) in enumerate(pending) if is_image]
+            arrays = [p.arrays[view] for p in pending]
+            pixels = [i for i, p in enumerate(pending) if p.pixels]
             if pixels:
                 encoded = self.get_image_encoder().encode(np.stack([arrays[i] for i in pixels]))
                 for i, features in zip(pixels, encoded):
                     arrays[i] = features
             views.append(np.stack(arrays).astype(np.float32, copy=False))
-        for (position, _, _), hyps in zip(pending, self.search.search(views)):
-            results[position] = self._result(position, inputs[position], hyps)
+        if any(p.phrases.required or p.phrases.avoid for p in pending):
+            found = self.search.search(views, [p.phrases.required for p in pending], [p.phrases.avoid for p in pending])
+        else:
+            found = self.search.search(views)  # no constraints: the plain search
+        for p, hyps in zip(pending, found):
+            results[p.position] = self._result(p.position, inputs[p.position], hyps, phrases=p.phrases)
 
     def _result(self, position: int, item: CaptionInput, hyps: Optional[List[Hypothesis]] = None,
-                error: Optional[str] = None) -> CaptionResult:
+                error: Optional[str] = None, phrases: Optional[_Phrases] = None) -> CaptionResult:
         line = item.line if item.line is not None else position + 1
         if hyps is None:
             return CaptionResult(line, [], error=error, source=item.source or "")
         best = hyps[0]
+        tokens = ids_to_tokens(self.vocab, best.ids)
         nbest = [(ids_to_tokens(self.vocab, h.ids), h.score) for h in hyps] if self.nbest_size > 1 else []
-        return CaptionResult(line, ids_to_tokens(self.vocab, best.ids), best.score, best.attention, nbest,
-                             source=item.source or "")
+        result = CaptionResult(line, tokens, best.score, best.attention, nbest, source=item.source or "")
+        if phrases is not None:
+            result.constraints, result.avoid, result.constraints_met, result.warnings = phrases.results(tokens)
+        return result
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a warning stays one short line)."""
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _feature_shape(model: CaptionModel) -> Tuple[int, int]:

@@ -42,8 +42,10 @@ class CaptionWithScoreOutputHandler(OutputHandler):
 
 class JSONOutputHandler(OutputHandler):
     """One JSON object per line (``--output-type json``): ``caption``, ``tokens``, ``score``, ``attention``
-    (per generated word, ``</s>`` included, the weights over the regions), ``nbest`` and ``image``; a failed line
-    has ``error``."""
+    (per generated word, ``</s>`` included, the weights over the regions), ``nbest`` and ``image``; a line with
+    lexical constraints also has ``constraints_met`` and, per phrase, ``constraints`` and ``avoid``:
+    ``[{"phrase": ..., "met": true|false}, ...]``, and ``warnings`` when a phrase could not be used as given; a
+    failed line has ``error``."""
 
     def format(self, result: CaptionResult) -> str:
         obj = {"line": result.line, "image": result.source, "caption": result.caption, "tokens": result.tokens,
@@ -52,6 +54,12 @@ class JSONOutputHandler(OutputHandler):
             obj["attention"] = np.round(result.attention.astype(np.float64), 5).tolist()
         if result.nbest:
             obj["nbest"] = [{"caption": " ".join(t), "score": s} for t, s in result.nbest]
+        if result.constraints_met is not None:
+            obj["constraints_met"] = result.constraints_met
+            obj["constraints"] = [{"phrase": p.phrase, "met": p.met} for p in result.constraints]
+            obj["avoid"] = [{"phrase": p.phrase, "met": p.met} for p in result.avoid]
+        if result.warnings:
+            obj["warnings"] = list(result.warnings)
         if result.error is not None:
             obj["error"] = result.error
         return json.dumps(obj, ensure_ascii=False)

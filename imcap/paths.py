@@ -16,3 +16,4 @@ def default_shared() -> str:
 SHARED = default_shared()
 DEFAULT_FLICKR8K = os.path.join(SHARED, "data", "flickr8k")   # Flickr8k: images/, captions.tsv, the split lists
 DEFAULT_MODELS = os.path.join(SHARED, "models")                # the ImageNet weights of the encoders
+DEFAULT_CHECK_IMAGES = os.path.join(SHARED, "data", "imagenet-check")  # four photos (astronaut, cat, coffee, rocket)

@@ -10,7 +10,8 @@ files that the rest of imcap reads (see docs/architecture.md):
   same line, and ``SPLIT.all.images``/``SPLIT.all.captions`` in the one-pair-per-line form (for the
   validation perplexity).
 
-Captions are lower-cased, stripped of punctuation and joined with single spaces (:func:`tokenize`).
+Captions are lower-cased, stripped of punctuation and joined with single spaces (:func:`imcap.tokenizer.tokenize`,
+which constraint phrases go through too).
 Image paths are written relative, exactly as the annotations give them.
 
 Supported annotation formats (``--format``):
@@ -29,12 +30,12 @@ import json
 import logging
 import os
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import arguments
 from .arguments import DEFAULT_FLICKR8K
+from .tokenizer import tokenize
 from .utils import ImcapError, atomic_open, check_condition, read_lines
 
 logger = logging.getLogger(__name__)
@@ -67,24 +68,6 @@ ImageCaptions = Tuple[str, List[str]]
 Dataset = Dict[str, List[ImageCaptions]]
 
 _FLICKR_TOKEN_ID = re.compile(r"^(.*)#(\d+)$")
-
-
-def tokenize(text: str) -> List[str]:
-    """Lower-case ``text``, turn every character that is not a letter, digit or whitespace into a space
-    and split on whitespace.
-
-    Unicode aware: letters and digits are what :meth:`str.isalnum` accepts, after NFC normalization (so a
-    letter with a combining accent stays one letter).
-
-    >>> tokenize("A man's red T-shirt, 2 dogs .")
-    ['a', 'man', 's', 'red', 't', 'shirt', '2', 'dogs']
-    >>> tokenize("Ein Mädchen im Café !")
-    ['ein', 'mädchen', 'im', 'café']
-    >>> tokenize(" . ")
-    []
-    """
-    text = unicodedata.normalize("NFC", text).lower()
-    return "".join(c if c.isalnum() or c.isspace() else " " for c in text).split()
 
 
 def _new_dataset(split_names: Sequence[str]) -> Dataset:

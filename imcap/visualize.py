@@ -30,6 +30,7 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: render to files, never to a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.font_manager import FontProperties  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.textpath import TextToPath  # noqa: E402
@@ -503,13 +504,61 @@ def plot_attention(record: Dict[str, Any], output: str, image_root: Optional[str
     :raises ImcapError: if the image is missing or unreadable or the grid does not fit.
     """
     check_condition(columns >= 1, "columns must be >= 1")
-    attention = record["attention"]
-    tokens = record["tokens"]
+    attention_grid_shape(record["attention"].shape[1], grid)  # a grid that does not fit fails before any reading
+    image = _load_image(resolve_image(record["image"], image_root), max_pixels=_attention_image_pixels(dpi))
+    if title is None:
+        title = "%s   (line %s, score %.3f)" % (record["image"], record.get("line", "?"),
+                                                  float(record.get("score", 0.0)))
+    fig, plot = draw_attention(image, record["tokens"], record["attention"], grid=grid, columns=columns,
+                               title=title, dpi=dpi)
+    _save(fig, output, dpi)
+    return plot
+
+
+def render_attention(image: np.ndarray, tokens: Sequence[str], attention: np.ndarray,
+                     grid: Optional[Tuple[int, int]] = None, columns: int = ATTENTION_COLUMNS, title: str = "",
+                     dpi: int = DPI) -> np.ndarray:
+    """The figure of :func:`plot_attention` for a decoded image, rendered in memory (no file is read or written),
+    e.g. for a web page.
+
+    :param image: ``(height, width, 3)`` uint8 RGB, any size (shrunk as :func:`plot_attention` shrinks its file).
+    :param tokens: the caption's words.
+    :param attention: ``(len(tokens) + 1, regions)`` weights (``</s>`` last), or ``(len(tokens), regions)``.
+    :param title: figure title ("": none).
+    :return: the figure as ``(height, width, 3)`` uint8 RGB pixels.
+    :raises ImcapError: if the grid does not fit.
+    """
+    check_condition(columns >= 1, "columns must be >= 1")
+    max_side = _attention_image_pixels(dpi)
+    picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB")
+    picture.thumbnail((max_side, max_side))
+    fig, _ = draw_attention(np.asarray(picture), tokens, np.asarray(attention, dtype=np.float64), grid=grid,
+                            columns=columns, title=title, dpi=dpi)
+    try:
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        return np.array(canvas.buffer_rgba())[..., :3]
+    finally:
+        plt.close(fig)
+
+
+def _attention_image_pixels(dpi: int) -> int:
+    """The longest side, in pixels, an image is shrunk to for the panels of an attention figure."""
+    return int(2 * (ATTENTION_PANEL_WIDTH - 2 * PANEL_MARGIN) * dpi)
+
+
+def draw_attention(image: np.ndarray, tokens: Sequence[str], attention: np.ndarray,
+                   grid: Optional[Tuple[int, int]] = None, columns: int = ATTENTION_COLUMNS, title: str = "",
+                   dpi: int = DPI) -> Tuple["plt.Figure", AttentionPlot]:
+    """Lay out and draw the panels of :func:`plot_attention` for ``image`` (``(height, width, 3)`` uint8, drawn at
+    its size), the caption ``tokens`` and their ``attention`` (``(rows, regions)``).
+
+    :return: the open figure (the caller saves and closes it) and what was drawn.
+    :raises ImcapError: if the grid does not fit.
+    """
     rows_shape = attention_grid_shape(attention.shape[1], grid)
     words = list(tokens[:attention.shape[0]]) + [END_LABEL] * (attention.shape[0] - len(tokens))
-    path = resolve_image(record["image"], image_root)
     content_width = ATTENTION_PANEL_WIDTH - 2 * PANEL_MARGIN
-    image = _load_image(path, max_pixels=int(2 * content_width * dpi))
     height_px, width_px = image.shape[:2]
     heat_maps = [upsample_attention(weights.reshape(rows_shape), (width_px, height_px)) for weights in attention]
 
@@ -527,9 +576,6 @@ def plot_attention(record: Dict[str, Any], output: str, image_root: Optional[str
     title_heights = [max(word_title_height, caption_title_height) if r == 0 else word_title_height
                      for r in range(rows)]
     row_heights = [t + image_height + ROW_GAP for t in title_heights]
-    if title is None:
-        title = "%s   (line %s, score %.3f)" % (record["image"], record.get("line", "?"),
-                                                  float(record.get("score", 0.0)))
     figure_title_height = TITLE_HEIGHT if title else 0.0
     fig_width = columns * ATTENTION_PANEL_WIDTH + 2 * FIGURE_MARGIN
     fig_height = sum(row_heights) + figure_title_height + 2 * FIGURE_MARGIN
@@ -573,10 +619,10 @@ def plot_attention(record: Dict[str, Any], output: str, image_root: Optional[str
             ax.set_axis_off()
             boxes.append((int(round(x0 * dpi)), int(round((fig_height - image_top) * dpi)),
                           int(round((x0 + image_width) * dpi)), int(round((fig_height - y0) * dpi))))
-        _save(fig, output, dpi)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return AttentionPlot((int(round(fig_width * dpi)), int(round(fig_height * dpi))), boxes, titles)
+        raise
+    return fig, AttentionPlot((int(round(fig_width * dpi)), int(round(fig_height * dpi))), boxes, titles)
 
 
 def attention_output_path(output: str, line: int, image: str) -> str:

@@ -11,7 +11,7 @@ PACKAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "
 CLI = {"arguments", "train", "captioner", "extract_features", "average", "evaluate", "visualize", "prepare_data", "serve",
        "launch", "lexical_constraints"}
 MODEL = {"layers", "encoder", "decoder", "rnn", "transformer", "convolution", "model", "image_encoder",
-         "beam_search"}
+         "beam_search", "constraints"}
 TRAINING = {"training", "loss", "self_critical"}
 
 

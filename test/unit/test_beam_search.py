@@ -8,6 +8,7 @@ import pytest
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from imcap import constants as C
 from imcap.beam_search import BeamSearch, block_repeated_ngrams, length_penalty, mask_finished, top_k
+from imcap.constraints import count_occurrences
 from imcap.vocab import build_vocab
 
 WORDS = ["a", "b", "c"]
@@ -204,3 +205,101 @@ def test_no_repeat_ngram_size_zero_is_the_plain_search():
     assert [[(h.ids, h.score) for h in hyps] for hyps in plain] == [[(h.ids, h.score) for h in hyps] for hyps in off]
     with pytest.raises(ValueError):
         BeamSearch([MarkovModel(LOOP)], vocab, no_repeat_ngram_size=1)
+
+
+# --- lexical constraints --------------------------------------------------------------------------------------
+
+def exhaustive_best_constrained(table, max_len, required=(), avoided=(), alpha=1.0):
+    """The best captions (a list of ids lists: all those that tie) and their score among all captions of at most
+    ``max_len`` words (``</s>`` included) that contain every ``required`` phrase and no ``avoided`` one, as
+    consecutive words."""
+    log = np.log(table)
+    scored = []
+    for length in range(1, max_len + 1):
+        for words in itertools.product([4, 5, 6], repeat=length - 1):
+            words = list(words)
+            if not all(count_occurrences(words, p) for p in required) or any(count_occurrences(words, p)
+                                                                              for p in avoided):
+                continue
+            prev, total = 2, 0.0
+            for w in words + [3]:
+                total += log[prev, w]
+                prev = w
+            scored.append((total / length_penalty(np.array([length]), alpha, 0.0)[0], words))
+    best_score = max(score for score, _ in scored)
+    return [words for score, words in scored if score > best_score - 1e-9], best_score
+
+
+# Phrases that never overlap themselves or each other (the search meets each constraint word with its own word).
+CONSTRAINED_CASES = [([[6]], []), ([[6, 4]], []), ([[5], [6]], []), ([[6, 6]], [[4, 5]]), ([[4, 6]], [[5]]),
+                     ([], [[5]]), ([], [[4, 4], [5, 6]]), ([[5, 6, 4]], [[4, 4]])]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+@pytest.mark.parametrize("table", [GARDEN_PATH, LOOP], ids=["garden_path", "loop"])
+def test_constrained_search_equals_exhaustive_search_over_the_captions_that_meet_the_constraints(table, alpha):
+    vocab = make_vocab()
+    search = BeamSearch([MarkovModel(table)], vocab, beam_size=30, max_output_length=6, length_penalty_alpha=alpha,
+                        nbest_size=4)
+    features = np.zeros((len(CONSTRAINED_CASES), 1, 1))
+    results = search.search(features, [c for c, _ in CONSTRAINED_CASES], [a for _, a in CONSTRAINED_CASES])
+    for (required, avoided), hyps in zip(CONSTRAINED_CASES, results):
+        best, best_score = exhaustive_best_constrained(table, 6, required, avoided, alpha)
+        assert hyps[0].ids in best, (required, avoided)
+        assert hyps[0].score == pytest.approx(best_score, abs=1e-6)
+        assert hyps[0].constraints_met is (True if required else None)
+        for h in hyps:   # the whole n-best meets them
+            assert all(count_occurrences(h.ids, p) for p in required)
+            assert not any(count_occurrences(h.ids, p) for p in avoided)
+
+
+def test_a_batch_without_constraints_decodes_as_the_plain_search_and_so_do_unconstrained_images_beside_others():
+    vocab = make_vocab()
+    rng = np.random.RandomState(5)
+    table = rng.dirichlet(np.ones(7), size=7)   # no ties, so that the order of equal scores cannot differ
+    models = [MarkovModel(table), MarkovModel(rng.dirichlet(np.ones(7), size=7))]   # an ensemble
+    search = BeamSearch(models, vocab, beam_size=4, max_output_length=7, nbest_size=3, keep_attention=True)
+    features = np.zeros((3, 2, 1))
+    plain = search.search(features)
+    same = search.search(features, [[], [], []], [[], [], []])
+    mixed = search.search(features, [[], [[6, 6]], []], [[], [], [[5]]])
+    as_tuples = lambda hyps: [(h.ids, h.log_prob, h.score, h.attention.tolist()) for h in hyps]  # noqa: E731
+    assert [as_tuples(h) for h in same] == [as_tuples(h) for h in plain]
+    assert as_tuples(mixed[0]) == as_tuples(plain[0])
+    assert all(count_occurrences(h.ids, [6, 6]) for h in mixed[1]) and mixed[1][0].constraints_met
+    assert not any(count_occurrences(h.ids, [5]) for h in mixed[2]) and mixed[2][0].constraints_met is None
+    assert [as_tuples(search.search(features[i:i + 1], [c], [a])[0]) for i, (c, a) in
+            enumerate([([], []), ([[6, 6]], []), ([], [[5]])])] == [as_tuples(h) for h in mixed]   # batch of 1
+
+
+def test_the_global_avoid_list_and_what_a_required_phrase_overrides():
+    vocab = make_vocab()
+    search = BeamSearch([MarkovModel(GARDEN_PATH)], vocab, beam_size=10, max_output_length=6, avoid_list=[[5], [6, 4]],
+                        length_penalty_alpha=0.0)
+    hyps = search.search(np.zeros((2, 1, 1)), [[], [[5, 4]]])
+    assert hyps[0][0].ids in exhaustive_best_constrained(GARDEN_PATH, 6, [], [[5], [6, 4]], alpha=0.0)[0]
+    # "b" is inside the required "b a": not avoided for that image; "c a" still is
+    assert hyps[1][0].ids in exhaustive_best_constrained(GARDEN_PATH, 6, [[5, 4]], [[6, 4]], alpha=0.0)[0]
+    with pytest.raises(ValueError, match="avoid list phrase"):
+        BeamSearch([MarkovModel(GARDEN_PATH)], vocab, avoid_list=[[3]])
+    with pytest.raises(ValueError, match="constraints phrase"):
+        search.search(np.zeros((1, 1, 1)), [[[0]]])
+    with pytest.raises(ValueError, match="2 lists of phrases for 1 images"):
+        search.search(np.zeros((1, 1, 1)), [[], []])
+
+
+def test_constraints_that_cannot_be_met_in_time_give_the_best_caption_found():
+    vocab = make_vocab()
+    search = BeamSearch([MarkovModel(GARDEN_PATH)], vocab, beam_size=5, max_output_length=3, nbest_size=2)
+    hyps = search.search(np.zeros((1, 1, 1)), [[[4, 5, 6]]])[0]   # three words and </s> do not fit in 3
+    assert hyps[0].constraints_met is False and len(hyps[0].ids) == 2 and len(hyps) == 2
+
+
+def test_a_required_phrase_is_never_blocked_by_the_repeat_rule():
+    vocab = make_vocab()
+    for n in (2, 3):
+        search = BeamSearch([MarkovModel(LOOP)], vocab, beam_size=20, max_output_length=9, no_repeat_ngram_size=n)
+        hyps = search.search(np.zeros((2, 1, 1)), [[[4, 5], [4, 5]], [[6, 4, 5]]])
+        # "a b" required twice repeats the bigram "a b": the constraint wins over the rule
+        assert count_occurrences(hyps[0][0].ids, [4, 5]) >= 2 and hyps[0][0].constraints_met
+        assert count_occurrences(hyps[1][0].ids, [6, 4, 5]) and hyps[1][0].constraints_met

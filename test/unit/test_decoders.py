@@ -13,6 +13,7 @@ from test.unit.decoding_checks import (check_beam_search, check_every_parameter_
                                       make_model, parse_training_args as parse)
 from imcap import constants as C
 from imcap.beam_search import BeamSearch
+from imcap.constraints import count_occurrences
 from imcap.convolution import ConvolutionalDecoder, ConvolutionalDecoderConfig
 from imcap.decoder import decoder_config_type, decoder_name, decoder_names, get_decoder
 from imcap.rnn import RNNDecoder, RNNDecoderConfig
@@ -214,6 +215,31 @@ def test_ensemble_of_all_decoders():
     features, _ = make_inputs(batch=2)
     results = BeamSearch(models, vocab, beam_size=3, max_output_length=6).search(features.asnumpy())
     assert len(results) == 2 and all(np.isfinite(h[0].log_prob) for h in results)
+
+
+def test_lexical_constraints_with_every_decoder_and_their_ensemble():
+    """Constraints and avoided words hold for the rnn (with attention and Show and Tell), Transformer and cnn decoders
+    and for their ensemble, and an image without constraints in the same batch gets the plain search's result."""
+    vocab = search_vocab()
+    rnn = RNNDecoderConfig(num_hidden=16, attention_num_hidden=16, num_embed=EMBED, output_num_hidden=16,
+                           encoder_num_hidden=20, dropout=0.0)
+    show_and_tell = RNNDecoderConfig(num_hidden=16, attention_type=C.ATT_NONE, num_embed=EMBED, output_num_hidden=16,
+                                     encoder_num_hidden=20, dropout=0.0)
+    models = [make_model(make_config(C.DECODER_RNN, rnn)), make_model(make_config(C.DECODER_RNN, show_and_tell)),
+              make_model(make_config(C.DECODER_TRANSFORMER, transformer_config())),
+              make_model(make_config(C.DECODER_CNN, cnn_config()))]
+    features, _ = make_inputs(batch=3)
+    features = features.asnumpy()
+    required, avoided = [[[7, 8], [12]], [], [[15]]], [[[5]], [], [[9, 10], [6]]]
+    for members in [[m] for m in models] + [models]:
+        search = BeamSearch(members, vocab, beam_size=4, max_output_length=8, nbest_size=2)
+        plain = search.search(features)
+        results = search.search(features, required, avoided)
+        for hyps, need, avoid in zip(results, required, avoided):
+            for h in hyps:
+                assert all(count_occurrences(h.ids, p) for p in need) and h.constraints_met is (True if need else None)
+                assert not any(count_occurrences(h.ids, p) for p in avoid)
+        assert [(h.ids, h.score) for h in results[1]] == [(h.ids, h.score) for h in plain[1]]
 
 
 # --- registry and configs ----------------------------------------------------------------------------------------

@@ -32,8 +32,6 @@ SHAPE = (4, 8)
     ({"features": np.zeros(8, dtype=np.float32)}, r"\(regions, dim\) float array, got \(8,\) float32"),
     ({"features": [[0.0]]}, "got list"),
     ({"features": np.zeros(SHAPE, dtype=bool)}, "float array"),
-    ({"path": "a.npy", "constraints": "a dog"}, "constraints must be a list of non-empty phrases"),
-    ({"path": "a.npy", "avoid": ["ok", ""]}, "avoid must be a list of non-empty phrases"),
     ({"path": "a.npy", "source": 7}, "source must be a string"),
     ({"path": "a.npy", "line": "7"}, "line must be an integer"),
 ])
@@ -47,6 +45,9 @@ def test_caption_input_defaults():
     item = CaptionInput(path="dir/a.jpg.npy", constraints=("a dog",))
     assert item.source == "dir/a.jpg.npy" and item.line is None
     assert item.constraints == ["a dog"] and item.avoid == []
+    # bad phrases are kept for the Captioner to warn about (an input is never refused for its phrases)
+    assert CaptionInput(path="a.npy", constraints="a dog", avoid=None).constraints == "a dog"
+    assert CaptionInput(path="a.npy", avoid=None).avoid == []
     assert CaptionInput(data=b"\xff\xd8").source is None
     assert CaptionInput(features=np.zeros(SHAPE, dtype=np.float16), source="upload 3").source == "upload 3"
 
@@ -142,24 +143,20 @@ def test_bad_inputs_get_error_results_and_cost_no_other_input(captioner, feature
               CaptionInput(path=str(tmp_path / "empty.npy")),
               CaptionInput(path=str(tmp_path / "text.npy")),
               CaptionInput(path=str(tmp_path / "missing.npy")),
-              CaptionInput(features=features[3], constraints=["a dog"]),
-              CaptionInput(features=features[3], avoid=["a cat"]),
               CaptionInput(features=np.full(SHAPE, 1e39)),   # finite in float64, infinite as float32
               CaptionInput(features=features[4])]
     results = captioner.caption(inputs)
     assert len(results) == len(inputs)
-    assert [r.line for r in results] == [1, 2, 40] + list(range(4, 15))
+    assert [r.line for r in results] == [1, 2, 40] + list(range(4, 13))
     errors = [r.error for r in results]
     assert errors[0] is None and errors[-1] is None
     assert_same(results[:1], captioner.caption([inputs[0]]))
-    assert errors[1] == errors[2] == errors[3] == errors[12] == "features contain NaN or infinite values"
+    assert errors[1] == errors[2] == errors[3] == errors[10] == "features contain NaN or infinite values"
     assert errors[4] == "features have shape (5, 8), the model expects (4, 8)"
     assert errors[5] == "features have shape (4, 9), the model expects (4, 8)"
     assert errors[6].startswith("not a feature file (an .npz archive")
     assert errors[7].startswith("not a feature file") and errors[8].startswith("not a feature file")
     assert errors[9] == "no such file"
-    assert errors[10] == "lexical constraints are not supported yet (constraints)"
-    assert errors[11] == "lexical constraints are not supported yet (avoid)"
     for result in results[1:-1]:
         assert result.tokens == [] and result.caption == "" and result.nbest == [] and result.score == 0.0
         assert "\n" not in result.error
@@ -209,3 +206,95 @@ def test_an_image_encoder_of_other_features_is_an_error_not_a_result(features):
     assert captioner.caption([CaptionInput(features=features[0])])[0].error is None  # no CNN needed, none made
     with pytest.raises(ImcapError, match=r"features are \[49, 1280\] but the model expects \(4, 8\)"):
         captioner.caption([CaptionInput(image=np.zeros((10, 10, 3), dtype=np.uint8))])
+
+
+# --- lexical constraints --------------------------------------------------------------------------------------
+
+def contains(tokens, phrase):
+    words = phrase.split()
+    return any(tokens[i:i + len(words)] == words for i in range(len(tokens) - len(words) + 1))
+
+
+def test_constraints_and_avoided_phrases_are_met_and_reported(features):
+    captioner = Captioner(MODEL, beam_size=4, max_output_length=8, nbest_size=3, avoid_list=["grass", "", "sits"])
+    asks = [(["the cat"], ["a"]), (["dog runs", "On"], []), ([], ["on", "the dog"]), (["Grass!"], ["dog"])]
+    results = captioner.caption([CaptionInput(features=x, constraints=c, avoid=a, line=7 + i)
+                                 for i, (x, (c, a)) in enumerate(zip(features, asks))])
+    for result, (required, avoided) in zip(results, asks):
+        assert result.error is None and result.line == 7 + results.index(result)
+        for phrase in required:
+            assert contains(result.tokens, phrase.lower().strip("!"))
+        for phrase in avoided + ["sits"]:
+            assert not contains(result.tokens, phrase)
+        assert [p.phrase for p in result.constraints] == required and all(p.met for p in result.constraints)
+        for tokens, _ in result.nbest:   # the n-best meets the constraints too
+            assert all(contains(tokens, p.lower().strip("!")) for p in required)
+    assert results[1].constraints[1].tokens == ["on"]
+    # "grass" of the avoid list is inside the constraint "Grass!": the constraint wins, with a warning
+    assert results[3].warnings == ["avoid list phrase 'grass' occurs in a constraint: not avoided"]
+    assert [(p.phrase, p.met) for p in results[3].avoid] == [("dog", True), ("grass", False)]
+    assert results[3].constraints_met is False   # the caption has "grass", which the avoid list asked to avoid
+    assert [r.warnings for r in results[:3]] == [[], [], []]
+    assert [r.constraints_met for r in results[:3]] == [True] * 3
+
+
+def test_bad_phrases_cost_only_themselves(features):
+    captioner = Captioner(MODEL, beam_size=3, max_output_length=5)
+    plain = captioner.caption([CaptionInput(features=features[0])])[0]
+    cases = [("a dog", [], "constraints is not a list of phrases but a str ('a dog'): ignored"),
+             ([3], [], "constraint 3 is not a string: ignored"),
+             (["zebra"], [], "constraint 'zebra' has words outside the vocabulary (zebra): it cannot be met"),
+             (["..."], [], "constraint '...' has no words: ignored"),
+             (["a dog on the grass"], [], "constraint 'a dog on the grass' does not fit: 5 constraint words and "
+                                          "</s> exceed max_output_length 5; not enforced"),
+             (["the cat"], ["the cat"], "avoid phrase 'the cat' occurs in a constraint: not avoided"),
+             ([], {"a": 1}, "avoid is not a list of phrases but a dict ({'a': 1}): ignored"),
+             ([], ["zebra"], None)]   # an avoided word the model cannot write: nothing to say
+    results = captioner.caption([CaptionInput(features=features[0], constraints=c, avoid=a) for c, a, _ in cases])
+    for result, (_, _, warning) in zip(results, cases):
+        assert result.error is None and result.tokens is not None
+        assert result.warnings == ([warning] if warning else [])
+        assert result.constraints_met is (warning is None or warning.startswith("avoid phrase") and False)
+    # what could not be used is as if it were not given: the plain caption
+    for i in (0, 1, 2, 3, 6, 7):
+        assert (results[i].caption, results[i].score) == (plain.caption, plain.score)
+    assert contains(results[5].tokens, "the cat")
+    assert [(p.phrase, p.met) for p in results[1].constraints] == [("3", False)]
+    assert [(p.phrase, p.met) for p in results[7].avoid] == [("zebra", True)]
+
+
+def test_inputs_without_phrases_caption_as_before_beside_constrained_ones(features):
+    kwargs = dict(beam_size=3, max_output_length=6, nbest_size=3, allow_unk=True)
+    plain = Captioner(MODEL, **kwargs).caption([CaptionInput(features=x) for x in features])
+    mixed_inputs = [CaptionInput(features=x, constraints=["dog"] if i % 2 else [], avoid=["a"] if i == 3 else [])
+                    for i, x in enumerate(features)]
+    mixed = Captioner(MODEL, **kwargs).caption(mixed_inputs)
+    assert all(r.constraints_met is None for r in mixed[::2]) and all(r.constraints_met for r in mixed[1::2])
+    assert [summary(r) for r in mixed[::2]] == [summary(r) for r in plain[::2]]   # the same floats
+    one_by_one = Captioner(MODEL, batch_size=1, **kwargs).caption(mixed_inputs)
+    assert_same(one_by_one, mixed)   # the same captions; scores up to float32 rounding of other batch shapes
+
+
+def test_constraints_with_test_time_augmentation_and_nbest(features, tmp_path):
+    for name, array in (("a", features[0]), ("b", features[1])):
+        np.save(str(tmp_path / ("%s.jpg.npy" % name)), array)
+        np.save(str(tmp_path / ("%s.jpg.hflip.npy" % name)), array[::-1].copy())
+    tta = Captioner(MODEL, beam_size=4, max_output_length=7, nbest_size=3, test_time_augmentations=["hflip"],
+                    source_root=str(tmp_path))
+    plain_b = tta.caption([CaptionInput(path="b.jpg.npy")])[0]
+    a, b = tta.caption([CaptionInput(path="a.jpg.npy", constraints=["the dog"], avoid=["on"]),
+                        CaptionInput(path="b.jpg.npy")])
+    assert contains(a.tokens, "the dog") and "on" not in a.tokens and a.constraints_met is True
+    assert a.nbest and all(contains(tokens, "the dog") and "on" not in tokens for tokens, _ in a.nbest)
+    assert_same([b], [plain_b])   # a batch of one and of two: float32 rounding apart
+
+
+def test_an_enforced_constraint_the_caption_lacks_gets_a_warning():
+    from imcap.inference import _Phrases
+    phrases = _Phrases(required=[[4, 6]], checks=[["constraints", "A dog", ["a", "dog"], True, True],
+                                                  ["constraints", "a dog", ["a", "dog"], True, True],
+                                                  ["avoid", "cat", ["cat"], True, False]])
+    required, avoided, met, warnings = phrases.results(["a", "dog", "runs"])
+    assert [p.met for p in required] == [True, False] and [p.met for p in avoided] == [True] and met is False
+    assert warnings == ["constraint 'a dog' is not in the best caption found: no caption met every constraint "
+                        "within max_output_length"]   # the phrase given twice occurs once

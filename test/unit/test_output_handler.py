@@ -10,6 +10,7 @@ import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from imcap import arguments
 from imcap import constants as C
 from imcap.captioner import add_captioner_args, chunks, parse_input, parse_line, read_input_lines
+from imcap.inference import PhraseResult
 from imcap.output_handler import (CaptionOutputHandler, CaptionResult, CaptionWithScoreOutputHandler,
                                   JSONOutputHandler, get_output_handler)
 from imcap.utils import ImcapError
@@ -65,9 +66,10 @@ def test_parse_line_bad_json_input(text, message):
         parse_line(text, json_input=True)
 
 
-def test_parse_line_rejects_constraints():
-    with pytest.raises(ImcapError, match="constraints"):
-        parse_line('{"image": "x.npy", "constraints": ["a dog"]}', json_input=True)
+def test_parse_line_reads_the_path_of_lines_with_phrases_and_sockeyes_text_key():
+    assert parse_line('{"image": "x.npy", "constraints": ["a dog"]}', json_input=True) == "x.npy"
+    assert parse_line('{"text": "y.npy", "avoid": ["a cat"]}', json_input=True) == "y.npy"
+    assert parse_line('{"image": "x.npy", "text": "y.npy"}', json_input=True) == "x.npy"   # "image" first
 
 
 def test_parse_input_keeps_constraints_for_the_captioner():
@@ -75,11 +77,11 @@ def test_parse_input_keeps_constraints_for_the_captioner():
     assert (item.path, item.source, item.line) == ("x.npy", "x.npy", 3)
     assert item.constraints == ["a dog"] and item.avoid == ["a cat"]
     assert parse_input('{"image": "x.npy", "constraints": []}', json_input=True).constraints == []
+    assert parse_input('{"image": "x.npy", "constraints": null}', json_input=True).constraints == []
     assert parse_input("x.npy", json_input=False).constraints == []
-    with pytest.raises(ImcapError, match="constraints must be a list of non-empty phrases"):
-        parse_input('{"image": "x.npy", "constraints": "a dog"}', json_input=True)
-    with pytest.raises(ImcapError, match="avoid"):
-        parse_line('{"image": "x.npy", "avoid": ["a cat"]}', json_input=True)
+    # a bad value is not the line's error: the Captioner captions the line and warns about the value
+    assert parse_input('{"image": "x.npy", "constraints": "a dog"}', json_input=True).constraints == "a dog"
+    assert parse_input('{"image": "x.npy", "avoid": [1, ""]}', json_input=True).avoid == [1, ""]
 
 
 def test_image_encoder_options_default_to_the_model_in_the_captioner_only():
@@ -141,6 +143,20 @@ def test_json_output():
     assert obj["attention"][0] == [0.5, 0.25, 0.25] and obj["attention"][2] == [0.33333] * 3  # rounded
     assert [n["caption"] for n in obj["nbest"]] == ["a caf\u00e9 dog", "a dog"]
     assert obj["nbest"][1]["score"] == -2.5
+
+
+def test_json_output_of_lexical_constraints():
+    result = good_result()
+    assert "constraints_met" not in json.loads(one_line(JSONOutputHandler, result))   # a line without phrases
+    result.constraints = [PhraseResult("A dog!", ["a", "dog"], False), PhraseResult("café", ["caf\u00e9"], True)]
+    result.avoid = [PhraseResult("cat", ["cat"], True)]
+    result.constraints_met = False
+    result.warnings = ["constraint 'x' has no words: ignored"]
+    obj = json.loads(one_line(JSONOutputHandler, result))
+    assert obj["constraints_met"] is False
+    assert obj["constraints"] == [{"phrase": "A dog!", "met": False}, {"phrase": "café", "met": True}]
+    assert obj["avoid"] == [{"phrase": "cat", "met": True}]
+    assert obj["warnings"] == ["constraint 'x' has no words: ignored"]
 
 
 def test_json_output_of_a_failed_line():

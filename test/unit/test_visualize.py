@@ -200,6 +200,24 @@ def test_attention_figure(tmp_path):
 
 
 @requires_shared
+def test_render_attention_draws_in_memory_what_plot_attention_writes(tmp_path):
+    record = visualize.parse_caption_json(json.dumps(_attention_record(ATTENTION_IMAGE)), "x.json", 1)
+    output = str(tmp_path / "attention.png")
+    plot = visualize.plot_attention(record, output, image_root=IMAGES, title="", dpi=50)
+    with Image.open(os.path.join(IMAGES, ATTENTION_IMAGE)) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    drawn = visualize.render_attention(pixels, record["tokens"], record["attention"], dpi=50)  # nothing written
+    assert drawn.dtype == np.uint8 and drawn.shape[2] == 3
+    assert abs(drawn.shape[0] - plot.size[1]) <= 1 and abs(drawn.shape[1] - plot.size[0]) <= 1
+    with Image.open(output) as image:
+        written = np.asarray(image.convert("RGB"), dtype=np.float32)
+    height, width = min(written.shape[0], drawn.shape[0]), min(written.shape[1], drawn.shape[1])
+    difference = np.abs(written[:height, :width] - drawn[:height, :width]).mean()
+    assert difference < 3.0, difference  # the same figure (the image shrunk by another path)
+    assert os.listdir(str(tmp_path)) == ["attention.png"]
+
+
+@requires_shared
 def test_attention_all_lines_absolute_image_and_grid(tmp_path):
     image = os.path.abspath(os.path.join(IMAGES, ATTENTION_IMAGE))
     json_path = _write_json_lines(tmp_path / "captions.json", [

@@ -1,0 +1,87 @@
+"""imcap.http_api's request parsing, without a model: options from query parameters and the JSON field, multipart
+bodies read in memory, and the status of each refusal."""
+import pytest
+
+from imcap.batching import SearchOptions
+from imcap.http_api import ApiError, parse_options, split_request
+from imcap.web_page import split_phrases
+
+DEFAULTS = SearchOptions(beam_size=5, nbest_size=1)
+
+
+def status_of(call, *args):
+    with pytest.raises(ApiError) as e:
+        call(*args)
+    return e.value.status, str(e.value)
+
+
+def test_options_from_query_and_json():
+    options = parse_options([("beam_size", "3"), ("constraints", "a dog"), ("constraints", "snow"),
+                             ("attention", "false"), ("length_penalty_alpha", "0.5")],
+                            '{"nbest_size": 2, "avoid": ["grass"], "allow_unk": true, "length_penalty_beta": 1}',
+                            DEFAULTS)
+    assert options.search == SearchOptions(beam_size=3, nbest_size=2, length_penalty_alpha=0.5,
+                                           length_penalty_beta=1.0, allow_unk=True)
+    assert options.constraints == ("a dog", "snow") and options.avoid == ("grass",) and options.attention is False
+    assert parse_options([], None, DEFAULTS).search == DEFAULTS
+    assert parse_options([], None, DEFAULTS).attention is True
+
+
+@pytest.mark.parametrize("query, options, message", [
+    ([("beam", "3")], None, "unknown option 'beam'"),
+    ([("path", "/etc/passwd")], None, "unknown option 'path'"),
+    ([], '{"image": "/etc/passwd"}', "unknown option 'image'"),
+    ([("beam_size", "three")], None, "beam_size: not an integer"),
+    ([("beam_size", "3"), ("beam_size", "4")], None, "beam_size given twice"),
+    ([("beam_size", "3")], '{"beam_size": 3}', "given both as a query parameter and in options"),
+    ([("length_penalty_alpha", "nan")], None, "length_penalty_alpha: not a number"),
+    ([("allow_unk", "maybe")], None, "allow_unk: not true or false"),
+    ([], '{"beam_size": 2.5}', "beam_size: not an integer"),
+    ([], '{"beam_size": true}', "beam_size: not an integer"),
+    ([], '{"constraints": "a dog"}', "constraints: not a list of phrases"),
+    ([], '[1, 2]', "not a JSON object"),
+    ([], '{"beam_size": ', "not JSON"),
+    ([("avoid", "x")] * 21, None, "at most 20 phrases"),
+])
+def test_bad_options_are_422(query, options, message):
+    status, text = status_of(parse_options, query, options, DEFAULTS)
+    assert status == 422 and message in text
+
+
+def multipart(*parts, boundary="XyZ"):
+    body = b""
+    for name, data, filename in parts:
+        body += b"--" + boundary.encode() + b"\r\n"
+        body += b'Content-Disposition: form-data; name="%s"%s\r\n' % (
+            name.encode(), b'; filename="%s"' % filename.encode() if filename else b"")
+        body += b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n"
+    body += b"--" + boundary.encode() + b"--\r\n"
+    return "multipart/form-data; boundary=" + boundary, body
+
+
+def test_multipart_and_raw_bodies():
+    binary = bytes(range(256)) * 10
+    content_type, body = multipart(("image", binary, "photo.jpg"), ("options", b'{"beam_size": 2}', None))
+    assert split_request(content_type, body, 10_000) == (binary, '{"beam_size": 2}')
+    content_type, body = multipart(("image", binary, None))  # a field without a file name keeps its bytes too
+    assert split_request(content_type, body, 10_000) == (binary, None)
+    assert split_request("image/jpeg", binary, 10_000) == (binary, None)
+    assert split_request("", binary, 10_000) == (binary, None)
+
+
+def test_bad_multipart_bodies():
+    content_type, body = multipart(("options", b"{}", None))
+    assert status_of(split_request, content_type, body, 1000) == (400, "the multipart body has no field 'image'")
+    content_type, body = multipart(("image", b"x", "a.jpg"), ("file", b"/etc/passwd", None))
+    status, text = status_of(split_request, content_type, body, 1000)
+    assert status == 422 and "unknown multipart field 'file'" in text
+    content_type, body = multipart(("image", b"x", "a.jpg"), ("image", b"y", "b.jpg"))
+    assert status_of(split_request, content_type, body, 1000)[0] == 422
+    content_type, body = multipart(("image", b"x" * 2000, "a.jpg"))
+    assert status_of(split_request, content_type, body, 1000)[0] == 413
+    assert status_of(split_request, "multipart/form-data", b"--x\r\n", 1000)[0] == 400
+
+
+def test_split_phrases():
+    assert split_phrases("a dog\n\n the snow ; a ball\n") == ["a dog", "the snow", "a ball"]
+    assert split_phrases("") == [] and split_phrases(None) == []
