@@ -70,6 +70,23 @@ def add_logging_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="Log nothing to STDERR but errors.")
 
 
+def add_search_args(group: argparse._ArgumentGroup, nbest_help: str) -> None:
+    """The beam-search options shared by the captioner and the server (``nbest_help`` says where the n-best goes)."""
+    group.add_argument("--beam-size", "-b", type=int_greater_or_equal(1), default=5, help="Beam size.")
+    group.add_argument("--max-output-length", type=int_greater_or_equal(1), default=30,
+                       help="Most words per caption (</s> included).")
+    group.add_argument("--length-penalty-alpha", type=float_greater_or_equal(0.0), default=1.0,
+                       help="GNMT length penalty alpha (0: none).")
+    group.add_argument("--length-penalty-beta", type=float_greater_or_equal(0.0), default=0.0,
+                       help="GNMT length penalty beta.")
+    group.add_argument("--allow-unk", action="store_true", help="Let captions contain <unk>.")
+    group.add_argument("--no-repeat-ngram-size", type=int_greater_or_equal(0), default=0,
+                       help="No caption repeats an n-gram of this many words: a word that would is blocked in its "
+                            "hypothesis (fairseq's option; 3 stops 'a white shirt and a white shirt'). 0: off; 1 is "
+                            "refused.")
+    group.add_argument("--nbest-size", type=int_greater_or_equal(1), default=1, help=nbest_help)
+
+
 def add_image_encoder_args(parser: argparse.ArgumentParser, from_model: bool = False) -> None:
     """Options that select the pretrained CNN and the layer it is cut at (shared by extraction and captioning).
 

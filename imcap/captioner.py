@@ -64,24 +64,12 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
                             "(X.jpg.hflip.npy from imcap.extract_features --augmentations hflip). Attention "
                             "output is over the original image.")
     search = parser.add_argument_group("Search")
-    search.add_argument("--beam-size", "-b", type=arguments.int_greater_or_equal(1), default=5, help="Beam size.")
+    arguments.add_search_args(search, "Hypotheses per image in the json output (at most --beam-size; with "
+                                      "constraints, only those that meet them).")
     search.add_argument("--batch-size", type=arguments.int_greater_or_equal(1), default=32,
                         help="Images searched together.")
     search.add_argument("--chunk-size", type=arguments.int_greater_or_equal(1), default=512,
                         help="Input lines read at a time (their features are loaded a batch at a time).")
-    search.add_argument("--max-output-length", type=arguments.int_greater_or_equal(1), default=30,
-                        help="Most words per caption (</s> included).")
-    search.add_argument("--length-penalty-alpha", type=float, default=1.0,
-                        help="GNMT length penalty alpha (0: none).")
-    search.add_argument("--length-penalty-beta", type=float, default=0.0, help="GNMT length penalty beta.")
-    search.add_argument("--allow-unk", action="store_true", help="Let captions contain <unk>.")
-    search.add_argument("--no-repeat-ngram-size", type=arguments.int_greater_or_equal(0), default=0,
-                        help="No caption repeats an n-gram of this many words: a word that would is blocked in its "
-                             "hypothesis (fairseq's option; 3 stops 'a white shirt and a white shirt'). 0: off; 1 is "
-                             "refused.")
-    search.add_argument("--nbest-size", type=arguments.int_greater_or_equal(1), default=1,
-                        help="Hypotheses per image in the json output (at most --beam-size; with constraints, only "
-                             "those that meet them).")
     search.add_argument("--avoid-list", type=arguments.regular_file, default=None,
                         help="A UTF-8 file of phrases, one a line, that no caption contains (besides each JSON "
                              "input's own \"avoid\"); a phrase inside a line's constraint is not avoided for it. "

@@ -43,18 +43,7 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                         help="Example images of the page. Default: the photos of %s and the first 4 Flickr8k test "
                              "images under %s." % (DEFAULT_CHECK_IMAGES, DEFAULT_FLICKR8K))
     search = parser.add_argument_group("Search (the defaults of a request)")
-    search.add_argument("--beam-size", "-b", type=arguments.int_greater_or_equal(1), default=5, help="Beam size.")
-    search.add_argument("--nbest-size", type=arguments.int_greater_or_equal(1), default=1,
-                        help="Hypotheses returned per image (at most --beam-size).")
-    search.add_argument("--max-output-length", type=arguments.int_greater_or_equal(1), default=30,
-                        help="Most words per caption (</s> included).")
-    search.add_argument("--length-penalty-alpha", type=arguments.float_greater_or_equal(0.0), default=1.0,
-                        help="GNMT length penalty alpha (0: none).")
-    search.add_argument("--length-penalty-beta", type=arguments.float_greater_or_equal(0.0), default=0.0,
-                        help="GNMT length penalty beta.")
-    search.add_argument("--no-repeat-ngram-size", type=arguments.int_greater_or_equal(0), default=0,
-                        help="No caption repeats an n-gram of this many words (0: off; 1 is refused).")
-    search.add_argument("--allow-unk", action="store_true", help="Let captions contain <unk>.")
+    arguments.add_search_args(search, "Hypotheses returned per image (at most --beam-size).")
     batching = parser.add_argument_group("Batching and limits")
     batching.add_argument("--max-batch-size", type=arguments.int_greater_or_equal(1), default=32,
                           help="Most requests captioned in one beam search.")
