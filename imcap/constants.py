@@ -34,7 +34,10 @@ DECODER_RNN = "rnn"
 DECODER_TRANSFORMER = "transformer"
 DECODER_CNN = "cnn"
 IMAGE_POSITIONAL_EMBEDDING_CHOICES = ["none", "fixed", "learned"]
-RNN_CELL_CHOICES = ["lstm", "gru"]
+RNN_CELL_LSTM = "lstm"
+RNN_CELL_GRU = "gru"
+RNN_CELL_RNN = "rnn"  # Elman's vanilla RNN, tanh
+RNN_CELL_CHOICES = [RNN_CELL_LSTM, RNN_CELL_GRU, RNN_CELL_RNN]
 ATT_MLP = "mlp"
 ATT_DOT = "dot"
 ATT_BILINEAR = "bilinear"
@@ -64,10 +67,28 @@ LOSS_CROSS_ENTROPY = "cross-entropy"
 LOSS_SELF_CRITICAL = "self-critical"
 LOSS_CHOICES = [LOSS_CROSS_ENTROPY, LOSS_SELF_CRITICAL]
 
+# KVStores (--kvstore): several devices of one process, or MXNet's parameter server (ps-lite) over processes and
+# machines, started by imcap.launch (see docs/scaling.md).
+KVSTORE_DIST_SYNC = "dist_sync"
+KVSTORE_DIST_DEVICE_SYNC = "dist_device_sync"
+KVSTORE_DIST_ASYNC = "dist_async"
+DIST_KVSTORE_CHOICES = [KVSTORE_DIST_SYNC, KVSTORE_DIST_DEVICE_SYNC, KVSTORE_DIST_ASYNC]
+KVSTORE_CHOICES = ["device", "local"] + DIST_KVSTORE_CHOICES
+# The environment a ps-lite worker reads (DMLC_ROLE first); imcap.launch sets it for every process of a job.
+DMLC_WORKER_VARIABLES = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
+# The line a worker writes to STDERR once its kvstore knows its rank; imcap.launch labels its lines with that rank.
+RANK_ANNOUNCEMENT = "imcap.distributed: worker rank %d of %d"
+RANK_ANNOUNCEMENT_PATTERN = r"^imcap\.distributed: worker rank (\d+) of (\d+)$"
+# Kvstore keys from this one on carry the trainer's agreement between workers (gluon uses 0 .. parameters - 1).
+DIST_RESERVED_KEY = 1 << 20
+DIST_BROADCAST_BYTES = 4096   # the longest JSON value rank 0 broadcasts (the training state is ~600 bytes)
+# Worker r draws its random numbers (dropout, sampling) from seed + r * RANK_SEED_STRIDE; rank 0 from the seed.
+RANK_SEED_STRIDE = 1000003
+
 # Arguments that may differ between an interrupted run and its resumption.
 ARGS_MAY_DIFFER_ON_RESUME = {"max_seconds", "max_updates", "max_num_epochs", "quiet", "overwrite_output",
                              "log_interval", "device_ids", "use_cpu", "kvstore", "decode_and_evaluate",
-                             "max_num_checkpoint_not_improved"}
+                             "max_num_checkpoint_not_improved", "load_all_features_to_memory"}
 
 # Default locations of the shared data beside the checkout.
 DEFAULT_SHARED = "../shared"

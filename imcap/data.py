@@ -2,10 +2,12 @@
 
 Batches are drawn with GluonNLP's ``FixedBucketSampler`` (Khomenko et al. 2016-style length buckets) so that
 each batch pads to its bucket's length; the order of every epoch is a function of ``(seed, epoch)``, which
-makes a resumed run see the same batches as an uninterrupted one.
+makes a resumed run see the same batches as an uninterrupted one. Each batch is made (its features gathered, read
+from their files when the store reads lazily) by a thread while the previous batch trains.
 """
+import concurrent.futures
 import logging
-from typing import Iterator, List, Optional, Sequence
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, TypeVar
 
 import gluonnlp as nlp
 import numpy as np
@@ -16,6 +18,25 @@ from .utils import check_condition, read_lines
 from .vocab import tokens_to_ids
 
 logger = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def prefetched(make: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    """``make(item)`` of each item in order, the next one made by a worker thread while the caller uses the current
+    one (reading a batch's feature files overlaps the training step: file reads and numpy copies release the GIL).
+    An exception of ``make`` is raised where its result would have been yielded."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="imcap-batches") as pool:
+        pending = None
+        for item in items:
+            future = pool.submit(make, item)
+            if pending is not None:
+                yield pending.result()
+            pending = future
+        if pending is not None:
+            yield pending.result()
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -147,10 +168,13 @@ class BucketBatcher:
         """Batches of ``epoch`` from batch number ``start`` on, each padded to its bucket's length; with augmented
         views, each pair shows the view :func:`epoch_views` draws for it."""
         views = epoch_views(self.data.store, self.seed, epoch, len(self.data)) if self.shuffle else None
-        for indices in self.epoch_batches(epoch)[start:]:
+
+        def make(indices: List[int]) -> Batch:
             length = int(self.data.lengths[indices].max())
             bucket = next(k for k in self.keys if k >= length)
-            yield self.data.make_batch(indices, bucket, None if views is None else views[indices])
+            return self.data.make_batch(indices, bucket, None if views is None else views[indices])
+
+        return prefetched(make, self.epoch_batches(epoch)[start:])
 
 
 class ImageBatch:
@@ -194,6 +218,9 @@ class ImageBatcher:
         """Batches of ``epoch`` from batch number ``start`` on; with augmented views, each image shows the view
         :func:`epoch_views` draws for it."""
         views = epoch_views(self.data.store, self.seed, epoch, len(self.rows))
-        for images in self.epoch_batches(epoch)[start:]:
-            yield ImageBatch(self.data.store.gather(self.rows[images], None if views is None else views[images]),
-                             images)
+
+        def make(images: np.ndarray) -> ImageBatch:
+            return ImageBatch(self.data.store.gather(self.rows[images], None if views is None else views[images]),
+                              images)
+
+        return prefetched(make, self.epoch_batches(epoch)[start:])

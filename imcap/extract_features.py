@@ -9,6 +9,14 @@ skips every image whose features exist, so an interrupted extraction resumes whe
 ``imcap.train --source-augmentations`` and test-time augmentation in ``imcap.captioner``. The network runs on the
 device of ``--device-ids``/``--use-cpu`` (:mod:`imcap.devices`: the first GPU if there is one, else the CPU).
 
+``--shard I/N`` splits the work over N processes or machines: shard I (0-based, as MXNet's ``part_index`` of
+``num_parts`` and the kvstore's ``rank``) computes image ``i`` of the unique image list (all inputs, in order) when
+``i % N == I``. The feature lists are written only once the cache holds every image's features: by the shard run
+that finds it complete at its end (the last to finish, on a shared filesystem), or by a run without ``--shard``
+after the shards' files were copied together, which then computes nothing else. An image's features do not depend
+on the batch it was computed in (every batch runs at ``--batch-size``, the last one padded), so the cache is the
+same byte for byte however it was sharded.
+
 After Sockeye 1.x's ``image_captioning/extract_features.py`` (same option names).
 """
 import argparse
@@ -47,10 +55,46 @@ def add_extraction_args(parser: argparse.ArgumentParser) -> None:
                        help="Threads decoding JPEGs in parallel with the network.")
     group.add_argument("--feature-dtype", choices=C.FEATURE_DTYPES, default="float16",
                        help="Storage type of the cached features.")
+    group.add_argument("--shard", type=shard_spec, default=None, metavar="I/N",
+                       help="Compute only shard I of N (0-based: 0/2 and 1/2 split the images in two, image i of the "
+                            "unique image list going to shard i %% N), e.g. one shard per machine or process over "
+                            "the same --output-root. The feature lists are written by the run that finds every "
+                            "image cached (the last shard to finish, or a final run without --shard, e.g. after "
+                            "copying the shards' caches together). Default: all images.")
     group.add_argument("--augmentations", nargs="+", default=[], choices=C.AUGMENTATION_CHOICES,
                        help="Also cache the features of these augmented views of every image, as IMAGE.VIEW.npy "
                             "(hflip: mirrored left to right), for imcap.train --source-augmentations. The feature "
                             "lists still name the originals.")
+
+
+def shard_spec(value: str) -> Tuple[int, int]:
+    """``"I/N"`` → ``(I, N)``, shard ``I`` (0-based) of ``N``.
+
+    :raises argparse.ArgumentTypeError: unless ``N >= 1`` and ``0 <= I < N`` are integers.
+    """
+    index, _, count = value.partition("/")
+    try:
+        shard = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError("'%s' is not I/N (shard I of N, e.g. 0/2 and 1/2)" % value) from None
+    if shard[1] < 1 or not 0 <= shard[0] < shard[1]:
+        raise argparse.ArgumentTypeError("'%s': shard I of N needs N >= 1 and 0 <= I < N (shards are 0-based: "
+                                         "0/N ... N-1/N)" % value)
+    return shard
+
+
+def shard_of(image_paths: Sequence[str], index: int, count: int) -> List[str]:
+    """The images of shard ``index`` of ``count``: every ``count``-th image from number ``index`` on."""
+    return list(image_paths[index::count])
+
+
+def uncached(image_paths: Sequence[str], output_root: str,
+             augmentations: Sequence[str] = ()) -> List[Tuple[str, Optional[str]]]:
+    """The ``(image, view)`` pairs (view ``None``: the original) of ``image_paths`` with no feature file in the
+    cache ``output_root``, in order."""
+    views: List[Optional[str]] = [None, *augmentations]
+    return [(p, v) for p in image_paths for v in views
+            if not os.path.isfile(os.path.join(output_root, feature_relpath(p, v)))]
 
 
 def default_output(input_path: str, output_root: str) -> str:
@@ -71,11 +115,10 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
     :return: image path → reason, for the images that could not be read (their features are not written).
     """
     from .image_encoder import augment, load_image
-    views: List[Optional[str]] = [None, *augmentations]
-    items = [(p, v) for p in image_paths for v in views]
-    todo = [(p, v) for p, v in items if not os.path.isfile(os.path.join(output_root, feature_relpath(p, v)))]
+    num_items = len(image_paths) * (1 + len(augmentations))
+    todo = uncached(image_paths, output_root, augmentations)
     logger.info("%d images%s, %d already cached, %d to compute", len(image_paths),
-                " x %d views" % len(views) if augmentations else "", len(items) - len(todo), len(todo))
+                " x %d views" % (1 + len(augmentations)) if augmentations else "", num_items - len(todo), len(todo))
     failed: Dict[str, str] = {}
     if not todo:
         return failed
@@ -137,9 +180,32 @@ def run_extract_features(args: argparse.Namespace) -> None:
     logger.info("encoder %s cut at '%s', input %dx%d, features (regions, channels) = %s, stored as %s",
                 encoder.name, encoder.layer, encoder.input_size[0], encoder.input_size[1],
                 tuple(probe.shape[1:]), args.feature_dtype)
-    failed = extract(encoder, unique, args.image_root, args.output_root, args.batch_size, args.decoding_workers,
+    mine = unique if args.shard is None else shard_of(unique, *args.shard)
+    if args.shard is not None:
+        logger.info("shard %d/%d: %d of the %d images", args.shard[0], args.shard[1], len(mine), len(unique))
+    failed = extract(encoder, mine, args.image_root, args.output_root, args.batch_size, args.decoding_workers,
                      args.feature_dtype, progress=not args.quiet, augmentations=args.augmentations)
-    for input_path, output_path, lines in zip(args.input, outputs, lists):
+    if args.shard is not None:
+        missing = uncached(unique, args.output_root, args.augmentations)
+        for path, reason in failed.items():
+            logger.warning("%s: %s", path, reason)
+        if missing:
+            logger.info("shard %d/%d done; %d images%s have no features yet (other shards%s): the feature lists are "
+                        "written by the run that finds the cache complete (the last shard, or a run without --shard)",
+                        args.shard[0], args.shard[1], len({p for p, _ in missing}),
+                        " or views" if args.augmentations else "", ", or unreadable" if failed else "")
+            return
+        logger.info("shard %d/%d: the cache is complete; writing the feature lists", args.shard[0], args.shard[1])
+    write_feature_lists(args.input, outputs, lists, failed)
+    if failed:
+        logger.warning("%d of %d images could not be read; their feature files are missing", len(failed), len(unique))
+
+
+def write_feature_lists(inputs: Sequence[str], outputs: Sequence[str], lists: Sequence[List[str]],
+                        failed: Dict[str, str]) -> None:
+    """Write each ``outputs[k]``: the cache-relative feature path of every line of ``inputs[k]`` (read as
+    ``lists[k]``); a warning names each empty line and each image of ``failed`` (image → reason)."""
+    for input_path, output_path, lines in zip(inputs, outputs, lists):
         with atomic_open(output_path) as out:
             for number, line in enumerate(lines):
                 path = line.strip()
@@ -149,8 +215,6 @@ def run_extract_features(args: argparse.Namespace) -> None:
                     logger.warning("%s:%d: %s: %s", input_path, number + 1, path, failed[path])
                 out.write(feature_relpath(path) + "\n")
         logger.info("wrote %s (%d lines)", output_path, len(lines))
-    if failed:
-        logger.warning("%d of %d images could not be read; their feature files are missing", len(failed), len(unique))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -8,11 +8,15 @@ A cache directory (``--output-root`` of :mod:`imcap.extract_features`) holds
 * ``<image relative path>.<view>.npy`` for the augmented views asked for with ``--augmentations`` (e.g.
   ``hflip``: the image mirrored), which training draws at random with ``--source-augmentations``;
 * ``SPLIT.features`` lists, one feature path (relative to the cache directory) per line of ``SPLIT.images``.
+
+:class:`FeatureStore` gives the features of a list to training: read lazily, each batch reading the files of its
+images (:class:`LazyFeatures`), so that data larger than memory trains and a distributed worker reads only its
+batches; or, with ``load_all_to_memory`` (``imcap.train --load-all-features-to-memory``, as Sockeye), loaded once.
 """
 import json
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -71,30 +75,113 @@ def resolve(path: str, root: Optional[str]) -> str:
     return path if root is None or os.path.isabs(path) else os.path.join(root, path)
 
 
+class NpyHeader(NamedTuple):
+    """What a ``.npy`` file's header says: the array's shape, dtype, order, and where its data starts (bytes)."""
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    offset: int
+
+
+def read_header(path: str) -> NpyHeader:
+    """The header of a ``.npy`` file (its data is not read).
+
+    :raises OSError: if the file cannot be opened; ``ValueError``: if it is not a ``.npy`` file.
+    """
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        shape, fortran_order, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0(f))
+        return NpyHeader(tuple(shape), dtype, fortran_order, f.tell())
+
+
+class LazyFeatures:
+    """Features of a list of ``.npy`` files read from disk on each access, for data larger than memory: indexed like
+    the ``(files, regions, channels)`` array the files would stack to (``lazy[rows]``, ``lazy[row]``,
+    ``lazy[rows, 0, 0]``, slices), each access reads only the files of its rows (through the OS page cache), their
+    data straight into the array returned (the headers were read once, here).
+
+    :param paths: one file per row.
+    :param headers: each file's :func:`read_header`; all of shape ``(regions, channels)``. The files must not change
+        while they are in use.
+    :param dtype: dtype of what an access returns (each file is cast to it, as :class:`FeatureStore` casts the
+        loaded array, so that a lazy and a loaded store give the same values).
+    :raises ImcapError: on access, if a file cannot be read or is shorter than its header says.
+    """
+
+    def __init__(self, paths: Sequence[str], headers: Sequence[NpyHeader], dtype: str) -> None:
+        check_condition(len(paths) == len(headers) > 0, "LazyFeatures needs one header per path, and a path")
+        self.paths = list(paths)
+        self.headers = list(headers)
+        self.shape = (len(self.paths),) + tuple(self.headers[0].shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read_into(self, row: int, out: np.ndarray) -> None:
+        """Read the features of ``row`` into ``out (regions, channels)`` (C-contiguous, of :attr:`dtype`)."""
+        path, header = self.paths[row], self.headers[row]
+        try:
+            if header.fortran_order:
+                out[...] = np.load(path, allow_pickle=False)
+                return
+            direct = header.dtype == self.dtype
+            buffer = out if direct else np.empty(header.shape, dtype=header.dtype)
+            with open(path, "rb") as f:
+                f.seek(header.offset)
+                read = f.readinto(buffer.data.cast("B"))
+        except (OSError, ValueError) as e:
+            raise ImcapError("cannot read features %s (%s)" % (path, getattr(e, "strerror", None) or e)) from None
+        check_condition(read == buffer.nbytes, "features %s: %d bytes of data, not %d (a truncated file?)"
+                        % (path, read, buffer.nbytes))
+        if not direct:
+            out[...] = buffer
+
+    def __getitem__(self, key):
+        """``self[rows]``, ``self[row]``, ``self[a:b]``, ``self[rows, ...]``: as numpy would index the stacked array,
+        reading only the files of the rows asked for."""
+        rest = ()
+        if isinstance(key, tuple):
+            key, rest = key[0], key[1:]
+        rows = np.arange(len(self.paths))[key]
+        out = np.empty(rows.shape + self.shape[1:], dtype=self.dtype)
+        for i, row in enumerate(rows.reshape(-1)):
+            self.read_into(int(row), out.reshape((-1,) + self.shape[1:])[i])
+        return out[rest] if rows.ndim == 0 else out[(slice(None),) + rest]
+
+
 class FeatureStore:
-    """The features of a list file, loaded once into one array: each unique file is read once.
+    """The features of a list file, read lazily from their files (default) or loaded once into memory.
 
     :param list_path: a ``SPLIT.features`` file, one feature path per line.
     :param source_root: root of relative paths; default: the list file's directory.
-    :param dtype: dtype of the in-memory array (the cache's float16 by default keeps memory low).
-    :param augmentations: augmented views to load too (``IMAGE.VIEW.npy`` beside each feature file, written
+    :param dtype: dtype of the features returned (the cache's float16 by default keeps memory low).
+    :param augmentations: augmented views to read too (``IMAGE.VIEW.npy`` beside each feature file, written
         by ``imcap.extract_features --augmentations``); :meth:`gather` picks among the original and these.
+    :param load_all_to_memory: read every unique file once, here, into one array per view (Sockeye's
+        ``--load-all-features-to-memory``); otherwise only the files' headers are read here and each access reads
+        the files of its rows (:class:`LazyFeatures`), so memory holds only the batches in use.
 
-    ``features`` is ``(unique images, regions, channels)``; ``index[line]`` is the row of each line, or
-    -1 where the file could not be read (a warning names the line). ``views`` is ``[features]`` followed by
-    one array of the same shape per augmentation.
+    ``features`` is ``(unique images, regions, channels)`` (an array, or a :class:`LazyFeatures` indexed the same
+    way); ``index[line]`` is the row of each line, or -1 where the file could not be read (a warning names the line).
+    ``views`` is ``[features]`` followed by one such array per augmentation. Both modes give the same values.
 
     :raises ImcapError: if no line could be read, files have different shapes, or an augmented view of a
         readable image is missing.
     """
 
     def __init__(self, list_path: str, source_root: Optional[str] = None, dtype: str = "float16",
-                 augmentations: Sequence[str] = ()) -> None:
+                 augmentations: Sequence[str] = (), load_all_to_memory: bool = False) -> None:
         self.list_path = list_path
+        self.load_all_to_memory = load_all_to_memory
         root = source_root if source_root is not None else os.path.dirname(os.path.abspath(list_path))
         lines = read_lines(list_path)
         rows: Dict[str, int] = {}
-        arrays: List[List[np.ndarray]] = [[] for _ in range(1 + len(augmentations))]
+        # per view, one entry per unique readable file: its array (loaded) or its path (lazy)
+        stacks: List[List] = [[] for _ in range(1 + len(augmentations))]
+        shape: Optional[Tuple[int, ...]] = None
         self.index = np.full(len(lines), -1, dtype=np.int64)
         self.paths = lines
         for number, line in enumerate(lines):
@@ -102,33 +189,41 @@ class FeatureStore:
             if key in rows:
                 self.index[number] = rows[key]
                 continue
-            try:
-                array = np.load(resolve(key, root))
-            except (OSError, ValueError) as e:
-                logger.warning("%s:%d: cannot read features '%s' (%s); skipped", list_path, number + 1, key, e)
-                continue
-            if arrays[0]:
-                check_condition(array.shape == arrays[0][0].shape, "%s:%d: features %s have shape %s, not %s"
-                                % (list_path, number + 1, key, array.shape, arrays[0][0].shape))
-            views = [array]
-            for view in augmentations:
-                path = view_path(key, view)
+            views = []
+            for view in [None, *augmentations]:
+                name = key if view is None else view_path(key, view)
+                path = resolve(name, root)
                 try:
-                    views.append(np.load(resolve(path, root)))
+                    if load_all_to_memory:
+                        item: object = np.load(path, allow_pickle=False)
+                        view_shape = item.shape  # type: ignore[attr-defined]
+                    else:
+                        header = read_header(path)
+                        item, view_shape = (path, header), header.shape
                 except (OSError, ValueError) as e:
+                    if view is None:
+                        logger.warning("%s:%d: cannot read features '%s' (%s); skipped", list_path, number + 1, key, e)
+                        break
                     raise ImcapError("%s:%d: cannot read the '%s' features %s (%s); extract them with "
                                      "imcap.extract_features --augmentations %s"
-                                     % (list_path, number + 1, view, path,
+                                     % (list_path, number + 1, view, name,
                                         getattr(e, "strerror", None) or e, view)) from None
-                check_condition(views[-1].shape == array.shape, "%s:%d: features %s have shape %s, not %s"
-                                % (list_path, number + 1, path, views[-1].shape, array.shape))
-            rows[key] = len(arrays[0])
-            for stack, view_array in zip(arrays, views):
-                stack.append(view_array)
+                shape = shape or view_shape
+                check_condition(view_shape == shape, "%s:%d: features %s have shape %s, not %s"
+                                % (list_path, number + 1, name, view_shape, shape))
+                views.append(item)
+            if len(views) < len(stacks):  # the original could not be read
+                continue
+            rows[key] = len(stacks[0])
+            for stack, item in zip(stacks, views):
+                stack.append(item)
             self.index[number] = rows[key]
-        check_condition(len(arrays[0]) > 0, "%s: no feature file could be read" % list_path)
+        check_condition(len(stacks[0]) > 0, "%s: no feature file could be read" % list_path)
+        assert shape is not None
         self.augmentations = list(augmentations)
-        self.views = [np.stack(stack).astype(dtype, copy=False) for stack in arrays]
+        self.views: List = [np.stack(stack).astype(dtype, copy=False) if load_all_to_memory
+                            else LazyFeatures([p for p, _ in stack], [h for _, h in stack], dtype)
+                            for stack in stacks]
         self.features = self.views[0]
 
     @property
@@ -141,13 +236,15 @@ class FeatureStore:
 
     def gather(self, rows: np.ndarray, views: Optional[np.ndarray] = None) -> np.ndarray:
         """The features of ``rows (n,)``, each in its view ``views (n,)`` (0: the original, ``1 + i``:
-        ``augmentations[i]``; default: all originals), as float32 ``(n, regions, channels)``."""
+        ``augmentations[i]``; default: all originals), as float32 ``(n, regions, channels)``; lazily read, only
+        the files of ``rows`` are read."""
         if views is None or len(self.views) == 1:
             return self.features[rows].astype(np.float32)
-        out = np.empty((len(rows),) + self.features.shape[1:], dtype=np.float32)
+        out = np.empty((len(rows),) + tuple(self.features.shape[1:]), dtype=np.float32)
         for number, array in enumerate(self.views):
             chosen = views == number
-            out[chosen] = array[rows[chosen]]
+            if chosen.any():
+                out[chosen] = array[rows[chosen]]
         return out
 
 

@@ -114,31 +114,45 @@ class _MBConv(HybridBlock):
 class EfficientNetLite(HybridBlock):
     """EfficientNet-Lite (no SE, ReLU6, fixed stem and head) built from a PyTorch-named ``.npz`` file.
 
-    Input ``(batch, 3, H, W)`` float32 already normalized as ``(pixel - 127) / 128``. The output depends
-    on ``layer``: ``stem``, ``blocks.N`` or ``head`` give ``(batch, channels, h, w)``; ``pool`` gives
-    ``(batch, 1280)``; ``logits`` gives ``(batch, 1000)`` ImageNet class scores.
+    Input ``(batch, 3, H, W)`` float32 already normalized as ``(pixel - 127) / 128``, or with ``start`` the output of
+    that layer, ``(batch, channels, h, w)`` as :attr:`input_shape` says. The output depends on ``layer``: ``stem``,
+    ``blocks.N`` or ``head`` give ``(batch, channels, h, w)``; ``pool`` gives ``(batch, 1280)``; ``logits`` gives
+    ``(batch, 1000)`` ImageNet class scores. Only the layers from ``start`` (excluded) to ``layer`` have parameters.
 
-    :param weights: name -> array, as stored in ``efficientnet_lite*.npz``.
-    :param input_size: (H, W) in pixels; TF "SAME" padding is fixed for it.
+    :param weights: name -> array, as stored in ``efficientnet_lite*.npz`` (only the shapes are read here).
+    :param input_size: (H, W) in pixels of the images; TF "SAME" padding is fixed for it.
     :param layer: where to cut the network.
-    :raises ImcapError: if ``layer`` is unknown.
+    :param start: run the network from the output of this layer (``stem`` or ``blocks.N`` before ``layer``) instead
+        of from pixels: the rest of the network after a cut, e.g. the part fine-tuned on a cached block's output
+        (:mod:`imcap.encoder_tail`).
+    :raises ImcapError: if ``layer`` or ``start`` is unknown, or ``start`` is not before ``layer``.
     """
 
     def __init__(self, weights: Dict[str, np.ndarray], input_size: Tuple[int, int], layer: str = "head",
-                 **kwargs) -> None:
+                 start: Optional[str] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         num_blocks = 1 + max(int(k.split(".")[1]) for k in weights if k.startswith("_blocks."))
         self.layer_names = ["stem"] + ["blocks.%d" % i for i in range(num_blocks)] + ["head", "pool", "logits"]
         check_condition(layer in self.layer_names, "unknown EfficientNet-Lite layer '%s'; choose from: %s"
                         % (layer, ", ".join(self.layer_names)))
         self._cut = self.layer_names.index(layer)
+        starts = self.layer_names[:min(self._cut, num_blocks + 1)]
+        check_condition(start is None or start in starts, "EfficientNet-Lite cannot start after '%s' and end at '%s'; "
+                        "start after one of: %s" % (start, layer, ", ".join(starts)))
+        # the index in layer_names of the layer whose output is the input (-1: pixels)
+        self._start = -1 if start is None else self.layer_names.index(start)
         self.weight_names: Dict[str, mx.gluon.Parameter] = {}
         hw = (int(input_size[0]), int(input_size[1]))
+        built = lambda index: self._start < index <= self._cut  # noqa: E731  (whether layer_names[index] has params)
         with self.name_scope():
             stem_out = weights["_conv_stem.weight"].shape[0]
-            self.stem = _SameConvBN(3, stem_out, 3, 2, 1, hw, True)
-            self.weight_names.update(self.stem.weight_map("_conv_stem", "_bn0"))
-            hw = self.stem.output_hw
+            if built(0):
+                self.stem = _SameConvBN(3, stem_out, 3, 2, 1, hw, True)
+                self.weight_names.update(self.stem.weight_map("_conv_stem", "_bn0"))
+            self.input_shape: Tuple[int, ...] = (3,) + hw  # (channels, H, W) of one input
+            hw = _strided(hw, 2)
+            if self._start == 0:
+                self.input_shape = (stem_out,) + hw
             self.blocks = nn.HybridSequential()
             in_channels, stage, prev_out = stem_out, -1, None
             for i in range(num_blocks):
@@ -152,18 +166,23 @@ class EfficientNetLite(HybridBlock):
                 else:
                     stride = 1
                 prev_out = out_channels
-                block = _MBConv(in_channels, mid_channels, out_channels, kernel, stride, hw)
-                self.blocks.add(block)
-                if block.expand is not None:
-                    self.weight_names.update(block.expand.weight_map(name + "._expand_conv", name + "._bn0"))
-                self.weight_names.update(block.depthwise.weight_map(name + "._depthwise_conv", name + "._bn1"))
-                self.weight_names.update(block.project.weight_map(name + "._project_conv", name + "._bn2"))
-                hw, in_channels = block.output_hw, out_channels
+                if built(i + 1):
+                    block = _MBConv(in_channels, mid_channels, out_channels, kernel, stride, hw)
+                    self.blocks.add(block)
+                    if block.expand is not None:
+                        self.weight_names.update(block.expand.weight_map(name + "._expand_conv", name + "._bn0"))
+                    self.weight_names.update(block.depthwise.weight_map(name + "._depthwise_conv", name + "._bn1"))
+                    self.weight_names.update(block.project.weight_map(name + "._project_conv", name + "._bn2"))
+                hw, in_channels = _strided(hw, stride), out_channels
+                if self._start == i + 1:
+                    self.input_shape = (out_channels,) + hw
             head_out = weights["_conv_head.weight"].shape[0]
-            self.head = _SameConvBN(in_channels, head_out, 1, 1, 1, hw, True)
-            self.weight_names.update(self.head.weight_map("_conv_head", "_bn1"))
-            self.fc = nn.Dense(weights["_fc.weight"].shape[0], in_units=head_out)
-            self.weight_names.update({"_fc.weight": self.fc.weight, "_fc.bias": self.fc.bias})
+            if built(num_blocks + 1):
+                self.head = _SameConvBN(in_channels, head_out, 1, 1, 1, hw, True)
+                self.weight_names.update(self.head.weight_map("_conv_head", "_bn1"))
+            if built(num_blocks + 3):
+                self.fc = nn.Dense(weights["_fc.weight"].shape[0], in_units=head_out)
+                self.weight_names.update({"_fc.weight": self.fc.weight, "_fc.bias": self.fc.bias})
         self.output_hw = hw
 
     def load_weights(self, weights: Dict[str, np.ndarray], ctx: mx.Context) -> None:
@@ -181,12 +200,14 @@ class EfficientNetLite(HybridBlock):
             param.set_data(mx.nd.array(value, ctx=ctx))
 
     def hybrid_forward(self, F, x):
-        x = self.stem(x)
-        if self._cut == 0:
-            return x
-        for i, block in enumerate(self.blocks):
+        if self._start < 0:
+            x = self.stem(x)
+            if self._cut == 0:
+                return x
+        first = max(self._start, 0)  # the number of the first block built (blocks.N is layer N + 1)
+        for offset, block in enumerate(self.blocks):
             x = block(x)
-            if self._cut == i + 1:
+            if self._cut == first + offset + 1:
                 return x
         x = self.head(x)
         if self.layer_names[self._cut] == "head":
@@ -195,6 +216,11 @@ class EfficientNetLite(HybridBlock):
         if self.layer_names[self._cut] == "pool":
             return x
         return self.fc(x)
+
+
+def _strided(hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
+    """The (H, W) of a map of ``hw`` after a TF "SAME" convolution of ``stride``."""
+    return int(math.ceil(hw[0] / float(stride))), int(math.ceil(hw[1] / float(stride)))
 
 
 def _zoo_features(name: str, params_path: Optional[str], layer: Optional[str], ctx: mx.Context) -> HybridBlock:

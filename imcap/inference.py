@@ -580,5 +580,6 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def _feature_shape(model: CaptionModel) -> Tuple[int, int]:
-    """``(regions, dim)`` of the features ``model`` was trained on."""
-    return model.config.encoder.num_regions, model.config.encoder.feature_dim
+    """``(regions, dim)`` of the features ``model`` was trained on (with a CNN tail: those of the cached layer, which
+    the CNN cut there makes from pixels and the model's tail continues)."""
+    return model.feature_shape

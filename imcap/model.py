@@ -18,6 +18,7 @@ from . import rnn, transformer, convolution  # noqa: F401  (register the decoder
 from .decoder import decoder_config_type, decoder_names, get_decoder
 from .rnn import RNNDecoderConfig
 from .encoder import EncoderConfig, ImageFeatureEncoder
+from .encoder_tail import EncoderTail, EncoderTailConfig
 from .utils import ImcapError, atomic_path, check_condition
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class ModelConfig(Config):
         decoder's output size; Press & Wolf 2017).
     :param feature_extraction: how the cached features were made (the cache manifest), so that the captioner
         can run the same CNN on raw images.
+    :param encoder_tail: the rest of the pretrained CNN after the cached layer, run (and fine-tuned) before
+        ``encoder`` (:mod:`imcap.encoder_tail`); None: the cached features go to ``encoder`` as they are.
     """
     vocab_size: int = 0
     encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
@@ -48,6 +51,7 @@ class ModelConfig(Config):
     embed_dropout: float = 0.1
     weight_tying: bool = False
     feature_extraction: Optional[dict] = None
+    encoder_tail: Optional[EncoderTailConfig] = None
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "ModelConfig":
@@ -74,10 +78,13 @@ class _Encode(HybridBlock):
 
     def __init__(self, model: "CaptionModel", **kwargs) -> None:
         super().__init__(**kwargs)
+        self.encoder_tail = model.encoder_tail
         self.encoder = model.encoder
         self.decoder = model.decoder
 
     def hybrid_forward(self, F, features):
+        if self.encoder_tail is not None:
+            features = self.encoder_tail(features)
         static, dynamic = self.decoder.init_state_graph(F, self.encoder(features))
         return static + dynamic
 
@@ -103,10 +110,12 @@ class CaptionModel(Block):
     """Image-to-caption seq2seq model.
 
     :param config: the model config.
-    :raises ImcapError: if weight tying is asked for with mismatching sizes.
+    :param models_dir: where the weights of a CNN tail (``config.encoder_tail``) are looked for; default: the shared
+        models folder (:func:`imcap.image_encoder.weights_dir`).
+    :raises ImcapError: if weight tying is asked for with mismatching sizes, or a CNN tail's weights are missing.
     """
 
-    def __init__(self, config: ModelConfig, **kwargs) -> None:
+    def __init__(self, config: ModelConfig, models_dir: Optional[str] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
         decoder_config: Any = config.decoder  # every registered decoder config has output_num_hidden
@@ -114,6 +123,8 @@ class CaptionModel(Block):
                         "weight tying needs --num-embed == the decoder output size (%d != %d)"
                         % (config.num_embed, decoder_config.output_num_hidden))
         with self.name_scope():
+            self.encoder_tail = None if config.encoder_tail is None else \
+                EncoderTail(config.encoder_tail, models_dir, prefix="encoder_tail_")
             self.encoder = ImageFeatureEncoder(config.encoder, prefix="encoder_")
             self.embedding = nn.HybridSequential(prefix="target_")
             with self.embedding.name_scope():
@@ -135,6 +146,8 @@ class CaptionModel(Block):
     def hybridize(self, active: bool = True, **kwargs) -> None:
         """Hybridize the parts: what the decoder's teacher forcing runs (the per-step cell of the RNN, the whole
         sequence graph of the others), the encode and step graphs for search."""
+        if self.encoder_tail is not None:
+            self.encoder_tail.hybridize(active, **kwargs)
         self.encoder.hybridize(active, **kwargs)
         self.embedding.hybridize(active, **kwargs)
         self.decoder.hybridize_sequence(active, **kwargs)
@@ -145,10 +158,13 @@ class CaptionModel(Block):
     def forward(self, features, target_in):
         """Teacher-forced decoding.
 
-        :param features: ``(batch, regions, feature_dim)`` float32.
+        :param features: ``(batch, regions, feature_dim)`` float32 (:attr:`feature_shape`).
         :param target_in: ``(batch, length)`` word ids, starting with ``<s>``.
-        :return: logits ``(batch, length, vocab)`` and attention ``(batch, length, regions)``.
+        :return: logits ``(batch, length, vocab)`` and attention ``(batch, length, regions)`` (the regions of the
+            CNN tail's output when there is one).
         """
+        if self.encoder_tail is not None:
+            features = self.encoder_tail(features)
         static, dynamic = self.decoder.init_state(self.encoder(features))
         outputs, attention = self.decoder.decode_sequence(self.embedding(target_in), static, dynamic)
         return self.output_layer(outputs), attention
@@ -165,6 +181,15 @@ class CaptionModel(Block):
         dynamic)``."""
         results = self._step(prev_ids, *static, *dynamic)
         return results[0], results[1], list(results[2:])
+
+    @property
+    def feature_shape(self) -> Tuple[int, int]:
+        """``(regions, dim)`` of one image's input features: those of the CNN tail's input (the cached layer) when
+        the model has one, else those of the encoder."""
+        if self.config.encoder_tail is not None:
+            regions, dim = self.config.encoder_tail.input_shape
+            return int(regions), int(dim)
+        return self.config.encoder.num_regions, self.config.encoder.feature_dim
 
     def num_parameters(self) -> int:
         """Number of trainable scalars (shared parameters counted once)."""

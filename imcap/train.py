@@ -35,9 +35,11 @@ from . import constants as C
 from .data import ParallelData
 from .decoder import decoder_config_from_options, decoder_names
 from .devices import get_contexts
+from .distributed import worker_group
 from .encoder import EncoderConfig
+from .encoder_tail import EncoderTailConfig, set_learning_rate_multiplier
 from .features import FeatureStore, read_manifest
-from .model import ModelConfig, load_params
+from .model import CaptionModel, ModelConfig, load_params
 from .training import (GRADIENT_CLIPPING_CHOICES, Trainer, TrainerConfig, TrainingState, build_model,
                        has_training_state)
 from .utils import ImcapError, atomic_open, check_condition, read_lines, setup_logging
@@ -64,6 +66,11 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                       help="Augmented views of the training images (cached by imcap.extract_features "
                            "--augmentations): every epoch, each caption is paired with its image's original features "
                            "or one of these views, uniformly at random. Default: the originals only.")
+    data.add_argument("--load-all-features-to-memory", action="store_true",
+                      help="Read every training and validation feature file once at the start and keep them in "
+                           "memory (49 x 1280 float16 regions: 125 kB per image). Default: read lazily, each batch "
+                           "reads the files of its images (through the OS page cache), so that data larger than "
+                           "memory trains; see docs/benchmarks.md for its cost.")
     data.add_argument("--output", "-o", required=True, help="Model directory.")
     data.add_argument("--overwrite-output", action="store_true",
                       help="Delete an existing model directory instead of resuming from it.")
@@ -89,11 +96,22 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                                             "learned, or fixed 2-D sinusoids of the row and column of a square grid.")
     model.add_argument("--image-encoder-dropout", type=arguments.float_greater_or_equal(0), default=0.0,
                        help="Dropout on the projected regions.")
+    model.add_argument("--image-encoder-fine-tune", action="store_true",
+                       help="Partial fine-tuning: put the rest of the pretrained CNN after the layer the features "
+                            "were cached at (their cache.json says which, e.g. blocks.14: EfficientNet-Lite0's last "
+                            "block and head) into the model and train it with the decoder, at "
+                            "--image-encoder-learning-rate. Needs features extracted at a block boundary "
+                            "(imcap.extract_features --image-encoder-layer blocks.N); see docs/finetuning.md.")
+    model.add_argument("--image-encoder-train-batchnorm", action="store_true",
+                       help="With --image-encoder-fine-tune: BatchNorm of the fine-tuned layers uses batch statistics "
+                            "and updates its moving ones. Default: the pretrained moving statistics are used and kept.")
     model.add_argument("--num-embed", type=arguments.int_greater_or_equal(1), default=256,
                        help="Target embedding size.")
     model.add_argument("--embed-dropout", type=arguments.float_greater_or_equal(0), default=0.1,
                        help="Dropout on target embeddings.")
-    model.add_argument("--rnn-cell-type", choices=C.RNN_CELL_CHOICES, default="lstm", help="RNN cell.")
+    model.add_argument("--rnn-cell-type", choices=C.RNN_CELL_CHOICES, default=C.RNN_CELL_LSTM,
+                       help="RNN cell: lstm, gru or rnn (vanilla Elman RNN, tanh). With --rnn-attention-type none "
+                            "(Show and Tell) the layers run as MXNet's fused RNN operator over the whole caption.")
     model.add_argument("--rnn-num-hidden", type=arguments.int_greater_or_equal(1), default=512,
                        help="RNN state size.")
     model.add_argument("--num-layers", type=arguments.int_greater_or_equal(1), default=1,
@@ -145,6 +163,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--optimizer", default="adam", help="MXNet optimizer.")
     train.add_argument("--initial-learning-rate", type=arguments.float_greater_or_equal(0), default=0.001,
                        help="Initial learning rate.")
+    train.add_argument("--image-encoder-learning-rate", type=arguments.float_greater_or_equal(0), default=0.0001,
+                       help="Learning rate of the CNN layers of --image-encoder-fine-tune (warm-up and reductions "
+                            "scale it as --initial-learning-rate; 0: run them frozen).")
     train.add_argument("--learning-rate-warmup", type=arguments.int_greater_or_equal(0), default=0,
                        help="Raise the learning rate linearly from 0 over this many updates (0: no warm-up; "
                             "Transformers train more stably with one, Vaswani et al. 2017).")
@@ -199,7 +220,11 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                             "dir's log and on STDERR (0: never). Between checkpoints a progress bar shows the same "
                             "on a terminal, unless --quiet.")
     train.add_argument("--seed", type=int, default=13, help="Random seed.")
-    train.add_argument("--kvstore", default="device", help="KVStore for several devices (device or local).")
+    train.add_argument("--kvstore", default="device", choices=C.KVSTORE_CHOICES,
+                       help="KVStore: device or local sum the gradients of several --device-ids; dist_sync, "
+                            "dist_device_sync or dist_async train on every worker of a parameter-server job started "
+                            "by python -m imcap.launch (each worker takes its shard of every epoch's batches, rank 0 "
+                            "validates and writes the model dir; see docs/scaling.md).")
     arguments.add_device_args(parser)
     arguments.add_logging_args(parser)
 
@@ -213,14 +238,25 @@ def option_defaults() -> Dict[str, object]:
 
 def model_config_from_args(args: argparse.Namespace, vocab_size: int, regions: int, feature_dim: int,
                            manifest: Optional[Dict]) -> ModelConfig:
-    """The :class:`ModelConfig` the options describe."""
+    """The :class:`ModelConfig` the options describe (with ``--image-encoder-fine-tune``, a CNN tail that continues
+    the features ``manifest`` describes, and an encoder over the tail's output).
+
+    :raises ImcapError: if the features cannot be fine-tuned (see :meth:`EncoderTailConfig.from_manifest`).
+    """
+    tail = None
+    if args.image_encoder_fine_tune:
+        tail = EncoderTailConfig.from_manifest(manifest, "--source %s" % args.source,
+                                               train_batchnorm=args.image_encoder_train_batchnorm)
+        check_condition(list(tail.input_shape) == [regions, feature_dim], "--source %s: features have (regions, dim) "
+                        "= (%d, %d), their cache.json says %s" % (args.source, regions, feature_dim, tail.input_shape))
+        regions, feature_dim = tail.output_shape
     encoder = EncoderConfig(num_regions=regions, feature_dim=feature_dim, num_hidden=args.image_encoder_num_hidden,
                             positional_embedding=args.image_positional_embedding_type,
                             dropout=args.image_encoder_dropout)
     decoder = decoder_config_from_options(args.decoder, args)
     return ModelConfig(vocab_size=vocab_size, encoder=encoder, decoder=decoder, decoder_name=args.decoder,
                        num_embed=args.num_embed, embed_dropout=args.embed_dropout, weight_tying=args.weight_tying,
-                       feature_extraction=manifest)
+                       feature_extraction=manifest, encoder_tail=tail)
 
 
 def trainer_config_from_args(args: argparse.Namespace) -> TrainerConfig:
@@ -240,6 +276,20 @@ def check_options(args: argparse.Namespace) -> None:
                     "--optimized-metric %s needs --decode-and-evaluate" % args.optimized_metric)
     check_condition(args.loss != C.LOSS_SELF_CRITICAL or len(get_contexts(args.device_ids, args.use_cpu)) == 1,
                     "--loss self-critical runs on one device")
+    if args.kvstore == C.KVSTORE_DIST_ASYNC:
+        check_condition(args.gradient_clipping_type != "norm", "--kvstore dist_async clips no global gradient norm "
+                        "(each worker's gradient is applied alone): use --gradient-clipping-type abs or none")
+        check_condition(args.learning_rate_warmup == 0 and args.learning_rate_reduce_num_not_improved <= 0,
+                        "--kvstore dist_async keeps the servers' learning rate fixed: use --learning-rate-warmup 0 "
+                        "and --learning-rate-reduce-num-not-improved -1")
+    check_condition(args.image_encoder_fine_tune or not args.image_encoder_train_batchnorm,
+                    "--image-encoder-train-batchnorm needs --image-encoder-fine-tune")
+    check_condition(not args.image_encoder_train_batchnorm or args.image_encoder_learning_rate > 0,
+                    "--image-encoder-train-batchnorm needs --image-encoder-learning-rate > 0 (MXNet updates the "
+                    "moving statistics in the backward pass, which a frozen CNN tail skips)")
+    check_condition(not args.image_encoder_fine_tune or args.initial_learning_rate > 0
+                    or args.image_encoder_learning_rate == 0, "--image-encoder-learning-rate is a multiple of "
+                    "--initial-learning-rate for the optimizer, which must then be > 0")
 
 
 def prepare_model_dir(args: argparse.Namespace) -> bool:
@@ -300,6 +350,35 @@ def load_vocabulary(args: argparse.Namespace, resume: bool) -> nlp.Vocab:
     return build_vocab((line.split() for line in read_lines(args.target)), min_count=args.word_min_count)
 
 
+def prepare_encoder_tail(args: argparse.Namespace, model: CaptionModel, resume: bool) -> None:
+    """Check that the validation features, and the model of ``--params`` or of the resumed model dir, go with the
+    model's CNN tail (``--image-encoder-fine-tune``), and set the tail's learning rate
+    (``--image-encoder-learning-rate``, as a multiple of ``--initial-learning-rate``).
+
+    :raises ImcapError: if they do not.
+    """
+    tail = model.config.encoder_tail
+    assert model.encoder_tail is not None and tail is not None
+    tail.check_features(read_manifest(args.source_root if args.source_root is not None
+                                      else os.path.dirname(os.path.abspath(args.validation_source))),
+                        "--validation-source %s" % args.validation_source)
+    others = [(os.path.join(args.output, C.CONFIG_NAME), args.output)] if resume else []
+    if args.params is not None and not resume:
+        others.append((os.path.join(os.path.dirname(os.path.abspath(args.params)), C.CONFIG_NAME), args.params))
+    for path, what in others:
+        if os.path.isfile(path):
+            other = ModelConfig.load(path).encoder_tail
+            check_condition(other is not None and (other.encoder, other.layer) == (tail.encoder, tail.layer),
+                            "%s: its model %s, the features continue %s cut at %s" % (
+                                what, "has no CNN tail" if other is None else "continues %s cut at %s"
+                                % (other.encoder, other.layer), tail.encoder, tail.layer))
+    multiplier = args.image_encoder_learning_rate / args.initial_learning_rate if args.initial_learning_rate else 0.0
+    set_learning_rate_multiplier(model.encoder_tail, multiplier)
+    logger.info("CNN tail: %s after %s, (regions, dim) %s → %s, learning rate %g (x%g)%s", tail.encoder, tail.layer,
+                tuple(tail.input_shape), tuple(tail.output_shape), args.image_encoder_learning_rate, multiplier,
+                ", BatchNorm trained" if tail.train_batchnorm else ", BatchNorm statistics frozen")
+
+
 def build_trainer(args: argparse.Namespace) -> Trainer:
     """Everything of ``imcap.train`` but the training itself: check the options, prepare the model dir and its
     ``log``, load the data and the vocabulary, build the model (from ``--params`` unless resuming) and the
@@ -310,20 +389,25 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
     check_options(args)
     config = trainer_config_from_args(args)
     ctx = get_contexts(args.device_ids, args.use_cpu)
-    resume = prepare_model_dir(args)
-    setup_logging(os.path.join(args.output, C.LOG_NAME), quiet=args.quiet)
+    # a dist kvstore: rank 0 alone prepares and logs into the model dir, the other workers wait for it, then read
+    workers = worker_group(args.kvstore)
+    resume = workers.broadcast(prepare_model_dir(args) if workers.writes_files else None)
+    setup_logging(os.path.join(args.output, C.LOG_NAME) if workers.writes_files else None, quiet=args.quiet)
     logger.info("imcap.train %s", " ".join(sys.argv[1:]))
     logger.info("devices: %s%s", ctx, "; resuming from %s" % os.path.join(args.output, C.TRAINING_STATE_DIRNAME)
                 if resume else "")
     start = time.time()
-    train_store = FeatureStore(args.source, args.source_root, augmentations=args.source_augmentations)
-    val_store = FeatureStore(args.validation_source, args.source_root)
+    train_store = FeatureStore(args.source, args.source_root, augmentations=args.source_augmentations,
+                               load_all_to_memory=args.load_all_features_to_memory)
+    val_store = FeatureStore(args.validation_source, args.source_root,
+                             load_all_to_memory=args.load_all_features_to_memory)
     check_condition(train_store.shape == val_store.shape, "training features %s and validation features %s "
                     "differ in shape" % (train_store.shape, val_store.shape))
-    logger.info("features: %d training images%s, %d validation images, (regions, dim) = %s, loaded in %.1f s",
+    logger.info("features: %d training images%s, %d validation images, (regions, dim) = %s, %s in %.1f s",
                 train_store.features.shape[0],
                 " with views %s" % ", ".join(["original"] + train_store.augmentations)
                 if train_store.augmentations else "", val_store.features.shape[0], train_store.shape,
+                "loaded into memory" if args.load_all_features_to_memory else "checked (read lazily)",
                 time.time() - start)
     vocab = load_vocabulary(args, resume)
     train_data = ParallelData(train_store, [args.target], vocab, args.max_seq_len)
@@ -333,6 +417,8 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
                              else os.path.dirname(os.path.abspath(args.source)))
     regions, dim = train_store.shape
     model = build_model(model_config_from_args(args, len(vocab), regions, dim, manifest), ctx, args.seed)
+    if model.encoder_tail is not None:
+        prepare_encoder_tail(args, model, resume)
     if args.params is not None and not resume:
         try:
             load_params(model, args.params, ctx)

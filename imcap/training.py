@@ -33,6 +33,7 @@ from . import constants as C
 from .beam_search import BeamSearch, best_captions
 from .config import Config
 from .data import BucketBatcher, ImageBatcher, ParallelData
+from .distributed import ShardedBucketBatcher, ShardedImageBatcher, check_kvstore_name, worker_group
 from .loss import sequence_loss
 from .metrics import read_metrics, write_metrics
 from .model import CaptionModel, ModelConfig, load_params, save_params
@@ -115,7 +116,10 @@ class TrainerConfig(Config):
     seed: int = 13
     """Random seed of the batch order, the augmented views, dropout and sampling."""
     kvstore: str = "device"
-    """MXNet kvstore that sums the gradients of several devices (``device``, ``local``, ``dist_sync``, ...)."""
+    """MXNet kvstore: ``device`` or ``local`` sum the gradients of several devices of the process; ``dist_sync``,
+    ``dist_device_sync`` and ``dist_async`` train on every worker of a parameter-server job (:mod:`imcap.distributed`,
+    started by ``python -m imcap.launch``; see docs/scaling.md). ``dist_async`` updates on the servers, so it takes
+    gradient clipping by value or none, no warm-up and no learning-rate reduction."""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "bucket_width", "checkpoint_interval", "decode_and_evaluate_beam_size"):
@@ -133,6 +137,16 @@ class TrainerConfig(Config):
                             % (name, ", ".join(choices), getattr(self, name)))
         check_condition(self.optimized_metric == C.METRIC_PERPLEXITY or self.decode_and_evaluate != 0,
                         "optimized_metric %s needs decode_and_evaluate" % self.optimized_metric)
+        check_kvstore_name(self.kvstore)
+        if self.kvstore == C.KVSTORE_DIST_ASYNC:
+            # the servers apply each push with the optimizer the workers sent them at the start: no global norm
+            # (there is no sum to take it of) and no later change of the learning rate reaches them
+            check_condition(self.gradient_clipping_type != "norm", "kvstore dist_async clips no global gradient "
+                            "norm (the servers apply each worker's gradient alone): use gradient_clipping_type abs "
+                            "or none")
+            check_condition(self.learning_rate_warmup == 0 and self.learning_rate_reduce_num_not_improved <= 0,
+                            "kvstore dist_async keeps the servers' learning rate fixed: set learning_rate_warmup 0 "
+                            "and learning_rate_reduce_num_not_improved -1")
 
     @property
     def self_critical(self) -> bool:
@@ -145,7 +159,7 @@ class TrainingState:
 
     FIELDS = ("updates", "epoch", "batch_in_epoch", "checkpoint", "samples", "best_metric", "best_checkpoint",
               "num_not_improved", "num_not_improved_lr", "learning_rate", "elapsed", "train_nll", "train_tokens",
-              "train_reward", "train_sequences", "converged", "eval_seconds")
+              "train_reward", "train_sequences", "converged", "eval_seconds", "interval_seconds", "num_workers")
 
     def __init__(self, learning_rate: float) -> None:
         self.updates = self.epoch = self.batch_in_epoch = self.checkpoint = self.samples = 0
@@ -160,13 +174,22 @@ class TrainingState:
         self.train_sequences = 0  # ... and their number, since the last checkpoint
         self.converged = False
         self.eval_seconds = 0.0   # the longest checkpoint (evaluation and saving) so far, in seconds of wall-clock
+        self.interval_seconds = 0.0   # the longest checkpoint interval (updates and checkpoint) so far, in seconds
+        self.num_workers = 1      # workers of the run (imcap.distributed); batch_in_epoch counts a worker's batches
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: getattr(self, k) for k in self.FIELDS}
 
     def to_json(self) -> str:
-        return json.dumps({k: getattr(self, k) for k in self.FIELDS}, indent=1)
+        return json.dumps(self.to_dict(), indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> "TrainingState":
-        values = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "TrainingState":
+        """The state of :meth:`to_dict`'s ``values`` (fields missing in an older state keep their defaults)."""
         state = cls(values["learning_rate"])
         for k in cls.FIELDS:
             if k in values:
@@ -228,7 +251,9 @@ class Trainer:
         self.ctx = list(contexts)
         self.dir = output_dir
         self.state_dir = os.path.join(output_dir, C.TRAINING_STATE_DIRNAME)
-        self.resume = has_training_state(output_dir)
+        #: this process among the workers (imcap.distributed.LOCAL: the only one); rank 0 alone writes files
+        self.workers = worker_group(config.kvstore)
+        self.resume = self.workers.broadcast(has_training_state(output_dir))
         self.train_data, self.val_data = train_data, validation_data
         self.val_store = validation_data.store
         self._check_fit(validation_references)
@@ -236,15 +261,31 @@ class Trainer:
         self._save_model_files()
         self._make_batches(validation_references)
         self.state = TrainingState(config.initial_learning_rate)
+        self.state.num_workers = self.workers.num_workers
         optimizer_params = {"learning_rate": config.initial_learning_rate, "wd": config.weight_decay}
         if config.gradient_clipping_type == "abs":
             optimizer_params["clip_gradient"] = config.gradient_clipping_threshold
         self.params = self.model.collect_params()
-        self.trainer = gluon.Trainer(self.params, config.optimizer, optimizer_params,
-                                     kvstore=config.kvstore if len(self.ctx) > 1 else None)
+        if self.workers.distributed:
+            # synchronous: the servers only sum, every worker applies the same update to the same parameters (and
+            # clips the summed gradient); asynchronous: the servers update (gluon allows nothing else)
+            self.trainer = gluon.Trainer(self.params, config.optimizer, optimizer_params, kvstore=self.workers.kvstore,
+                                         update_on_kvstore=not self.workers.synchronous)
+        else:
+            self.trainer = gluon.Trainer(self.params, config.optimizer, optimizer_params,
+                                         kvstore=config.kvstore if len(self.ctx) > 1 else None)
+        #: per worker and update, the bytes of gradients pushed to the servers (as many are pulled back), and the
+        #: seconds spent in the kvstore's push and pull since the last checkpoint (dist kvstores)
+        self.kvstore_bytes = 4 * sum(p.data(self.ctx[0]).size for p in self.params.values() if p.grad_req != "null")
+        self.kvstore_seconds = 0.0
         self.metrics: List[Dict[str, Any]] = []
         if self.resume:
             self._load_state()
+        self._samples_agreed, self._updates_agreed = self.state.samples, self.state.updates
+        if self.workers.distributed:
+            logger.info("kvstore %s: worker rank %d of %d; per update a worker pushes %.2f MB of gradients and "
+                        "pulls %.2f MB", config.kvstore, self.workers.rank, self.workers.num_workers,
+                        self.kvstore_bytes / 1e6, self.kvstore_bytes / 1e6)
 
     def _check_fit(self, validation_references: Sequence[Sequence[str]]) -> None:
         """Raise :class:`ImcapError` unless the model, vocabulary, data and devices fit together."""
@@ -254,7 +295,7 @@ class Trainer:
                         "device, not %d" % len(self.ctx))
         check_condition(len(self.vocab) == model_config.vocab_size, "the vocabulary has %d words, the model %d"
                         % (len(self.vocab), model_config.vocab_size))
-        shape = (model_config.encoder.num_regions, model_config.encoder.feature_dim)
+        shape = self.model.feature_shape  # a CNN tail's input (the cached layer) when the model has one
         for name, data in (("training", self.train_data), ("validation", self.val_data)):
             check_condition(tuple(data.store.shape) == shape, "%s features have (regions, dim) = %s, the model %s"
                             % (name, tuple(data.store.shape), shape))
@@ -272,14 +313,17 @@ class Trainer:
                             % (param.name, param_ctx, self.ctx))
 
     def _save_model_files(self) -> None:
-        """Write ``config.yaml`` and (unless resuming) ``vocab.trg.json``; a resumed dir must hold ``vocab``."""
-        os.makedirs(self.dir, exist_ok=True)
+        """Write ``config.yaml`` and (unless resuming) ``vocab.trg.json``; a resumed dir must hold ``vocab``. Workers
+        of rank > 0 write nothing."""
         vocab_path = os.path.join(self.dir, C.VOCAB_TRG_NAME)
         if self.resume:
             check_condition(os.path.isfile(vocab_path) and
                             load_vocab(vocab_path).idx_to_token == self.vocab.idx_to_token,
                             "%s holds a training with another vocabulary than the one given" % self.dir)
-        else:
+        if not self.workers.writes_files:
+            return
+        os.makedirs(self.dir, exist_ok=True)
+        if not self.resume:
             save_vocab(self.vocab, vocab_path)
         self.model.config.save(os.path.join(self.dir, C.CONFIG_NAME))
 
@@ -289,18 +333,24 @@ class Trainer:
         config = self.config
         self.batcher: Any
         self.self_critical: Optional[SelfCritical] = None
+        # a worker of several takes its shard of every epoch (imcap.distributed.shard_batches)
+        rank, workers = self.workers.rank, self.workers.num_workers
         if config.self_critical:
-            self.batcher = ImageBatcher(self.train_data, max(1, config.batch_size // config.self_critical_samples),
-                                        config.seed)
+            images = max(1, config.batch_size // config.self_critical_samples)
+            self.batcher = (ShardedImageBatcher(self.train_data, images, config.seed, rank=rank, num_workers=workers)
+                            if workers > 1 else ImageBatcher(self.train_data, images, config.seed))
             self.self_critical = SelfCritical(self.model, self.vocab, self.batcher.references,
                                               config.self_critical_samples, config.max_seq_len, self.ctx[0])
             logger.info("self-critical training: %d images in %d batches per epoch, %d captions sampled per image; "
                         "validation: %d pairs", len(self.batcher.rows), len(self.batcher),
                         config.self_critical_samples, len(self.val_data))
         else:
-            self.batcher = BucketBatcher(self.train_data, config.batch_size, config.bucket_width, config.seed)
-            logger.info("training: %d pairs in %d batches per epoch (buckets %s); validation: %d pairs",
-                        len(self.train_data), len(self.batcher), self.batcher.keys, len(self.val_data))
+            self.batcher = (ShardedBucketBatcher(self.train_data, config.batch_size, config.bucket_width, config.seed,
+                                                 rank=rank, num_workers=workers) if workers > 1 else
+                            BucketBatcher(self.train_data, config.batch_size, config.bucket_width, config.seed))
+            logger.info("training: %d pairs in %d batches per epoch%s (buckets %s); validation: %d pairs",
+                        len(self.train_data), len(self.batcher), " per worker" if workers > 1 else "",
+                        self.batcher.keys, len(self.val_data))
         self.val_batches = BucketBatcher(self.val_data, config.batch_size * 2, config.bucket_width, config.seed,
                                          shuffle=False).epoch_batches(0)
         self.val_references = [list(refs) for refs in validation_references]
@@ -316,9 +366,18 @@ class Trainer:
     def _load_state(self) -> None:
         with open(os.path.join(self.state_dir, C.TRAINING_STATE_NAME), encoding="utf-8") as f:
             self.state = TrainingState.from_json(f.read())
+        check_condition(self.state.num_workers == self.workers.num_workers, "%s holds a training of %d workers; "
+                        "resume it with as many (imcap.launch -n %d), not %d" % (
+                            self.dir, self.state.num_workers, self.state.num_workers, self.workers.num_workers))
         load_params(self.model, os.path.join(self.dir, C.PARAMS_NAME % self.state.checkpoint), ctx=self.ctx)
-        self.trainer.load_states(os.path.join(self.state_dir, C.TRAINER_STATES_NAME + ".%05d" % self.state.checkpoint))
-        self.trainer.set_learning_rate(self.state.learning_rate)
+        self.trainer.set_learning_rate(self.state.learning_rate)   # before dist_async sends the optimizer off
+        if self.workers.synchronous:
+            self.trainer.load_states(os.path.join(self.state_dir,
+                                                  C.TRAINER_STATES_NAME + ".%05d" % self.state.checkpoint))
+            self.trainer.set_learning_rate(self.state.learning_rate)
+        else:
+            logger.warning("kvstore %s: the optimizer state lived on the servers and was not saved; it starts afresh",
+                           self.config.kvstore)
         metrics_path = os.path.join(self.dir, C.METRICS_NAME)
         self.metrics = [m for m in (read_metrics(metrics_path) if os.path.isfile(metrics_path) else [])
                         if int(m["checkpoint"]) <= self.state.checkpoint]
@@ -332,8 +391,9 @@ class Trainer:
         os.makedirs(self.state_dir, exist_ok=True)
         n = self.state.checkpoint
         trainer_path = os.path.join(self.state_dir, C.TRAINER_STATES_NAME + ".%05d" % n)
-        with atomic_path(trainer_path) as tmp:
-            self.trainer.save_states(tmp)
+        if self.workers.synchronous:   # dist_async: the optimizer state is on the servers, out of reach
+            with atomic_path(trainer_path) as tmp:
+                self.trainer.save_states(tmp)
         write_metrics(os.path.join(self.dir, C.METRICS_NAME), self.metrics)
         with atomic_open(os.path.join(self.state_dir, C.TRAINING_STATE_NAME)) as f:
             f.write(self.state.to_json())
@@ -380,10 +440,48 @@ class Trainer:
                 "cider-val": self.val_cider.corpus_score([h.split() for h in hypotheses])}
 
     def checkpoint(self, train_start: float) -> None:
-        """Evaluate, write params/metrics/state, update early stopping and the learning rate.
+        """Evaluate, write params/metrics/state, update early stopping and the learning rate. Under a dist kvstore
+        the training statistics of the interval are summed over the workers first (``dist_async``: rank 0's own,
+        its samples times the workers), rank 0 alone evaluates and writes, and every worker then takes the state
+        that rank 0's decisions left (learning rate, best checkpoint, convergence, time used).
 
         :param train_start: the ``time.time()`` at which the updates since the last checkpoint started.
         """
+        self._sum_training_statistics()
+        if self.workers.writes_files:
+            self._evaluate_and_save(train_start)
+        self._agree_on_state()
+
+    def _sum_training_statistics(self) -> None:
+        """The training nll, tokens, rewards and samples of the interval, of all workers (dist kvstores)."""
+        state, workers = self.state, self.workers
+        if workers.num_workers == 1:
+            return
+        new_samples = state.samples - self._samples_agreed
+        if workers.synchronous:
+            totals = workers.sum([state.train_nll, state.train_tokens, state.train_reward, state.train_sequences,
+                                  new_samples])
+            state.train_nll, state.train_reward = float(totals[0]), float(totals[2])
+            state.train_tokens, state.train_sequences, new_samples = int(totals[1]), int(totals[3]), int(totals[4])
+        else:
+            new_samples *= workers.num_workers
+        state.samples = self._samples_agreed + new_samples
+
+    def _agree_on_state(self) -> None:
+        """Every worker takes rank 0's state after a checkpoint (and its learning rate)."""
+        if not self.workers.distributed:
+            return
+        values = self.workers.broadcast(self.state.to_dict() if self.workers.rank == 0 else None)
+        if self.workers.rank != 0:
+            learning_rate = self.state.learning_rate
+            for k in TrainingState.FIELDS:   # in place: the training loop holds the object
+                setattr(self.state, k, values[k])
+            if self.state.learning_rate != learning_rate:
+                self.trainer.set_learning_rate(self.state.learning_rate)
+        self._samples_agreed, self._updates_agreed = self.state.samples, self.state.updates
+
+    def _evaluate_and_save(self, train_start: float) -> None:
+        """:meth:`checkpoint` of the worker that writes the model dir."""
         state, config = self.state, self.config
         state.checkpoint += 1
         eval_start = time.time()
@@ -391,6 +489,9 @@ class Trainer:
                  "learning-rate": state.learning_rate,
                  "perplexity-train": math.exp(state.train_nll / max(state.train_tokens, 1)),
                  "perplexity-val": self.validation_perplexity()}
+        if self.workers.distributed:
+            entry["kvstore-seconds-per-update"] = self.kvstore_seconds / max(state.updates - self._updates_agreed, 1)
+            self.kvstore_seconds = 0.0
         if config.self_critical:
             entry["cider-train"] = state.train_reward / max(state.train_sequences, 1)
         if config.decode_and_evaluate != 0:
@@ -419,6 +520,7 @@ class Trainer:
             state.converged = True
         self.metrics.append(entry)
         state.eval_seconds = max(state.eval_seconds, time.time() - eval_start)
+        state.interval_seconds = max(state.interval_seconds, time.time() - train_start)
         state.train_nll, state.train_tokens = 0.0, 0
         state.train_reward, state.train_sequences = 0.0, 0
         self._save_state()
@@ -472,18 +574,55 @@ class Trainer:
     def _step_optimizer(self) -> None:
         """Gradient clipping, the learning-rate warm-up, then one optimizer step on the recorded gradients."""
         config, ctx = self.config, self.ctx
+        if self.workers.distributed:
+            self._step_distributed()
+            return
         if config.gradient_clipping_type == "norm":
             grads = [p.grad(c) for p in self.params.values() if p.grad_req != "null" for c in ctx]
             if len(ctx) == 1:
                 gluon.utils.clip_global_norm(grads, config.gradient_clipping_threshold, check_isfinite=False)
             else:
                 self._clip_norm_multi_device()
+        self._set_warmup_learning_rate()
+        self.trainer.step(1)
+
+    def _set_warmup_learning_rate(self) -> None:
+        """The learning rate of the next update during the warm-up (and the full one right after it)."""
+        config = self.config
         if self.state.updates < config.learning_rate_warmup:   # state.updates counts the updates done before this one
             self.trainer.set_learning_rate(self.state.learning_rate * (self.state.updates + 1)
                                            / config.learning_rate_warmup)
         elif config.learning_rate_warmup and self.state.updates == config.learning_rate_warmup:
             self.trainer.set_learning_rate(self.state.learning_rate)
-        self.trainer.step(1)
+
+    def _step_distributed(self) -> None:
+        """One update of a worker of a dist kvstore. Synchronous: the servers sum the gradients of the ``W``
+        workers (each the mean over its own batch's tokens), every device of every worker then holds that sum; the
+        global norm is clipped on it (threshold ``W x`` the configured one) and every worker applies the update of
+        the mean ``sum / W`` (``rescale_grad = 1 / W``) to its copy of the (identical) parameters. Asynchronous: the
+        worker pushes its gradients and pulls the servers' updated parameters (``gluon.Trainer.step``)."""
+        config, workers = self.config, self.workers
+        mx.nd.waitall()   # the backward pass is done: the time below is the kvstore's
+        start = time.time()
+        if not workers.synchronous:
+            self.trainer.step(1)
+            mx.nd.waitall()
+            self.kvstore_seconds += time.time() - start
+            return
+        self.trainer.allreduce_grads()
+        mx.nd.waitall()
+        self.kvstore_seconds += time.time() - start
+        if config.gradient_clipping_type == "norm":
+            threshold = config.gradient_clipping_threshold * workers.num_workers
+            params = [p for p in self.params.values() if p.grad_req != "null"]
+            norm = gluon.utils.clip_global_norm([p.grad(self.ctx[0]) for p in params], threshold,
+                                                check_isfinite=False)
+            if len(self.ctx) > 1 and norm > threshold:
+                for p in params:
+                    for g in p.list_grad()[1:]:
+                        g *= threshold / norm
+        self._set_warmup_learning_rate()
+        self.trainer.update(workers.num_workers)
 
     def _clip_norm_multi_device(self) -> None:
         """Clip the norm of the gradient summed over devices, identically on every device."""
@@ -507,15 +646,23 @@ class Trainer:
 
     def _out_of_time(self, running: float) -> bool:
         """Whether ``running`` seconds since the last checkpoint exhaust ``max_seconds``, with the longest
-        checkpoint so far kept in reserve so that the last one still ends within the budget."""
-        budget = self.config.max_seconds
-        return budget is not None and self.state.elapsed + running + self.state.eval_seconds >= budget
+        checkpoint so far kept in reserve so that the last one still ends within the budget. Under a dist kvstore
+        the workers must stop together, so the budget is checked at checkpoints only, on the state rank 0 broadcast:
+        out of time when one more interval as long as the longest so far (its checkpoint included) would not fit
+        (``running`` is ignored)."""
+        budget, state = self.config.max_seconds, self.state
+        if budget is None:
+            return False
+        if self.workers.distributed:
+            return state.elapsed + state.interval_seconds >= budget
+        return state.elapsed + running + state.eval_seconds >= budget
 
     def _fit(self, progress: TrainingProgress) -> None:
         """The loop of :meth:`fit`: epochs of updates, a checkpoint every ``checkpoint_interval`` updates and at
         every stop."""
         config, state = self.config, self.state
-        seed_checkpoint_interval(config.seed, state.checkpoint)
+        seed = config.seed + self.workers.rank * C.RANK_SEED_STRIDE   # workers draw other dropout masks and samples
+        seed_checkpoint_interval(seed, state.checkpoint)
         start = time.time()
         progress.start_interval(state)
         while not self._should_stop():
@@ -525,13 +672,13 @@ class Trainer:
                 state.updates += 1
                 state.batch_in_epoch += 1
                 progress.update(state, samples)
-                out_of_time = self._out_of_time(time.time() - start)
+                out_of_time = not self.workers.distributed and self._out_of_time(time.time() - start)
                 if state.updates % config.checkpoint_interval == 0 or out_of_time or \
                         (config.max_updates is not None and state.updates >= config.max_updates):
                     progress.close()
                     self.checkpoint(start)
                     start = time.time()
-                    seed_checkpoint_interval(config.seed, state.checkpoint)
+                    seed_checkpoint_interval(seed, state.checkpoint)
                     if self._should_stop():
                         break
                     progress.start_interval(state)

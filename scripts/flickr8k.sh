@@ -15,7 +15,11 @@
 # AUGMENTATIONS (e.g. hflip: also cache the features of the mirrored images, train on both views, and let the
 # choice on val include test-time augmentation, each model decoding the original and the mirrored image),
 # SELECT_ARGS (the settings scripts/select_decoding.py tries on val, instead of the profile's grid, e.g.
-# "--beam-sizes 3 5 --alphas 0.5 1.0"; an ensemble with test-time augmentation is slow to decode).
+# "--beam-sizes 3 5 --alphas 0.5 1.0"; an ensemble with test-time augmentation is slow to decode),
+# FINE_TUNE_FROM (e.g. blocks.14: cache the CNN's output at that block in $RUNS/features-$ENCODER-$FINE_TUNE_FROM
+# and train the rest of the CNN with the decoder, imcap.train --image-encoder-fine-tune; the outputs go to
+# $RUNS/flickr8k-PROFILE-ft-$FINE_TUNE_FROM; docs/finetuning.md), FINE_TUNE_ARGS (options of that fine-tuning,
+# e.g. "--image-encoder-learning-rate 0.0001").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${1:-quick}
@@ -23,7 +27,9 @@ PY=${PYTHON:-.venv/bin/python}
 SHARED=${IMCAP_SHARED:-../shared}
 RUNS=${RUNS:-runs}
 ENCODER=${ENCODER:-efficientnet_lite0}
-FEATURES=${FEATURES:-$RUNS/features-$ENCODER}
+FINE_TUNE_FROM=${FINE_TUNE_FROM:-}
+FEATURES=${FEATURES:-$RUNS/features-$ENCODER${FINE_TUNE_FROM:+-$FINE_TUNE_FROM}}
+EXTRACT_LAYER=${FINE_TUNE_FROM:+--image-encoder-layer $FINE_TUNE_FROM}
 case "$PROFILE" in
   quick) OUT=$RUNS/flickr8k-quick; PREP="--max-images-per-split 1000"; EVAL_LIMIT=200
          BUDGET=180; STARTUP=5; TRAIN="--checkpoint-interval 100 --batch-size 64 --decode-and-evaluate 200"
@@ -36,6 +42,9 @@ case "$PROFILE" in
   *) echo "usage: $0 quick|full" >&2; exit 2 ;;
 esac
 SELECT=${SELECT_ARGS:-$SELECT}
+if [ -n "$FINE_TUNE_FROM" ]; then
+  OUT=$OUT-ft-$FINE_TUNE_FROM; TRAIN="$TRAIN --image-encoder-fine-tune ${FINE_TUNE_ARGS:-}"
+fi
 DATA=$OUT/data
 MODELS=${MODELS:-1}
 if [ "$MODELS" -eq 1 ]; then MODEL_DIRS=$OUT/model; else MODEL_DIRS=$(seq -f "$OUT/model.%g" 1 "$MODELS"); fi
@@ -52,13 +61,13 @@ if [ "$EVAL_LIMIT" -gt 0 ]; then   # the quick profile validates and scores on a
 fi
 
 step "extract: $ENCODER features → $FEATURES (images already cached are skipped)"
-$PY -m imcap.extract_features --image-encoder "$ENCODER" --image-root "$SHARED/data/flickr8k/images" \
+$PY -m imcap.extract_features --image-encoder "$ENCODER" $EXTRACT_LAYER --image-root "$SHARED/data/flickr8k/images" \
     --input "$DATA"/{train,val,test}.images --output-root "$FEATURES" \
     --output "$DATA"/{train,val,test}.features 2>&1 | grep -E "images/s|cached|Error|error" || true
 AUGMENTATIONS=${AUGMENTATIONS:-}
 if [ -n "$AUGMENTATIONS" ]; then
   step "extract: $AUGMENTATIONS views of the images → $FEATURES"
-  $PY -m imcap.extract_features --image-encoder "$ENCODER" --image-root "$SHARED/data/flickr8k/images" \
+  $PY -m imcap.extract_features --image-encoder "$ENCODER" $EXTRACT_LAYER --image-root "$SHARED/data/flickr8k/images" \
       --input "$DATA"/{train,val,test}.images --output-root "$FEATURES" --output "$DATA"/{train,val,test}.features \
       --augmentations $AUGMENTATIONS 2>&1 | grep -E "images/s|cached|Error|error" || true
   TRAIN="$TRAIN --source-augmentations $AUGMENTATIONS"; SCST_TRAIN="$SCST_TRAIN --source-augmentations $AUGMENTATIONS"

@@ -10,8 +10,8 @@ PACKAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "
 # The command-line tools: each is a thin layer over library modules, and no library module imports one.
 CLI = {"arguments", "train", "captioner", "extract_features", "average", "evaluate", "visualize", "prepare_data", "serve",
        "launch", "lexical_constraints"}
-MODEL = {"layers", "encoder", "decoder", "rnn", "transformer", "convolution", "model", "image_encoder",
-         "beam_search", "constraints"}
+MODEL = {"layers", "encoder", "encoder_tail", "decoder", "rnn", "rnn_teacher_forcing", "transformer", "convolution",
+         "model", "image_encoder", "beam_search", "constraints"}
 TRAINING = {"training", "loss", "self_critical"}
 
 

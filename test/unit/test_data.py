@@ -1,4 +1,5 @@
-"""Training data: FeatureStore on a tiny cache, ParallelData pairs, BucketBatcher batches."""
+"""Training data: FeatureStore on a tiny cache (read lazily and loaded into memory), ParallelData pairs,
+BucketBatcher batches."""
 import logging
 import os
 
@@ -7,14 +8,15 @@ import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from imcap import constants as C
-from imcap.data import BucketBatcher, ImageBatcher, ParallelData
-from imcap.features import FeatureStore
+from imcap.data import BucketBatcher, ImageBatcher, ParallelData, prefetched
+from imcap.features import FeatureStore, LazyFeatures
 from imcap.utils import ImcapError
 from imcap.vocab import build_vocab
 
 REGIONS, DIM = 3, 4
 NUM_IMAGES = 12
 MISSING_LINE = 5  # 0-based line of the features list that names a missing file
+LOAD_MODES = pytest.mark.parametrize("load_all", [False, True], ids=["lazy", "loaded"])
 
 
 def caption_of(i):
@@ -43,14 +45,15 @@ def write_cache(root, num_images=NUM_IMAGES, missing=(MISSING_LINE,)):
     return write_lines(os.path.join(root, "train.features"), lines)
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    """(store, captions path, vocab) of NUM_IMAGES pairs, one of them unreadable."""
+@pytest.fixture(params=[False, True], ids=["lazy", "loaded"])
+def corpus(tmp_path, request):
+    """(store, captions path, vocab) of NUM_IMAGES pairs, one of them unreadable; the store reads lazily or has
+    loaded everything."""
     list_path = write_cache(str(tmp_path))
     captions = [" ".join(caption_of(i)) for i in range(NUM_IMAGES)]
     caption_path = write_lines(tmp_path / "train.captions", captions)
     vocab = build_vocab([c.split() for c in captions])
-    return FeatureStore(list_path), caption_path, vocab
+    return FeatureStore(list_path, load_all_to_memory=request.param), caption_path, vocab
 
 
 def pair_number(vocab, target_in_row):
@@ -60,10 +63,12 @@ def pair_number(vocab, target_in_row):
 
 # --- FeatureStore ---------------------------------------------------------------------------------------------
 
-def test_store_skips_unreadable_line_with_warning(tmp_path, caplog):
+@LOAD_MODES
+def test_store_skips_unreadable_line_with_warning(tmp_path, caplog, load_all):
     list_path = write_cache(str(tmp_path))
     with caplog.at_level(logging.WARNING):
-        store = FeatureStore(list_path)
+        store = FeatureStore(list_path, load_all_to_memory=load_all)
+    assert isinstance(store.features, np.ndarray if load_all else LazyFeatures)
     assert len(store) == NUM_IMAGES
     assert store.index[MISSING_LINE] == -1
     assert (np.delete(store.index, MISSING_LINE) >= 0).all()
@@ -90,7 +95,7 @@ def test_store_reads_each_unique_file_once(tmp_path, monkeypatch):
         return real_load(path, *args, **kwargs)
 
     monkeypatch.setattr(np, "load", counting_load)
-    store = FeatureStore(list_path, dtype="float32")
+    store = FeatureStore(list_path, dtype="float32", load_all_to_memory=True)
     assert store.features.shape == (3, REGIONS, DIM)
     assert store.features.dtype == np.float32
     assert len(loads) == 3 and len(set(loads)) == 3
@@ -98,17 +103,81 @@ def test_store_reads_each_unique_file_once(tmp_path, monkeypatch):
     assert len(store) == 6
 
 
-def test_store_source_root(tmp_path):
+def test_lazy_store_reads_only_the_rows_asked_for(tmp_path):
+    """A lazy store reads the headers when it is made and, on each access, only the files of its rows: a file
+    removed afterwards fails only the access that needs it, naming it; values and dtype are those of a loaded
+    store."""
+    list_path = write_cache(str(tmp_path), missing=())
+    lazy = FeatureStore(list_path, dtype="float32")
+    loaded = FeatureStore(list_path, dtype="float32", load_all_to_memory=True)
+    assert lazy.features.shape == loaded.features.shape == (NUM_IMAGES, REGIONS, DIM) and len(lazy.features) == 12
+    os.remove(os.path.join(str(tmp_path), "img/07.jpg.npy"))
+    rows = np.array([3, 0, 11, 3])
+    assert lazy.gather(rows).tolist() == loaded.gather(rows).tolist() == [[[v] * DIM] * REGIONS for v in rows]
+    for key in (rows, 4, slice(2, 5), (rows, 0, 0), (4, 1)):
+        got, expected = lazy.features[key], loaded.features[key]
+        assert got.dtype == expected.dtype == np.float32 and np.array_equal(got, expected), key
+    with pytest.raises(ImcapError, match=r"img/07\.jpg\.npy"):
+        lazy.gather(np.array([1, 7]))
+
+
+def test_lazy_store_casts_and_checks_truncated_files(tmp_path):
+    """float32 files read into a float16 store give the loaded store's float16 values; a file cut short after the
+    store was made is an error that names it, not garbage."""
+    os.makedirs(str(tmp_path / "img"))
+    values = np.linspace(0, 1, REGIONS * DIM, dtype=np.float32).reshape(REGIONS, DIM) / 3
+    for i in range(2):
+        np.save(str(tmp_path / ("img/%d.npy" % i)), values + i)
+    list_path = write_lines(tmp_path / "f.features", ["img/0.npy", "img/1.npy"])
+    lazy, loaded = FeatureStore(list_path), FeatureStore(list_path, load_all_to_memory=True)
+    assert lazy.features.dtype == loaded.features.dtype == np.float16
+    assert lazy.features[[0, 1]].tobytes() == loaded.features[[0, 1]].tobytes()
+    path = str(tmp_path / "img/1.npy")
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:-8])
+    with pytest.raises(ImcapError, match=r"img/1\.npy.*truncated"):
+        lazy.features[1]
+
+
+@LOAD_MODES
+def test_store_source_root(tmp_path, load_all):
     write_cache(str(tmp_path / "cache"), num_images=2, missing=())
     list_path = write_lines(tmp_path / "elsewhere.features", ["img/01.jpg.npy"])
-    store = FeatureStore(list_path, source_root=str(tmp_path / "cache"))
+    store = FeatureStore(list_path, source_root=str(tmp_path / "cache"), load_all_to_memory=load_all)
     assert store.index.tolist() == [0] and (store.features[0] == 1).all()
 
 
-def test_store_with_no_readable_file_raises(tmp_path):
+@LOAD_MODES
+def test_store_with_no_readable_file_raises(tmp_path, load_all):
     list_path = write_lines(tmp_path / "bad.features", ["nope.npy", "also-nope.npy"])
     with pytest.raises(ImcapError, match="bad.features"):
-        FeatureStore(list_path)
+        FeatureStore(list_path, load_all_to_memory=load_all)
+
+
+@LOAD_MODES
+def test_store_with_files_of_another_shape_names_the_line(tmp_path, load_all):
+    list_path = write_cache(str(tmp_path), num_images=3, missing=())
+    np.save(str(tmp_path / "img/02.jpg.npy"), np.zeros((REGIONS + 1, DIM), dtype=np.float16))
+    with pytest.raises(ImcapError, match=r"train\.features:3: features img/02\.jpg\.npy have shape \(4, 4\), "
+                                         r"not \(3, 4\)"):
+        FeatureStore(list_path, load_all_to_memory=load_all)
+
+
+def test_prefetched_keeps_order_and_raises_where_the_item_fails():
+    assert list(prefetched(lambda x: x * x, range(5))) == [0, 1, 4, 9, 16]
+    assert list(prefetched(lambda x: x, [])) == []
+
+    def make(x):
+        if x == 2:
+            raise ImcapError("item 2")
+        return x
+
+    results = prefetched(make, range(4))
+    assert next(results) == 0 and next(results) == 1
+    with pytest.raises(ImcapError, match="item 2"):
+        next(results)
 
 
 # --- ParallelData -----------------------------------------------------------------------------------------------
@@ -274,15 +343,16 @@ def write_views(root, num_images=NUM_IMAGES, missing=(MISSING_LINE,)):
             np.save(os.path.join(root, "img/%02d.jpg.hflip.npy" % i), np.full((REGIONS, DIM), 100 + i, dtype=np.float16))
 
 
-@pytest.fixture
-def augmented(tmp_path):
-    """(ParallelData with the hflip view, vocab): pair features are i (original) or 100 + i (mirrored)."""
+@pytest.fixture(params=[False, True], ids=["lazy", "loaded"])
+def augmented(tmp_path, request):
+    """(ParallelData with the hflip view, vocab): pair features are i (original) or 100 + i (mirrored); read lazily
+    or loaded."""
     list_path = write_cache(str(tmp_path))
     write_views(str(tmp_path))
     captions = [" ".join(caption_of(i)) for i in range(NUM_IMAGES)]
     caption_path = write_lines(tmp_path / "train.captions", captions)
     vocab = build_vocab([c.split() for c in captions])
-    store = FeatureStore(list_path, augmentations=[C.AUGMENTATION_HFLIP])
+    store = FeatureStore(list_path, augmentations=[C.AUGMENTATION_HFLIP], load_all_to_memory=request.param)
     return ParallelData(store, [caption_path], vocab, 40), vocab
 
 
@@ -296,13 +366,14 @@ def test_store_loads_views_beside_the_originals(augmented):
     assert store.gather(np.array([0, 1])).tolist() == store.features[[0, 1]].astype(np.float32).tolist()
 
 
-def test_store_with_a_missing_view_names_the_line(tmp_path):
+@LOAD_MODES
+def test_store_with_a_missing_view_names_the_line(tmp_path, load_all):
     list_path = write_cache(str(tmp_path))
     write_views(str(tmp_path))
     os.remove(os.path.join(str(tmp_path), "img/03.jpg.hflip.npy"))
     with pytest.raises(ImcapError, match=r"train\.features:4: cannot read the 'hflip' features img/03\.jpg\.hflip\.npy"
                                          r".*--augmentations hflip"):
-        FeatureStore(list_path, augmentations=["hflip"])
+        FeatureStore(list_path, augmentations=["hflip"], load_all_to_memory=load_all)
 
 
 def test_each_epoch_draws_both_views_reproducibly(augmented):

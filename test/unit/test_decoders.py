@@ -207,14 +207,27 @@ def test_ensemble_of_all_decoders():
     vocab = search_vocab()
     rnn = RNNDecoderConfig(num_hidden=16, attention_num_hidden=16, num_embed=EMBED, output_num_hidden=16,
                            encoder_num_hidden=20, dropout=0.0)
+    # and RNNs whose states differ: a vanilla tanh RNN with attention (1 state), a 2-layer GRU Show and Tell (fused)
+    vanilla = RNNDecoderConfig(cell_type=C.RNN_CELL_RNN, num_hidden=12, attention_num_hidden=16, num_embed=EMBED,
+                               output_num_hidden=16, encoder_num_hidden=20, dropout=0.0)
+    show_and_tell = RNNDecoderConfig(cell_type=C.RNN_CELL_GRU, num_layers=2, num_hidden=16, attention_type=C.ATT_NONE,
+                                     num_embed=EMBED, output_num_hidden=16, encoder_num_hidden=20, dropout=0.0)
     models = [make_model(make_config(C.DECODER_RNN, rnn)),
               make_model(make_config(C.DECODER_TRANSFORMER, transformer_config())),
-              make_model(make_config(C.DECODER_CNN, cnn_config()))]
+              make_model(make_config(C.DECODER_CNN, cnn_config())),
+              make_model(make_config(C.DECODER_RNN, vanilla)), make_model(make_config(C.DECODER_RNN, show_and_tell))]
     for model in models:
         model.hybridize()
     features, _ = make_inputs(batch=2)
     results = BeamSearch(models, vocab, beam_size=3, max_output_length=6).search(features.asnumpy())
     assert len(results) == 2 and all(np.isfinite(h[0].log_prob) for h in results)
+    # the ensemble's score of its best caption is the mean of its members' teacher-forced log-probabilities
+    best = results[0][0]
+    ids = mx.nd.array([[2] + best.ids], dtype="int32")
+    words = best.ids + [vocab[C.EOS_SYMBOL]]
+    member_scores = [sum(mx.nd.log_softmax(m(features[:1], ids)[0], axis=-1).asnumpy()[0, t, w]
+                         for t, w in enumerate(words)) for m in models]
+    assert np.mean(member_scores) == pytest.approx(best.log_prob, abs=1e-3)
 
 
 def test_lexical_constraints_with_every_decoder_and_their_ensemble():

@@ -1,4 +1,5 @@
-"""The feature cache: manifest check, atomic feature files, cache-relative paths."""
+"""The feature cache: manifest check, atomic feature files, cache-relative paths, the shards of an extraction."""
+import argparse
 import json
 import os
 
@@ -7,6 +8,7 @@ import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from imcap import constants as C
+from imcap.extract_features import shard_of, shard_spec, uncached
 from imcap.features import (check_features_match, feature_relpath, read_manifest, resolve,
                             save_feature, write_or_check_manifest)
 from imcap.utils import ImcapError
@@ -86,3 +88,35 @@ def test_check_features_match():
     check_features_match(MANIFEST, 49, 1280, "x")
     with pytest.raises(ImcapError, match="cache dir"):
         check_features_match(MANIFEST, 64, 1280, "cache dir")
+
+
+# --- sharded extraction (imcap.extract_features --shard) ----------------------------------------------------------
+
+@pytest.mark.parametrize("value,expected", [("0/1", (0, 1)), ("0/2", (0, 2)), ("1/2", (1, 2)), ("6/7", (6, 7))])
+def test_shard_spec_is_zero_based(value, expected):
+    assert shard_spec(value) == expected
+
+
+@pytest.mark.parametrize("value", ["2/2", "-1/2", "1/0", "0/0", "1", "a/2", "1/2/3", ""])
+def test_bad_shard_spec_says_what_is_expected(value):
+    with pytest.raises(argparse.ArgumentTypeError) as error:
+        shard_spec(value)
+    message = str(error.value)
+    assert "'%s'" % value in message and ("is not I/N" in message or "0 <= I < N (shards are 0-based" in message)
+
+
+def test_shards_take_every_nth_image_and_cover_the_list_once():
+    images = ["%d.jpg" % i for i in range(11)]
+    shards = [shard_of(images, i, 3) for i in range(3)]
+    assert shards[0] == ["0.jpg", "3.jpg", "6.jpg", "9.jpg"] and shards[2] == ["2.jpg", "5.jpg", "8.jpg"]
+    assert sorted(sum(shards, [])) == sorted(images)
+    assert shard_of(images, 0, 1) == images
+    assert shard_of(images[:2], 2, 3) == []  # more shards than images: some have nothing to do
+
+
+def test_uncached_lists_missing_originals_and_views(tmp_path):
+    root = str(tmp_path)
+    save_feature(os.path.join(root, feature_relpath("a.jpg")), np.zeros((2, 2), dtype=np.float16))
+    save_feature(os.path.join(root, feature_relpath("b/c.jpg", "hflip")), np.zeros((2, 2), dtype=np.float16))
+    assert uncached(["a.jpg", "b/c.jpg"], root) == [("b/c.jpg", None)]
+    assert uncached(["a.jpg", "b/c.jpg"], root, ["hflip"]) == [("a.jpg", "hflip"), ("b/c.jpg", None)]

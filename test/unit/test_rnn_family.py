@@ -1,18 +1,20 @@
 """The RNN decoder family: every attention type (mlp, dot, bilinear, coverage, none = Show and Tell) x state init
-(zero, avg, last) x cell: stepwise decoding equals teacher forcing, the coverage state, Show and Tell's uniform
-attention and pooled image, the last-region state, beam search, the CLI, and loading a model saved before."""
+(zero, avg, last) x cell (lstm, gru, rnn): stepwise decoding equals teacher forcing, the coverage state, Show and
+Tell's uniform attention and pooled image, its fused layers (step = sequence, the names and results of the cells of
+before, dropout between layers), the vanilla tanh RNN, the last-region state, beam search and the CLI."""
 import itertools
 
 import mxnet as mx
 import numpy as np
 import pytest
+from mxnet.gluon import nn
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from test.unit import decoding_checks
 from test.unit.decoding_checks import (check_beam_search, check_every_parameter_is_trained, check_stepwise_equals_full,
                                       make_model, parse_training_args)
 from imcap import constants as C
-from imcap.rnn import RNNDecoder, RNNDecoderConfig
+from imcap.rnn import CELLS, RNNDecoder, RNNDecoderConfig
 from imcap.encoder import EncoderConfig
 from imcap.model import ModelConfig
 from imcap.train import model_config_from_args
@@ -189,3 +191,132 @@ def test_cli(tmp_path):
     assert ModelConfig.load(path) == config
     defaults = parse_training_args(tmp_path)
     assert defaults.rnn_attention_type == "mlp" and defaults.rnn_decoder_state_init == "avg"
+
+
+# --- Show and Tell's fused layers, and the vanilla RNN --------------------------------------------------------------
+
+FUSED = [(cell, layers) for cell in C.RNN_CELL_CHOICES for layers in (1, 2)]
+
+
+@pytest.mark.parametrize("cell,layers", FUSED, ids=["%s-%d" % f for f in FUSED])
+def test_show_and_tell_step_equals_fused_sequence(cell, layers):
+    """A caption's log-probabilities from teacher forcing (the fused layers over the whole caption) are those of
+    beam search's steps (cells with the same weights, one position at a time, the states carried), to 1e-5."""
+    model = make_model(make_config(C.ATT_NONE, "avg", cell, layers))
+    model.hybridize()
+    features, target_in = make_inputs()
+    full = mx.nd.log_softmax(model(features, target_in)[0], axis=-1).asnumpy()
+    static, dynamic = model.encode(features)
+    assert [d.shape for d in dynamic] == [(BATCH, HIDDEN)] * (layers * (2 if cell == "lstm" else 1))
+    for t in range(LENGTH):
+        log_probs, _, dynamic = model.step(target_in[:, t], static, dynamic)
+        np.testing.assert_allclose(log_probs.asnumpy(), full[:, t], atol=1e-5, rtol=0)
+    assert not np.allclose(full[:, 0], full[:, 1], atol=1e-3)
+
+
+@pytest.mark.parametrize("cell,layers", FUSED, ids=["%s-%d" % f for f in FUSED])
+def test_fused_layers_hold_the_cells_of_before(cell, layers, tmp_path):
+    """Show and Tell's fused layers save and load under the names of the stack of Gluon cells imcap stepped before
+    (so old model files load), and compute what those cells compute with the same weights."""
+    model = make_model(make_config(C.ATT_NONE, "avg", cell, layers))
+    fused = model.decoder.cell.cells
+    # search steps with cells that hold the fused layers' own parameters: one set of weights
+    for layer, step_cell in zip(fused.fused_layers, fused.step_cells):
+        assert all(getattr(step_cell, name) is getattr(layer, "l0_" + name)
+                   for name in ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias"))
+    cells = nn.HybridSequential()
+    for layer in range(layers):
+        cells.add(CELLS[cell](HIDDEN, input_size=EMBED if layer == 0 else HIDDEN))
+    cells.initialize()
+    fused.save_parameters(str(tmp_path / "fused.params"))
+    cells.load_parameters(str(tmp_path / "fused.params"))  # every name and shape must match
+    rng = np.random.RandomState(4)
+    inputs = mx.nd.array(rng.normal(size=(BATCH, LENGTH, EMBED)))
+    per_layer = 2 if cell == "lstm" else 1
+    states = [mx.nd.array(rng.normal(size=(BATCH, HIDDEN))) for _ in range(layers * per_layer)]
+    results = fused(inputs, *states)
+    layer_inputs = [inputs[:, t] for t in range(LENGTH)]
+    expected_states = []
+    for layer, step_cell in enumerate(cells):
+        layer_states, outputs = states[layer * per_layer:(layer + 1) * per_layer], []
+        for x in layer_inputs:
+            y, layer_states = step_cell(x, layer_states)
+            outputs.append(y)
+        layer_inputs = outputs
+        expected_states.extend(layer_states)
+    np.testing.assert_allclose(results[0].asnumpy(), mx.nd.stack(*layer_inputs, axis=1).asnumpy(), atol=1e-6)
+    for got, want in zip(results[1:], expected_states):
+        np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), atol=1e-6)
+    # and the other way: the cells' file loads into the fused layers
+    cells.save_parameters(str(tmp_path / "cells.params"))
+    other = make_model(make_config(C.ATT_NONE, "avg", cell, layers), seed=5).decoder.cell.cells
+    other.load_parameters(str(tmp_path / "cells.params"))
+    np.testing.assert_allclose(other(inputs, *states)[0].asnumpy(), results[0].asnumpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_show_and_tell_dropout_between_layers_in_training_only(layers):
+    """Dropout sits between the fused layers, only in training (MXNet's oneDNN kernel would ignore the operator's
+    own dropout), and not on the top layer's output (the deep output has its own)."""
+    config = make_config(C.ATT_NONE, "avg", "lstm", layers)
+    config.decoder.dropout = 0.5
+    fused = make_model(config).decoder.cell.cells
+    fused.hybridize()
+    rng = np.random.RandomState(4)
+    inputs = mx.nd.array(rng.normal(size=(BATCH, LENGTH, EMBED)))
+    states = [mx.nd.zeros((BATCH, HIDDEN)) for _ in range(2 * layers)]
+    inference = fused(inputs, *states)[0].asnumpy()
+    np.testing.assert_array_equal(fused(inputs, *states)[0].asnumpy(), inference)
+    with mx.autograd.record():
+        training = fused(inputs, *states)[0].asnumpy()
+    assert np.allclose(training, inference, atol=1e-6) == (layers == 1)
+
+
+@pytest.mark.parametrize("attention", [C.ATT_MLP, C.ATT_NONE])
+def test_vanilla_rnn_is_one_tanh_state(attention):
+    """``--rnn-cell-type rnn``: one state per layer, ``h' = tanh(W x + b + U h + b')`` (Elman), with attention (a
+    cell per step) and without (the fused layer; Gluon's fused RNN defaults to ReLU)."""
+    model = make_model(make_config(attention, "avg", "rnn", layers=2))
+    features, target_in = make_inputs()
+    static, dynamic = model.encode(features)
+    assert [d.shape for d in dynamic] == [(BATCH, HIDDEN)] * 2
+    params = {n: p.data().asnumpy() for n, p in model.decoder._collect_params_with_prefix().items()}
+    in_size = EMBED + (ENC if attention == C.ATT_MLP else 0)
+    assert params["cell.cells.0.i2h_weight"].shape == (HIDDEN, in_size)
+    if attention == C.ATT_NONE:  # the state after the image step, from the init state and the pooled image
+        encoded = model.encoder(features)
+        init = model.decoder.init(encoded.mean(axis=1)).asnumpy()
+        x = model.decoder.image(encoded.mean(axis=1)).asnumpy()
+        for layer in range(2):
+            h = init[:, layer * HIDDEN:(layer + 1) * HIDDEN]
+            p = {k: params["cell.cells.%d.%s" % (layer, k)] for k in ("i2h_weight", "i2h_bias", "h2h_weight",
+                                                                          "h2h_bias")}
+            x = np.tanh(x @ p["i2h_weight"].T + p["i2h_bias"] + h @ p["h2h_weight"].T + p["h2h_bias"])
+            np.testing.assert_allclose(dynamic[layer].asnumpy(), x, atol=1e-5)
+    model.hybridize()
+    check_stepwise_equals_full(model, features, target_in)
+    vocab = build_vocab([["w%d" % i for i in range(VOCAB - 4)]])
+    check_beam_search(model, vocab, features[:2])
+
+
+def test_cli_cell_types(tmp_path):
+    for cell in C.RNN_CELL_CHOICES:
+        args = parse_training_args(tmp_path, "--rnn-cell-type", cell, "--rnn-attention-type", "none")
+        assert model_config_from_args(args, 100, 49, 1280, None).decoder.cell_type == cell
+    with pytest.raises(ImcapError, match="cell type"):
+        RNNDecoder(RNNDecoderConfig(cell_type="lnlstm"))
+
+
+@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybrid"])
+@pytest.mark.parametrize("attention,layers,gating", [("mlp", 2, True), ("coverage", 2, False), ("dot", 1, False),
+                                                     ("bilinear", 2, False), ("mlp", 1, False)])
+def test_attention_lstm_teacher_forcing_graph_equals_steps(attention, layers, gating, hybridize):
+    # the attention LSTM's teacher forcing runs imcap.rnn_teacher_forcing's graph (the words' input projection for
+    # the whole caption, query and recurrent projection stacked): it must equal the step the search runs
+    model = make_model(make_config(attention, "avg", "lstm", layers=layers, context_gating=gating))
+    if hybridize:
+        model.hybridize()
+    features, target_in = make_inputs()
+    check_stepwise_equals_full(model, features, target_in)
+    graphs = model.decoder._teacher_forcing
+    assert list(graphs.graphs) == [LENGTH] and graphs.graphs[LENGTH]._active == hybridize
