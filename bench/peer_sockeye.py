@@ -294,14 +294,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="OMP_NUM_THREADS of every process")
     parser.add_argument("--benchmarks", default=os.path.join(REPO, "docs", "benchmarks.md"))
     parser.add_argument("--only", nargs="+", choices=["extraction", "training", "captioning"],
-                        default=["extraction", "training", "captioning"], help="run only these parts (no row)")
+                        default=["extraction", "training", "captioning"],
+                        help="run only these parts (captioning uses the models of the last training part); the row "
+                             "takes the other parts' figures from the last run (runs/peer-bench/figures.json)")
     args = parser.parse_args()
     args.peer = args.peer or os.path.join(args.shared, "peer", "sockeye1")
     bench = Bench(args)
     bench.prepare()
+    saved = os.path.join(bench.out, "figures.json")
+    if len(args.only) < 3 and os.path.isfile(saved):   # a part run again: the other parts' figures of the last run
+        with open(saved) as f:
+            bench.figures.update(json.load(f))
     for part in args.only:
         getattr(bench, part)()
-    if len(args.only) == 3:
+    with open(saved, "w") as f:
+        json.dump(bench.figures, f, indent=1)
+    if len(args.only) == 3 or all(any(k.startswith(p) for k in bench.figures)
+                                  for p in ("sockeye training", "imcap captioning", "sockeye extraction")):
         bench.row()
 
 

@@ -70,6 +70,26 @@ def block_repeated_ngrams(log_probs: np.ndarray, history: np.ndarray, n: int,
     return log_probs
 
 
+def beaten_hypotheses(scores: np.ndarray, lengths: np.ndarray, finished: np.ndarray, nbest: int, max_length: int,
+                      alpha: float, beta: float) -> np.ndarray:
+    """The open hypotheses that can no longer enter their image's ``nbest`` best, whatever words follow: the
+    search may end them now and return the same captions (an exact stop, unlike Sockeye's ``--beam-search-stop
+    first``).
+
+    A hypothesis's score is a sum of log-probabilities (<= 0) and only falls, while the length penalty only grows;
+    so no continuation of an open hypothesis with score ``s`` normalizes to more than ``s / lp(max_length)``. An
+    image whose ``nbest``-th best finished hypothesis beats that bound for each of its open ones is done.
+
+    :param scores: ``(batch, beam)`` summed log-probabilities; ``lengths`` and ``finished`` likewise.
+    :return: ``(batch * beam,)`` bool, the open rows of the images that are done.
+    """
+    batch, beam = scores.shape
+    normalized = np.where(finished, scores / length_penalty(lengths, alpha, beta), -np.inf)
+    best_finished = np.sort(normalized, axis=1)[:, beam - nbest]                       # the nbest-th best
+    bound = np.where(finished, -np.inf, scores / length_penalty(np.array(max_length), alpha, beta)).max(axis=1)
+    return ((best_finished > bound)[:, None] & ~finished).reshape(batch * beam)
+
+
 def top_k(scores: np.ndarray, k: int):
     """Best ``k`` entries per row of ``scores (batch, n)``, best first: ``(values, indices)`` each ``(batch, k)``."""
     k = min(k, scores.shape[1])
@@ -172,6 +192,16 @@ class BeamSearch:
             lists.append([[self._check_phrase(p, name) for p in (phrases or [])] for phrases in given])
         return SearchConstraints(lists[0], lists[1], self.beam_size, self._avoid_trie, self.avoid_list)
 
+    @staticmethod
+    def _all_rows(values: np.ndarray, computed: np.ndarray, rows: int) -> np.ndarray:
+        """Per-row ``values`` of the ``computed`` rows → all ``rows`` (zeros for the others, rows of images whose
+        hypotheses have all ended: the search masks them)."""
+        if len(computed) == rows:
+            return values
+        full = np.zeros((rows,) + values.shape[1:], dtype=values.dtype)
+        full[computed] = values
+        return full
+
     def search(self, features: Union[np.ndarray, Sequence[np.ndarray]],
                constraints: Optional[Sequence[Sequence[Phrase]]] = None,
                avoid: Optional[Sequence[Sequence[Phrase]]] = None) -> List[List[Hypothesis]]:
@@ -210,6 +240,8 @@ class BeamSearch:
         attention_history: List[np.ndarray] = []  # per step (rows, regions)
         prev = mx.nd.full((rows,), self.bos, ctx=self.ctx, dtype="int32")
         offsets = (np.arange(batch) * k)[:, None]
+        full_static = [static for static, _ in states]
+        computed = np.arange(rows)   # the rows the models step: those of images with an open hypothesis
         for t in range(self.max_output_length):
             log_probs: Any = None
             attention: Any = None
@@ -219,10 +251,12 @@ class BeamSearch:
                 log_probs = lp if log_probs is None else log_probs + lp
                 if i < len(self.models):  # the attention reported is over the regions of the first view
                     attention = att if attention is None else attention + att
-            log_probs = log_probs.asnumpy().astype(np.float64)
+            log_probs = self._all_rows(log_probs.asnumpy().astype(np.float64), computed, rows)
             if len(members) > 1:
                 log_probs /= len(members)
                 attention = attention / len(self.models)
+            if self.keep_attention:
+                attention = self._all_rows(attention.asnumpy(), computed, rows)
             log_probs[:, self.blocked] = NEG_INF
             if self.no_repeat_ngram_size:
                 block_repeated_ngrams(log_probs, history, self.no_repeat_ngram_size,
@@ -257,13 +291,28 @@ class BeamSearch:
                     finished, self.nbest_size)
                 scores = np.where(stop.reshape(batch, k), NEG_INF, scores)
                 finished = finished | stop
+            else:
+                finished = finished | beaten_hypotheses(scores, lengths.reshape(batch, k), finished.reshape(batch, k),
+                                                        self.nbest_size, self.max_output_length, self.alpha,
+                                                        self.beta)
             if self.keep_attention:
-                attention_history = [a[origin] for a in attention_history] + [attention.asnumpy()[origin]]
+                attention_history = [a[origin] for a in attention_history] + [attention[origin]]
             if finished.all():
                 break
-            origin_nd = mx.nd.array(origin, ctx=self.ctx, dtype="int32")
+            # An image whose every hypothesis has ended only extends them with padding at no cost: its rows leave
+            # the computation (the batch shrinks to the images still open; their states are taken from the rows
+            # they extend, which were computed, as an open image was open the step before).
+            open_rows = np.flatnonzero(~finished.reshape(batch, k).all(axis=1).repeat(k))
+            position = np.empty(rows, dtype=np.int64)
+            position[computed] = np.arange(len(computed))
+            origin_nd = mx.nd.array(position[origin[open_rows]], ctx=self.ctx, dtype="int32")
+            if len(open_rows) < len(computed):
+                rows_nd = mx.nd.array(open_rows, ctx=self.ctx, dtype="int32")
+                states = [([mx.nd.take(s, rows_nd) for s in static_all], dynamic)
+                          for static_all, (_, dynamic) in zip(full_static, states)]
             states = [(static, [mx.nd.take(d, origin_nd) for d in dynamic]) for static, dynamic in states]
-            prev = mx.nd.array(words, ctx=self.ctx, dtype="int32")
+            computed = open_rows
+            prev = mx.nd.array(words[open_rows], ctx=self.ctx, dtype="int32")
         final = scores.reshape(rows) / length_penalty(lengths, self.alpha, self.beta)
         met = dba.all_met() if dba is not None else None
         constrained = dba.constrained_images() if dba is not None else np.zeros(batch, dtype=bool)

@@ -173,8 +173,9 @@ def run_extract_features(args: argparse.Namespace) -> None:
     lists = [read_lines(p) for p in args.input]
     unique = list(dict.fromkeys(line.strip() for lines in lists for line in lines if line.strip()))
     check_condition(len(unique) > 0, "no image paths in %s" % ", ".join(args.input))
-    # One image tells the feature shape; the manifest check then refuses to mix settings.
-    probe = encoder.encode(np.zeros((1,) + tuple(encoder.input_size) + (3,), dtype=np.uint8))
+    # A blank batch tells the feature shape (the manifest check then refuses to mix settings) and builds the fused
+    # graph at the batch size it will run at: built for one image, the batches after ran 5-10% slower.
+    probe = encoder.encode(np.zeros((args.batch_size,) + tuple(encoder.input_size) + (3,), dtype=np.uint8))[:1]
     manifest = dict(encoder.describe(), feature_shape=list(probe.shape[1:]), dtype=args.feature_dtype)
     write_or_check_manifest(args.output_root, manifest)
     logger.info("encoder %s cut at '%s', input %dx%d, features (regions, channels) = %s, stored as %s",

@@ -144,8 +144,9 @@ class CaptionModel(Block):
         object.__setattr__(self, "_step", _Step(self, prefix=""))
 
     def hybridize(self, active: bool = True, **kwargs) -> None:
-        """Hybridize the parts: what the decoder's teacher forcing runs (the per-step cell of the RNN, the whole
-        sequence graph of the others), the encode and step graphs for search."""
+        """Hybridize the parts: what the decoder's teacher forcing runs (:meth:`imcap.decoder.Decoder.hybridize_sequence`:
+        the RNN's step cell and per-length graphs, the whole sequence graph of the others), the encode and step graphs
+        for search."""
         if self.encoder_tail is not None:
             self.encoder_tail.hybridize(active, **kwargs)
         self.encoder.hybridize(active, **kwargs)

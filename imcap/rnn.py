@@ -362,8 +362,9 @@ class RNNDecoder(Decoder):
         return results[0], None, results[1], list(results[2:])
 
     def hybridize_sequence(self, active: bool = True, **kwargs) -> None:
-        """Hybridize the step cell (with attention, teacher forcing loops over it in Python; without, its fused
-        layers decode the whole caption) and the output layer."""
+        """Hybridize the step cell, the output layer and what teacher forcing runs: the attention LSTM's graph per
+        caption length (:mod:`imcap.rnn_teacher_forcing`); for the other attention cells a Python loop over the step
+        cell; without attention, the fused layers over the whole caption."""
         self.cell.hybridize(active, **kwargs)
         self.output.hybridize(active, **kwargs)
         if self._teacher_forcing is not None:
@@ -376,8 +377,9 @@ class RNNDecoder(Decoder):
 
     def decode_sequence(self, embedded, static, dynamic):
         """Teacher-forced decoding: ``embedded (batch, length, embed)`` →
-        ``(outputs (batch, length, out), attention (batch, length, regions))``. With attention, one step per
-        position; without, the fused layers over the whole caption at once (uniform attention)."""
+        ``(outputs (batch, length, out), attention (batch, length, regions))``. The attention LSTM runs its graph of
+        this length (:class:`imcap.rnn_teacher_forcing.LSTMTeacherForcing`), other attention cells one step per
+        position; without attention, the fused layers over the whole caption at once (uniform attention)."""
         length = embedded.shape[1]
         if not self._attention:
             results = self.cell.cells(embedded, *dynamic)

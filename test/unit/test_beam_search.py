@@ -7,7 +7,8 @@ import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from imcap import constants as C
-from imcap.beam_search import BeamSearch, block_repeated_ngrams, length_penalty, mask_finished, top_k
+from imcap.beam_search import (BeamSearch, beaten_hypotheses, block_repeated_ngrams, length_penalty, mask_finished,
+                               top_k)
 from imcap.constraints import count_occurrences
 from imcap.vocab import build_vocab
 
@@ -303,3 +304,22 @@ def test_a_required_phrase_is_never_blocked_by_the_repeat_rule():
         # "a b" required twice repeats the bigram "a b": the constraint wins over the rule
         assert count_occurrences(hyps[0][0].ids, [4, 5]) >= 2 and hyps[0][0].constraints_met
         assert count_occurrences(hyps[1][0].ids, [6, 4, 5]) and hyps[1][0].constraints_met
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_open_hypotheses_are_ended_only_when_no_continuation_can_win(alpha):
+    # image 0: a finished hypothesis at -1.0 (2 words); the open one at -1.2 can only fall, but the length penalty
+    # of a longer caption can still lift it above -1.0 when alpha > 0: it is ended only without normalization.
+    # image 1: nothing has finished, so nothing is ended; image 2: the open one already trails by far.
+    scores = np.array([[-1.0, -1.2], [-0.5, -0.7], [-0.2, -9.0]])
+    lengths = np.array([[2, 2], [2, 2], [1, 3]])
+    finished = np.array([[True, False], [False, False], [True, False]])
+    ended = beaten_hypotheses(scores, lengths, finished, 1, 10, alpha, 0.0).reshape(3, 2)
+    assert ended[0, 1] == (alpha == 0.0)
+    assert not ended[1].any() and not ended[:, 0].any()   # finished rows are not "ended" again
+    assert ended[2, 1]
+    # with an n-best of 2, one finished hypothesis is not enough to end anything
+    assert not beaten_hypotheses(scores, lengths, finished, 2, 10, alpha, 0.0).any()
+    # the bound holds: the open score normalized at the longest length
+    bound = -1.2 / length_penalty(np.array(10), alpha, 0.0)
+    assert (bound < -1.0 / length_penalty(np.array(2), alpha, 0.0)) == ended[0, 1]
