@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from test.common import IMAGES, requires_shared
-from test.integration.conftest import SUBSET_SIZES, read_lines, run_cli, train_args
+from test.integration.conftest import SUBSET_SIZES, cli_command, read_lines, run_cli, train_args
 
 pytestmark = requires_shared
 
@@ -133,3 +133,19 @@ def test_test_time_augmentation_on_images(small_data, mirrored_model):
                    "hflip", "--quiet", input="".join(p + "\n" for p in paths))
     lines = proc.stdout.decode("utf-8").splitlines()
     assert len(lines) == 4 and all(line.strip() for line in lines)
+
+
+def test_two_workers_train_on_the_views(small_data, mirrored, tmp_path):
+    # imcap.launch with dist_sync: each worker's shard of the batches draws the views of (seed, epoch), as one
+    # process does; rank 0 writes the model dir
+    cache, _ = mirrored
+    model_dir = str(tmp_path / "model")
+    args = train_args(small_data, model_dir, "--max-updates", "6", "--checkpoint-interval", "3", "--batch-size", "8",
+                      "--source-augmentations", "hflip", "--kvstore", "dist_sync", "--use-cpu")
+    args[args.index("--source-root") + 1] = cache
+    proc = run_cli("launch", "-n", "2", "-s", "1", "--kill-timeout", "5", "--timeout", "240", "--",
+                   *cli_command("train", args), timeout=300)
+    log = (proc.stdout + proc.stderr).decode("utf-8", "replace")   # the workers' lines, prefixed by the launcher
+    assert "with views original, hflip" in log and "is rank 1" in log
+    metrics = read_lines(os.path.join(model_dir, "metrics"))
+    assert len(metrics) == 2 and "updates=6" in metrics[-1]
