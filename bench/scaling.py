@@ -16,9 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
-import re
-import subprocess
 import sys
 import time
 from typing import Dict, List, Sequence
@@ -28,7 +25,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 from benchlib import append_row  # noqa: E402
-from peer_sockeye import IMCAP_MODEL  # noqa: E402
+from peer_sockeye import IMCAP_MODEL, median_report, run  # noqa: E402
 
 SECTION = "Scaling curves (bench/scaling.py)"
 COLUMNS = ["curve", "setting: speed (peak RSS MB)"]
@@ -38,14 +35,11 @@ TRAIN_BATCHES = [32, 64, 128, 256]
 EXTRACT_BATCHES = [1, 8, 16, 32, 64, 128]
 
 
-def probe(env: Dict[str, str], *options: str) -> Dict:
+def probe(env: Dict[str, str], args: argparse.Namespace, *options: str) -> Dict:
     """One ``speed_probe.py`` run; its JSON result."""
-    command = [sys.executable, os.path.join(HERE, "speed_probe.py")] + [str(o) for o in options]
-    print("$ " + " ".join(command), file=sys.stderr, flush=True)
-    done = subprocess.run(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        raise SystemExit("scaling: %s failed:\n%s" % (" ".join(command), done.stderr[-3000:]))
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    _, _, text = run([sys.executable, os.path.join(HERE, "speed_probe.py")] + [str(o) for o in options],
+                     os.path.join(args.work, "probe.log"), env)
+    return json.loads(text.strip().splitlines()[-1])
 
 
 def train_speed(env: Dict[str, str], args: argparse.Namespace, batch: int, val: Sequence[str]) -> Dict:
@@ -60,16 +54,11 @@ def train_speed(env: Dict[str, str], args: argparse.Namespace, batch: int, val: 
                "--target", os.path.join(args.data, "train.captions"), "--validation-source", val[0],
                "--validation-target", val[1], "--source-root", args.source_root, "--output", out,
                "--max-updates", str(updates), "--checkpoint-interval", str(updates), "--quiet"] + options
-    print("$ " + " ".join(command), file=sys.stderr, flush=True)
-    process = subprocess.Popen(command, env=env, cwd=REPO)
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit("scaling: training at batch %d failed (see %s/log)" % (batch, out))
+    _, rss, _ = run(command, os.path.join(args.work, "train.log"), env)
     with open(os.path.join(out, "log")) as f:
-        reports = [float(v) for v in re.findall(r"updates \d+, epoch \d+: ([\d.]+) samples/s", f.read())][1:]
+        samples_per_s = median_report(f.read(), r"updates \d+, epoch \d+: ([\d.]+) samples/s")
     shutil.rmtree(out, ignore_errors=True)
-    return {"samples_per_s": statistics.median(reports), "peak_rss_mb": usage.ru_maxrss / 1024.0,
-            "updates": updates}
+    return {"samples_per_s": samples_per_s, "peak_rss_mb": rss, "updates": updates}
 
 
 def short_validation(args: argparse.Namespace) -> List[str]:
@@ -130,6 +119,7 @@ def main() -> None:
     parser.add_argument("--plot", default=os.path.join(REPO, "docs", "scaling-curves.png"))
     parser.add_argument("--benchmarks", default=os.path.join(REPO, "docs", "benchmarks.md"))
     args = parser.parse_args()
+    os.makedirs(args.work, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=REPO)
     env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     test = ["--model", args.model, "--features", os.path.join(args.data, "test.features"),
@@ -137,12 +127,12 @@ def main() -> None:
     curves: Dict[str, List[Dict]] = {"caption_beam": [], "caption_batch": [], "train_batch": [], "extract_batch": []}
     start = time.time()
     for beam in BEAMS:
-        result = probe(env, "caption", *test, "--beam-size", beam, "--batch-size", 32, "--images", 320)
+        result = probe(env, args, "caption", *test, "--beam-size", beam, "--batch-size", 32, "--images", 320)
         curves["caption_beam"].append(result)
         print("captioning beam %d batch 32: %.1f images/s, %.0f MB" % (beam, result["images_per_s"],
                                                                        result["peak_rss_mb"]), flush=True)
     for batch in CAPTION_BATCHES:
-        result = probe(env, "caption", *test, "--beam-size", 5, "--batch-size", batch, "--images", 256)
+        result = probe(env, args, "caption", *test, "--beam-size", 5, "--batch-size", batch, "--images", 256)
         curves["caption_batch"].append(result)
         print("captioning beam 5 batch %d: %.1f images/s, %.0f MB" % (batch, result["images_per_s"],
                                                                       result["peak_rss_mb"]), flush=True)
@@ -153,7 +143,7 @@ def main() -> None:
         print("training batch %d: %.1f samples/s, %.0f MB" % (batch, result["samples_per_s"], result["peak_rss_mb"]),
               flush=True)
     for batch in EXTRACT_BATCHES:
-        result = probe(env, "extract", "--batch-size", batch, "--images", 256)
+        result = probe(env, args, "extract", "--batch-size", batch, "--images", 256)
         curves["extract_batch"].append(result)
         print("extraction batch %d: %.1f images/s, %.0f MB" % (batch, result["images_per_s"], result["peak_rss_mb"]),
               flush=True)

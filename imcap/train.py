@@ -276,12 +276,6 @@ def check_options(args: argparse.Namespace) -> None:
                     "--optimized-metric %s needs --decode-and-evaluate" % args.optimized_metric)
     check_condition(args.loss != C.LOSS_SELF_CRITICAL or len(get_contexts(args.device_ids, args.use_cpu)) == 1,
                     "--loss self-critical runs on one device")
-    if args.kvstore == C.KVSTORE_DIST_ASYNC:
-        check_condition(args.gradient_clipping_type != "norm", "--kvstore dist_async clips no global gradient norm "
-                        "(each worker's gradient is applied alone): use --gradient-clipping-type abs or none")
-        check_condition(args.learning_rate_warmup == 0 and args.learning_rate_reduce_num_not_improved <= 0,
-                        "--kvstore dist_async keeps the servers' learning rate fixed: use --learning-rate-warmup 0 "
-                        "and --learning-rate-reduce-num-not-improved -1")
     check_condition(args.image_encoder_fine_tune or not args.image_encoder_train_batchnorm,
                     "--image-encoder-train-batchnorm needs --image-encoder-fine-tune")
     check_condition(not args.image_encoder_train_batchnorm or args.image_encoder_learning_rate > 0,
