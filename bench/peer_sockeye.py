@@ -259,7 +259,11 @@ class Bench:
 
         def get(prefix: str) -> float:
             return next(v for k, v in f.items() if k.startswith(prefix))
-        command = "bench/peer_sockeye.sh --updates %d --extract-images %d" % (self.args.updates, n)
+        parts = ["extraction", "training", "captioning"]
+        if sorted(self.args.only) == sorted(parts):
+            command = "bench/peer_sockeye.sh --updates %d --extract-images %d" % (self.args.updates, n)
+        else:  # a part run again: the row's other figures are those of the last run (figures.json)
+            command = "bench/peer_sockeye.sh --only %s" % " ".join(self.args.only)
         values = [
             "%.1f / %.1f (%.2f; %.1f)" % (get("sockeye training samples/s"), get("imcap training samples/s"),
                                           get("training ratio imcap/Sockeye"), get("imcap bare forward+backward")),

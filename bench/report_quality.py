@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from types import SimpleNamespace
+from typing import Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -43,6 +44,17 @@ def training_wall_seconds(log_path: str) -> float:
     return sum((end - start).total_seconds() for start, end in runs)
 
 
+def chosen_on_validation(log: str) -> Tuple[float, float]:
+    """The val BLEU-4 and CIDEr-D of the decoding setting scripts/select_decoding.py chose, from the last line
+    ``best on validation (by CIDEr-D): BLEU-4 20.06, CIDEr-D 0.512 with ...`` of a recipe's log (older logs:
+    ``best on validation: BLEU-4 20.06 with ...``, without CIDEr-D); NaN for what the log does not have."""
+    found = re.findall(r"best on validation[^:]*: BLEU-4 ([0-9.]+)(?:, CIDEr-D ([0-9.]+))?", log)
+    if not found:
+        return float("nan"), float("nan")
+    bleu, cider = found[-1]
+    return float(bleu), float(cider) if cider else float("nan")
+
+
 def summarize(run: str, log_path: str, models: int = 1) -> SimpleNamespace:
     """The figures of a finished run dir of the recipe: training time and speed summed over the members of an
     ensemble (``model.1`` .. ``model.N``, trained one after the other) and over both phases of self-critical
@@ -58,7 +70,7 @@ def summarize(run: str, log_path: str, models: int = 1) -> SimpleNamespace:
     lasts = list(last.values())
     seconds = sum(last["time-elapsed"] for last in lasts)
     samples = sum(last["time-elapsed"] * last["samples-per-second"] for last in lasts)
-    val_line = re.findall(r"best on validation: BLEU-4 ([0-9.]+)", log)
+    val_bleu, val_cider = chosen_on_validation(log)
     captioning = re.findall(r"Captioned (\d+) lines \((\d+) failed\) in ([0-9.]+) s, ([0-9.]+) lines/s", log)
     test = evaluate(read_lines(os.path.join(run, "test.hyp")),
                     [read_lines(os.path.join(data, "test.captions.%d" % i)) for i in range(5)], skip_failing=["meteor"])
@@ -72,7 +84,8 @@ def summarize(run: str, log_path: str, models: int = 1) -> SimpleNamespace:
         "updates": sum(last["updates"] for last in lasts),
         "epochs": sum(last["epoch"] for last in lasts),
         "training samples/s": samples / seconds,
-        "val BLEU-4 (chosen setting)": float(val_line[-1]) if val_line else float("nan"),
+        "val BLEU-4 (chosen setting)": val_bleu,
+        "val CIDEr-D (chosen setting)": val_cider,
         "captioning images/s (test, chosen setting)": float(captioning[-1][3]) if captioning else float("nan"),
     }
     figures.update({"test BLEU-%d" % n: test["bleu%d" % n] for n in range(1, 5)})
@@ -83,6 +96,12 @@ def summarize(run: str, log_path: str, models: int = 1) -> SimpleNamespace:
     return SimpleNamespace(figures=figures, test=test, diversity=diversity, model_dirs=model_dirs,
                            config=ModelConfig.load(os.path.join(model_dirs[0], "config.yaml")),
                            decode=open(os.path.join(run, "decode.options"), encoding="utf-8").read().strip())
+
+
+def val_cell(figures: dict) -> str:
+    """The val BLEU-4 of the chosen setting, with its CIDEr-D where the log has it: ``20.06 (CIDEr-D 0.512)``."""
+    cider = figures.get("val CIDEr-D (chosen setting)", float("nan"))
+    return "%.2f" % figures["val BLEU-4 (chosen setting)"] + ("" if cider != cider else " (CIDEr-D %.3f)" % cider)
 
 
 def print_figures(figures: dict) -> None:
@@ -105,13 +124,16 @@ def main() -> None:
     figures["pipeline minutes"] = args.total_seconds / 60.0
     print_figures(figures)
     made = config.feature_extraction or {}
-    configuration = "%s%sfeatures: %s %s (%d x %d)%s; decoder %s: %s" % (
+    configuration = "%s%sfeatures: %s %s (%d x %d)%s%s; decoder %s: %s" % (
         "ensemble of %d models trained one after the other; " % args.models if args.models > 1 else "",
         "cross-entropy, then %.1f min of self-critical training (CIDEr-D); " % figures["self-critical minutes"]
         if figures["self-critical minutes"] > 0 else "",
         made.get("encoder", "?"), "x".join(map(str, made.get("input_size", []))), config.encoder.num_regions,
         config.encoder.feature_dim,
-        ", trained with the %s views too" % args.augmentations if args.augmentations else "", config.decoder_name,
+        ", trained with the %s views too" % args.augmentations if args.augmentations else "",
+        "; the CNN after %s (cached %d x %d) fine-tuned with the decoder" % (
+            config.encoder_tail.layer, *config.encoder_tail.input_shape) if config.encoder_tail else "",
+        config.decoder_name,
         "; ".join("%s: %s" % kv for kv in config.decoder.to_dict().items()))
     append_row(args.benchmarks, "Flickr8k quality (bench/flickr8k_quality.sh)",
                ["configuration", "decoding (chosen on val)", "train min", "updates", "samples/s", "val BLEU-4",
@@ -120,7 +142,7 @@ def main() -> None:
                [configuration, "`%s`" % run.decode,
                 "%.1f (%.1f)" % (figures["training minutes"], figures["training wall-clock minutes (with loading)"]),
                 str(figures["updates"]),
-                "%.0f" % figures["training samples/s"], "%.2f" % figures["val BLEU-4 (chosen setting)"],
+                "%.0f" % figures["training samples/s"], val_cell(figures),
                 " / ".join("%.1f" % test["bleu%d" % n] for n in range(1, 5)),
                 "%s / %s / %s" % tuple("%.3f" % test[k] if k == "CIDEr-D" else "%.1f" % test[k] if k in test else "n/a"
                                        for k in ("METEOR", "ROUGE-L", "CIDEr-D")),

@@ -162,6 +162,7 @@ class BeamSearch:
         self.bos, self.eos, self.pad = vocab[C.BOS_SYMBOL], vocab[C.EOS_SYMBOL], vocab[C.PAD_SYMBOL]
         self.vocab_size = len(vocab)
         self.blocked = never_generated(vocab, allow_unk)
+        self._blocked_bias: Optional[mx.nd.NDArray] = None   # (1, vocab): NEG_INF at the blocked words
         self.avoid_list = frozenset(tuple(self._check_phrase(p, "avoid list")) for p in avoid_list)
         self._avoid_trie = AvoidTrie([sorted(self.avoid_list)]) if self.avoid_list else None
 
@@ -191,6 +192,25 @@ class BeamSearch:
                 raise ValueError("%s: %d lists of phrases for %d images" % (name, len(given), batch))
             lists.append([[self._check_phrase(p, name) for p in (phrases or [])] for phrases in given])
         return SearchConstraints(lists[0], lists[1], self.beam_size, self._avoid_trie, self.avoid_list)
+
+    def _row_best(self, log_probs: mx.nd.NDArray, computed: np.ndarray, rows: int, members: int):
+        """The ``beam_size`` best words of each computed row, found on the device (so only ``(rows, beam)`` values
+        reach the host, not ``(rows, vocab)``), the words the search never writes excluded.
+
+        :param log_probs: ``(computed rows, vocab)`` float32, the sum over the ``members`` of the ensemble.
+        :return: ``(rows, beam)`` float64 log-probabilities (the members' mean), best first, and their ``(rows,
+            beam)`` int64 word ids; zeros for rows not computed.
+        """
+        if self._blocked_bias is None or self._blocked_bias.context != log_probs.context:
+            bias = np.zeros((1, self.vocab_size), dtype=np.float32)
+            bias[0, list(self.blocked)] = NEG_INF
+            self._blocked_bias = mx.nd.array(bias, ctx=log_probs.context)
+        values, words = mx.nd.topk(mx.nd.broadcast_add(log_probs, self._blocked_bias), axis=-1, k=self.beam_size,
+                                   ret_typ="both", dtype="int32")
+        values = self._all_rows(values.asnumpy().astype(np.float64), computed, rows)
+        if members > 1:
+            values /= members
+        return values, self._all_rows(words.asnumpy().astype(np.int64), computed, rows)
 
     @staticmethod
     def _all_rows(values: np.ndarray, computed: np.ndarray, rows: int) -> np.ndarray:
@@ -251,34 +271,46 @@ class BeamSearch:
                 log_probs = lp if log_probs is None else log_probs + lp
                 if i < len(self.models):  # the attention reported is over the regions of the first view
                     attention = att if attention is None else attention + att
-            log_probs = self._all_rows(log_probs.asnumpy().astype(np.float64), computed, rows)
             if len(members) > 1:
-                log_probs /= len(members)
                 attention = attention / len(self.models)
             if self.keep_attention:
                 attention = self._all_rows(attention.asnumpy(), computed, rows)
-            log_probs[:, self.blocked] = NEG_INF
-            if self.no_repeat_ngram_size:
-                block_repeated_ngrams(log_probs, history, self.no_repeat_ngram_size,
-                                      dba.constraint_words() if dba is not None else None)
             last = t + 1 == self.max_output_length
-            if guide is not None:  # avoided phrases; </s> before every required phrase is met (but at the end)
-                guide.block(log_probs, None if last else self.eos)
-            if last:  # the last step must end every open hypothesis
-                forced = np.full_like(log_probs, NEG_INF)
-                forced[:, self.eos] = log_probs[:, self.eos]
-                log_probs = forced
-            log_probs = mask_finished(log_probs, finished, self.pad)
+            if guide is None and not self.no_repeat_ngram_size and not last and k < vocab:
+                # the plain step: only each row's k best words can be among its image's k best continuations
+                log_probs, row_words = self._row_best(log_probs, computed, rows, len(members))   # (rows, k) each
+            else:  # every word of every row: the blocking below looks at all of them
+                log_probs, row_words = self._all_rows(log_probs.asnumpy().astype(np.float64), computed, rows), None
+                if len(members) > 1:
+                    log_probs /= len(members)
+                log_probs[:, self.blocked] = NEG_INF
+                if self.no_repeat_ngram_size:
+                    block_repeated_ngrams(log_probs, history, self.no_repeat_ngram_size,
+                                          dba.constraint_words() if dba is not None else None)
+                if guide is not None:  # avoided phrases; </s> before every required phrase is met (but at the end)
+                    guide.block(log_probs, None if last else self.eos)
+                if last:  # the last step must end every open hypothesis
+                    forced = np.full_like(log_probs, NEG_INF)
+                    forced[:, self.eos] = log_probs[:, self.eos]
+                    log_probs = forced
+            if row_words is None:
+                log_probs = mask_finished(log_probs, finished, self.pad)
+            elif finished.any():  # as mask_finished: a finished row goes on with <pad> alone, at no cost
+                log_probs[finished] = NEG_INF
+                log_probs[finished, 0] = 0.0
+                row_words[finished, 0] = self.pad
+            width = log_probs.shape[1]                                         # vocab, or k preselected words
             new_lengths = lengths + (~finished)
             candidates = (scores.reshape(rows, 1) + log_probs)
             normalized = candidates / length_penalty(new_lengths, self.alpha, self.beta)[:, None]
             if dba is not None:
                 best, active = dba.candidates(normalized, candidates, k)        # (batch, k) each
             else:
-                _, best = top_k(normalized.reshape(batch, k * vocab), k)      # (batch, k)
-            origin = (best // vocab + offsets).reshape(rows)                   # row each new hypothesis extends
-            words = (best % vocab).reshape(rows)
-            scores = candidates.reshape(batch, k * vocab)[np.arange(batch)[:, None], best]
+                _, best = top_k(normalized.reshape(batch, k * width), k)      # (batch, k)
+            origin = (best // width + offsets).reshape(rows)                   # row each new hypothesis extends
+            words = (best % width if row_words is None else
+                     row_words.reshape(batch, k * width)[np.arange(batch)[:, None], best]).reshape(rows)
+            scores = candidates.reshape(batch, k * width)[np.arange(batch)[:, None], best]
             lengths = new_lengths[origin]
             finished = finished[origin] | (words == self.eos)
             history = np.concatenate([history[origin], words[:, None]], axis=1)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from . import arguments
 from . import constants as C
-from .features import feature_relpath, save_feature, write_or_check_manifest
+from .features import feature_relpath, read_manifest, save_feature, write_or_check_manifest
 from .utils import ImcapError, atomic_open, check_condition, read_lines
 
 logger = logging.getLogger("imcap.extract_features")
@@ -177,6 +177,8 @@ def run_extract_features(args: argparse.Namespace) -> None:
     # graph at the batch size it will run at: built for one image, the batches after ran 5-10% slower.
     probe = encoder.encode(np.zeros((args.batch_size,) + tuple(encoder.input_size) + (3,), dtype=np.uint8))[:1]
     manifest = dict(encoder.describe(), feature_shape=list(probe.shape[1:]), dtype=args.feature_dtype)
+    if read_manifest(args.output_root) is None:
+        manifest.update(weights_location(encoder))
     write_or_check_manifest(args.output_root, manifest)
     logger.info("encoder %s cut at '%s', input %dx%d, features (regions, channels) = %s, stored as %s",
                 encoder.name, encoder.layer, encoder.input_size[0], encoder.input_size[1],
@@ -200,6 +202,18 @@ def run_extract_features(args: argparse.Namespace) -> None:
     write_feature_lists(args.input, outputs, lists, failed)
     if failed:
         logger.warning("%d of %d images could not be read; their feature files are missing", len(failed), len(unique))
+
+
+def weights_location(encoder) -> Dict[str, str]:
+    """What a new cache's manifest records of where a model-zoo encoder's weights are: ``{"model_file": absolute
+    path}``, where ``imcap.train --image-encoder-fine-tune`` loads the CNN tail's initial weights from (and the
+    captioner the CNN's); ``{}`` for the other encoders, whose weights are looked up by name in the shared models
+    folder. Only the run that creates the manifest records it, and later runs do not compare it (the shards of one
+    cache may read the weights at other paths on other machines; caches made before it was recorded stay valid)."""
+    from .image_encoder import is_zoo_encoder
+    if encoder.model_path and is_zoo_encoder(encoder.name):
+        return {"model_file": os.path.abspath(encoder.model_path)}
+    return {}
 
 
 def write_feature_lists(inputs: Sequence[str], outputs: Sequence[str], lists: Sequence[List[str]],

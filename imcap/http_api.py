@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, cast
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -301,10 +301,22 @@ def caption_response(captioned: Captioned, options: RequestOptions, upload: Uplo
 
 
 def attention_grid(captioner: Captioner) -> Optional[Tuple[int, int]]:
-    """``(rows, columns)`` of the region grid (row-major) when the regions are a square, else None."""
-    regions = captioner.feature_shape[0]
-    side = int(round(math.sqrt(regions)))
-    return (side, side) if side * side == regions else None
+    """``(rows, columns)`` of the grid of the regions the decoder attends to (row-major), or None when it is unknown.
+
+    Those are the regions of the model's CNN tail's output when it has one (:mod:`imcap.encoder_tail`: e.g. 7 x 7
+    for features cached at a 14 x 14 block), whose grid the tail knows (``output_hw``); else the input regions, a
+    square grid when their number is a square. The models of an ensemble must agree, else None.
+    """
+    grids: Set[Optional[Tuple[int, int]]] = set()
+    for model in captioner.models:
+        tail = getattr(model, "encoder_tail", None)
+        if tail is not None:
+            grids.add((int(tail.output_hw[0]), int(tail.output_hw[1])))
+            continue
+        regions = int(model.config.encoder.num_regions)
+        side = int(round(math.sqrt(regions)))
+        grids.add((side, side) if side * side == regions else None)
+    return grids.pop() if len(grids) == 1 else None
 
 
 def describe_models(captioner: Captioner, models: Sequence[str], checkpoints: Optional[Sequence[str]]

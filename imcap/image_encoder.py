@@ -10,14 +10,17 @@ Three kinds of encoder share one interface, :class:`ImageEncoder`:
 * any MXNet symbolic checkpoint (``PREFIX-symbol.json`` + ``PREFIX-NNNN.params``) cut at an internal
   node, as Sockeye 1.x's ``image_captioning/extract_features.py`` did.
 
-A cut at a spatial layer of shape ``(channels, H, W)`` gives ``H * W`` regions of ``channels`` each.
+A cut at a spatial layer of shape ``(channels, H, W)`` gives ``H * W`` regions of ``channels`` each. The first two
+kinds also run the rest of their net after a cut (:class:`EfficientNetLite` ``start``, :class:`ZooFeatures`), the
+CNN tail that partial fine-tuning trains (:mod:`imcap.encoder_tail`); both build the architecture from code
+(:func:`efficientnet_lite_shapes`, the model zoo's), so the tail of a trained model loads without a weight file.
 """
 import io
 import logging
 import math
 import os
 import re
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
@@ -35,6 +38,13 @@ logger = logging.getLogger(__name__)
 # Stage table of EfficientNet-B0 (Tan & Le 2019, Table 1): (kernel, stride) per stage. The repeats and
 # channel counts are read off the weight file, so the same code builds Lite0 and Lite2.
 _STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
+# EfficientNet-B0's stages (Tan & Le 2019, Table 1) as (kernel, expand ratio, repeats, output channels), and the
+# (width, depth) coefficients of the Lite variants, which keep the stem (32) and head (1280) widths and the repeats of
+# the first and the last stage (tensorflow/tpu's EfficientNet-Lite): the architecture without a weight file.
+_B0_STAGES = ((3, 1, 1, 16), (3, 6, 2, 24), (5, 6, 2, 40), (3, 6, 3, 80), (5, 6, 3, 112), (5, 6, 4, 192),
+              (3, 6, 1, 320))
+_LITE_SCALING = {C.ENCODER_EFFICIENTNET_LITE0: (1.0, 1.0), C.ENCODER_EFFICIENTNET_LITE2: (1.1, 1.2)}
+_LITE_STEM, _LITE_HEAD, _IMAGENET_CLASSES = 32, 1280, 1000
 _BN_EPSILON = 1e-3
 _DEFAULT_INPUT_SIZE = {C.ENCODER_EFFICIENTNET_LITE0: 224, C.ENCODER_EFFICIENTNET_LITE2: 260}
 # ImageNet statistics of the Gluon model zoo (RGB, pixels scaled to [0, 1]).
@@ -47,6 +57,50 @@ def _same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
     out = int(math.ceil(size / float(stride)))
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
+
+
+def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
+    """EfficientNet's channel rounding: ``channels * width`` to the nearest multiple of ``divisor``, at least
+    ``divisor`` and not below 90 % of the scaled value."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2.0) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+def efficientnet_lite_shapes(name: str) -> Dict[str, Tuple[int, ...]]:
+    """The shape of every parameter of EfficientNet-Lite0 or Lite2, by its name in the ``.npz`` weight files
+    (PyTorch state-dict names), from the architecture's definition alone: what :class:`EfficientNetLite` builds
+    the network from when there is no weight file (a fine-tuned model's CNN tail, whose weights are in the model's
+    params file).
+
+    :raises ImcapError: for another name.
+    """
+    check_condition(name in _LITE_SCALING, "no built-in architecture of '%s'; known: %s"
+                    % (name, ", ".join(sorted(_LITE_SCALING))))
+    width, depth = _LITE_SCALING[name]
+    shapes: Dict[str, Tuple[int, ...]] = {}
+
+    def conv_bn(conv: str, bn: str, shape: Tuple[int, ...]) -> None:
+        shapes[conv + ".weight"] = shape
+        for field in ("weight", "bias", "running_mean", "running_var"):
+            shapes["%s.%s" % (bn, field)] = (shape[0],)
+
+    conv_bn("_conv_stem", "_bn0", (_LITE_STEM, 3, 3, 3))
+    in_channels, block = _LITE_STEM, 0
+    for stage, (kernel, expand, repeats, channels) in enumerate(_B0_STAGES):
+        fixed = stage in (0, len(_B0_STAGES) - 1)
+        out_channels = _round_channels(channels, width)
+        for _ in range(repeats if fixed else int(math.ceil(depth * repeats))):
+            name_ = "_blocks.%d" % block
+            mid_channels = in_channels * expand
+            if expand != 1:
+                conv_bn(name_ + "._expand_conv", name_ + "._bn0", (mid_channels, in_channels, 1, 1))
+            conv_bn(name_ + "._depthwise_conv", name_ + "._bn1", (mid_channels, 1, kernel, kernel))
+            conv_bn(name_ + "._project_conv", name_ + "._bn2", (out_channels, mid_channels, 1, 1))
+            in_channels, block = out_channels, block + 1
+    conv_bn("_conv_head", "_bn1", (_LITE_HEAD, in_channels, 1, 1))
+    shapes["_fc.weight"], shapes["_fc.bias"] = (_IMAGENET_CLASSES, _LITE_HEAD), (_IMAGENET_CLASSES,)
+    return shapes
 
 
 class _SameConvBN(HybridBlock):
@@ -119,7 +173,8 @@ class EfficientNetLite(HybridBlock):
     ``blocks.N`` or ``head`` give ``(batch, channels, h, w)``; ``pool`` gives ``(batch, 1280)``; ``logits`` gives
     ``(batch, 1000)`` ImageNet class scores. Only the layers from ``start`` (excluded) to ``layer`` have parameters.
 
-    :param weights: name -> array, as stored in ``efficientnet_lite*.npz`` (only the shapes are read here).
+    :param weights: name -> array, as stored in ``efficientnet_lite*.npz``, or name -> shape (only the shapes are read
+        here; :func:`efficientnet_lite_shapes` gives them without the file).
     :param input_size: (H, W) in pixels of the images; TF "SAME" padding is fixed for it.
     :param layer: where to cut the network.
     :param start: run the network from the output of this layer (``stem`` or ``blocks.N`` before ``layer``) instead
@@ -128,9 +183,10 @@ class EfficientNetLite(HybridBlock):
     :raises ImcapError: if ``layer`` or ``start`` is unknown, or ``start`` is not before ``layer``.
     """
 
-    def __init__(self, weights: Dict[str, np.ndarray], input_size: Tuple[int, int], layer: str = "head",
-                 start: Optional[str] = None, **kwargs) -> None:
+    def __init__(self, weights: Mapping[str, Union[np.ndarray, Tuple[int, ...]]], input_size: Tuple[int, int],
+                 layer: str = "head", start: Optional[str] = None, **kwargs) -> None:
         super().__init__(**kwargs)
+        shapes = {k: tuple(getattr(v, "shape", v)) for k, v in weights.items()}
         num_blocks = 1 + max(int(k.split(".")[1]) for k in weights if k.startswith("_blocks."))
         self.layer_names = ["stem"] + ["blocks.%d" % i for i in range(num_blocks)] + ["head", "pool", "logits"]
         check_condition(layer in self.layer_names, "unknown EfficientNet-Lite layer '%s'; choose from: %s"
@@ -145,7 +201,7 @@ class EfficientNetLite(HybridBlock):
         hw = (int(input_size[0]), int(input_size[1]))
         built = lambda index: self._start < index <= self._cut  # noqa: E731  (whether layer_names[index] has params)
         with self.name_scope():
-            stem_out = weights["_conv_stem.weight"].shape[0]
+            stem_out = shapes["_conv_stem.weight"][0]
             if built(0):
                 self.stem = _SameConvBN(3, stem_out, 3, 2, 1, hw, True)
                 self.weight_names.update(self.stem.weight_map("_conv_stem", "_bn0"))
@@ -157,9 +213,9 @@ class EfficientNetLite(HybridBlock):
             in_channels, stage, prev_out = stem_out, -1, None
             for i in range(num_blocks):
                 name = "_blocks.%d" % i
-                out_channels, mid_channels, _, kernel = [weights[name + "._project_conv.weight"].shape[0]] + \
-                    list(weights[name + "._depthwise_conv.weight"].shape[0:1]) + \
-                    list(weights[name + "._depthwise_conv.weight"].shape[2:4])
+                out_channels, mid_channels, _, kernel = [shapes[name + "._project_conv.weight"][0]] + \
+                    list(shapes[name + "._depthwise_conv.weight"][0:1]) + \
+                    list(shapes[name + "._depthwise_conv.weight"][2:4])
                 if out_channels != prev_out:  # a new stage starts where the output width changes
                     stage += 1
                     stride = _STAGE_STRIDES[stage]
@@ -176,12 +232,12 @@ class EfficientNetLite(HybridBlock):
                 hw, in_channels = _strided(hw, stride), out_channels
                 if self._start == i + 1:
                     self.input_shape = (out_channels,) + hw
-            head_out = weights["_conv_head.weight"].shape[0]
+            head_out = shapes["_conv_head.weight"][0]
             if built(num_blocks + 1):
                 self.head = _SameConvBN(in_channels, head_out, 1, 1, 1, hw, True)
                 self.weight_names.update(self.head.weight_map("_conv_head", "_bn1"))
             if built(num_blocks + 3):
-                self.fc = nn.Dense(weights["_fc.weight"].shape[0], in_units=head_out)
+                self.fc = nn.Dense(shapes["_fc.weight"][0], in_units=head_out)
                 self.weight_names.update({"_fc.weight": self.fc.weight, "_fc.bias": self.fc.bias})
         self.output_hw = hw
 
@@ -223,21 +279,128 @@ def _strided(hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
     return int(math.ceil(hw[0] / float(stride))), int(math.ceil(hw[1] / float(stride)))
 
 
-def _zoo_features(name: str, params_path: Optional[str], layer: Optional[str], ctx: mx.Context) -> HybridBlock:
-    """A Gluon model-zoo network's ``features`` cut before ``layer`` (an index) or before its global pooling."""
+def zoo_network(name: str) -> HybridBlock:
+    """The Gluon model-zoo net ``name`` built from the model zoo's code, without weights (nothing is downloaded).
+
+    :raises ImcapError: if the model zoo has no such net.
+    """
     from mxnet.gluon.model_zoo import vision
     try:
-        net = vision.get_model(name, pretrained=False)
+        return vision.get_model(name, pretrained=False)
     except ValueError as e:
         raise ImcapError("unknown image encoder '%s': %s" % (name, str(e).splitlines()[0]))
+
+
+def is_zoo_encoder(name: str) -> bool:
+    """Whether ``name`` is a Gluon model-zoo net (not EfficientNet-Lite, not ``symbol``)."""
+    if name in _DEFAULT_INPUT_SIZE or name == "symbol":
+        return False
+    try:
+        zoo_network(name)
+    except ImcapError:
+        return False
+    return True
+
+
+def zoo_feature_end(features: Sequence[HybridBlock]) -> int:
+    """Where the last spatial map of a model-zoo net's ``features`` ends: the index of its last global pooling
+    (``GlobalAvgPool2D``, or ``AvgPool2D`` as DenseNet's and Inception-v3's), else ``len(features)``."""
+    pools = [i for i, c in enumerate(features) if isinstance(c, (nn.GlobalAvgPool2D, nn.AvgPool2D))]
+    return pools[-1] if pools else len(features)
+
+
+def read_zoo_weights(name: str, path: str) -> Dict[str, np.ndarray]:
+    """The parameters of a model-zoo net's ``.params`` file, by their structural names in the whole net
+    (``features.7.0.body.0.weight``, as ``save_parameters`` writes them; files of prefixed names load too).
+
+    :raises ImcapError: if the file is not a ``.params`` file of that net.
+    """
+    net = zoo_network(name)
+    try:
+        net.load_parameters(path, ctx=mx.cpu(), ignore_extra=True)
+    except (AssertionError, ValueError, mx.base.MXNetError) as e:
+        raise ImcapError("%s does not hold the weights of %s: %s" % (path, name, str(e).strip().splitlines()[0]))
+    return {key: param.data().asnumpy() for key, param in net._collect_params_with_prefix().items()}
+
+
+class _Layers(HybridBlock):
+    """Layers applied in turn, each registered under its index in the ``features`` it comes from (``start + i``), so
+    that their parameters keep their structural names in the whole net."""
+
+    def __init__(self, layers: Sequence[HybridBlock], start: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for offset, layer in enumerate(layers):
+            self.register_child(layer, str(start + offset))
+
+    def hybrid_forward(self, F, x):
+        for layer in self._children.values():
+            x = layer(x)
+        return x
+
+
+class ZooFeatures(HybridBlock):
+    """The layers ``features[start:end]`` of a Gluon model-zoo net, built from the model zoo's code (no weights
+    loaded): the rest of the net after a cache of ``features[:start]`` (:mod:`imcap.encoder_tail`).
+
+    Input ``(batch, channels, h, w)``, the output of ``features[:start]`` for images of ``input_size``
+    (:attr:`input_shape` ``(channels, h, w)``); output ``(batch, channels_out, h_out, w_out)`` (:attr:`output_shape`),
+    the last spatial map for the default ``end``. The parameters have their shapes from the start (no deferred
+    initialization); :attr:`weight_names` maps their names in a ``.params`` file of the whole net (see
+    :func:`read_zoo_weights`) to them.
+
+    :param name: the model-zoo name (``resnet18_v1``, ``mobilenetv2_1.0``, ...).
+    :param input_size: (H, W) pixels of the images.
+    :param start: index into ``features`` of the first layer.
+    :param end: index after the last layer; default :func:`zoo_feature_end` (before the global pooling).
+    :raises ImcapError: for an unknown name, unless ``0 <= start < end <= len(features)``, or if the input or the
+        output is not a spatial map.
+    """
+
+    def __init__(self, name: str, input_size: Tuple[int, int], start: int, end: Optional[int] = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        with self.name_scope():
+            net = zoo_network(name)
+        children = list(net.features)
+        end = zoo_feature_end(children) if end is None else end
+        check_condition(0 <= start < end <= len(children), "%s: no layers features[%d:%d] (it has %d)"
+                        % (name, start, end, len(children)))
+        pixels = (1, 3, int(input_size[0]), int(input_size[1]))
+        data = mx.sym.var("data")
+        cut = data
+        for layer in children[:start]:
+            cut = layer(cut)
+        input_shape = tuple(cut.infer_shape(data=pixels)[1][0])
+        check_condition(len(input_shape) == 4, "%s: features[:%d] give %s, not a spatial map (batch, channels, h, w)"
+                        % (name, start, input_shape))
+        self.features = _Layers(children[start:end], start)
+        out = self.features(data)
+        arg_shapes, out_shapes, aux_shapes = out.infer_shape(data=input_shape)
+        shapes = dict(zip(out.list_arguments(), arg_shapes))
+        shapes.update(zip(out.list_auxiliary_states(), aux_shapes))
+        check_condition(len(out_shapes[0]) == 4, "%s: features[%d:%d] end in %s, not a spatial map (batch, channels, "
+                        "h, w)" % (name, start, end, tuple(out_shapes[0])))
+        for param in self.features.collect_params().values():
+            param.shape = tuple(shapes[param.name])
+        self.input_shape: Tuple[int, ...] = input_shape[1:]
+        self.output_shape: Tuple[int, ...] = tuple(out_shapes[0][1:])
+        self.output_hw = (int(self.output_shape[1]), int(self.output_shape[2]))
+        self.weight_names: Dict[str, mx.gluon.Parameter] = dict(self._collect_params_with_prefix())
+
+    def hybrid_forward(self, F, x):
+        return self.features(x)
+
+
+def _zoo_features(name: str, params_path: Optional[str], layer: Optional[str], ctx: mx.Context) -> HybridBlock:
+    """A Gluon model-zoo network's ``features`` cut before ``layer`` (an index) or before its global pooling."""
+    net = zoo_network(name)
     check_condition(params_path is not None and os.path.isfile(params_path),
                     "model-zoo encoder %s needs --image-encoder-model-path FILE.params (no download at run time); "
                     "got %s" % (name, params_path))
     net.load_parameters(params_path, ctx=ctx, ignore_extra=True)
     children = list(net.features)
     if layer is None:
-        pools = [i for i, c in enumerate(children) if isinstance(c, (nn.GlobalAvgPool2D, nn.AvgPool2D))]
-        cut = pools[-1] if pools else len(children)
+        cut = zoo_feature_end(children)
     else:
         check_condition(layer.lstrip("-").isdigit(), "--image-encoder-layer for a model-zoo net is an index into "
                         "its 'features' (0..%d), got '%s'" % (len(children), layer))
@@ -361,7 +524,8 @@ class ImageEncoder:
         return out.reshape(out.shape[0], 1, -1)
 
     def describe(self) -> Dict[str, object]:
-        """What identifies the features this encoder makes (stored in the cache manifest)."""
+        """What identifies the features this encoder makes (stored in the cache manifest): ``encoder``, ``layer``,
+        ``input_size`` ``[height, width]`` and ``model_path`` (the weight file's name, without its folder)."""
         return {"encoder": self.name, "layer": self.layer, "input_size": list(self.input_size),
                 "model_path": os.path.basename(self.model_path) if self.model_path else None}
 
@@ -373,15 +537,19 @@ class ImageEncoder:
         """The encoder that :meth:`describe` described (a cache manifest, or a model's ``config.yaml``
         ``feature_extraction``), each setting replaced by the argument that is given.
 
-        The weights are the given ``model_path``, else the described file's name under ``models_dir`` (default: the
-        shared models folder) if it is there and the encoder is the described one, else the encoder's default.
+        The weights are the given ``model_path``; else, if the encoder is the described one, the file the features
+        were made with (a model-zoo cache's ``model_file``) if it is still there, else the described file's name under
+        ``models_dir`` (default: the shared models folder) if it is there; else the encoder's default.
 
-        :param description: ``{"encoder", "layer", "input_size", "model_path"}``, or ``None``
-            (EfficientNet-Lite0 with its defaults).
+        :param description: ``{"encoder", "layer", "input_size", "model_path"}`` and optionally ``"model_file"`` (an
+            absolute path), or ``None`` (EfficientNet-Lite0 with its defaults).
         :raises ImcapError: as the constructor.
         """
         made = description or {}
         name = name or made.get("encoder") or C.ENCODER_EFFICIENTNET_LITE0
+        if model_path is None and made.get("model_file") and name == made.get("encoder") and name != "symbol" \
+                and os.path.isfile(made["model_file"]):
+            model_path = made["model_file"]
         if model_path is None and made.get("model_path") and name == made.get("encoder") and name != "symbol":
             candidate = os.path.join(weights_dir(models_dir), made["model_path"])
             model_path = candidate if os.path.isfile(candidate) else None

@@ -156,17 +156,23 @@ class CaptionModel(Block):
         self._encode.hybridize(active, static_alloc=True)
         self._step.hybridize(active, static_alloc=True)
 
-    def forward(self, features, target_in):
+    def forward(self, features, target_in, repeats: int = 1):
         """Teacher-forced decoding.
 
-        :param features: ``(batch, regions, feature_dim)`` float32 (:attr:`feature_shape`).
-        :param target_in: ``(batch, length)`` word ids, starting with ``<s>``.
+        :param features: ``(images, regions, feature_dim)`` float32 (:attr:`feature_shape`).
+        :param target_in: ``(batch, length)`` word ids, starting with ``<s>``; ``batch = images * repeats``.
+        :param repeats: captions per image: the rows of ``target_in`` are each image's ``repeats`` captions in turn
+            (``np.repeat`` order), and each image is encoded (by the CNN tail too) once, its encoding repeated
+            (self-critical training decodes several sampled captions of one image).
         :return: logits ``(batch, length, vocab)`` and attention ``(batch, length, regions)`` (the regions of the
             CNN tail's output when there is one).
         """
         if self.encoder_tail is not None:
             features = self.encoder_tail(features)
-        static, dynamic = self.decoder.init_state(self.encoder(features))
+        encoded = self.encoder(features)
+        if repeats > 1:
+            encoded = encoded.repeat(repeats, axis=0)
+        static, dynamic = self.decoder.init_state(encoded)
         outputs, attention = self.decoder.decode_sequence(self.embedding(target_in), static, dynamic)
         return self.output_layer(outputs), attention
 

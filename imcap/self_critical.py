@@ -72,17 +72,22 @@ class SelfCritical:
         blocked[0, never_generated(vocab)] = -1e9
         self.blocked = mx.nd.array(blocked, ctx=ctx)
 
-    def sample(self, features: mx.nd.NDArray) -> np.ndarray:
-        """Sample one caption per row of ``features (rows, regions, dim)`` from the model (no dropout), word by word
-        from the softmax over the words other than ``<s>``, ``<pad>`` and ``<unk>`` (MXNet's random generator).
+    def sample(self, features: mx.nd.NDArray, repeats: int = 1) -> np.ndarray:
+        """Sample ``repeats`` captions per image of ``features (images, regions, dim)`` from the model (no
+        dropout), word by word from the softmax over the words other than ``<s>``, ``<pad>`` and ``<unk>`` (MXNet's
+        random generator). Each image is encoded once; its states are repeated.
 
-        :return: ``(rows, length)`` int32 word ids, each caption ended by ``</s>`` (unless cut at ``max_length``)
-            and padded with 0 after it; ``length <= max_length``.
+        :return: ``(images * repeats, length)`` int32 word ids, each image's captions in turn (``np.repeat`` order),
+            each ended by ``</s>`` (unless cut at ``max_length``) and padded with 0 after it;
+            ``length <= max_length``.
         """
         vocab, ctx = self.vocab, self.ctx
         eos = vocab[C.EOS_SYMBOL]
-        rows = features.shape[0]
+        rows = features.shape[0] * repeats
         static, dynamic = self.model.encode(features)
+        if repeats > 1:
+            static = [s.repeat(repeats, axis=0) for s in static]
+            dynamic = [d.repeat(repeats, axis=0) for d in dynamic]
         prev = mx.nd.full((rows,), vocab[C.BOS_SYMBOL], ctx=ctx, dtype=np.float32)
         finished = np.zeros(rows, dtype=bool)
         words: List[np.ndarray] = []
@@ -109,16 +114,16 @@ class SelfCritical:
         :param batch: ``features (images, regions, dim)`` and the images' numbers in ``references``.
         """
         k, ctx = self.samples, self.ctx
-        features = mx.nd.array(np.repeat(batch.features, k, axis=0), ctx=ctx)   # (images * k, regions, dim)
+        features = mx.nd.array(batch.features, ctx=ctx)                        # (images, regions, dim)
         images = np.repeat(batch.images, k)
-        sampled = self.sample(features)                                        # (images * k, length)
+        sampled = self.sample(features, k)                                     # (images * k, length)
         captions = [ids_to_tokens(self.vocab, row) for row in sampled]
         rewards = self.reward.scores(images.tolist(), captions).reshape(-1, k)         # (images, k)
         advantage = mx.nd.array((rewards - leave_one_out_baseline(rewards)).reshape(-1), ctx=ctx)   # (images * k,)
         target_in = np.concatenate([np.full((len(sampled), 1), self.vocab[C.BOS_SYMBOL], dtype=np.int32),
                                     sampled[:, :-1]], axis=1)
         with autograd.record(train_mode=False):
-            logits, _ = self.model(features, mx.nd.array(target_in, ctx=ctx))
+            logits, _ = self.model(features, mx.nd.array(target_in, ctx=ctx), k)
             loss, nll = policy_gradient_loss(logits, mx.nd.array(sampled, ctx=ctx), advantage, self.blocked)
         loss.backward()
         return SelfCriticalStats(captions=len(sampled), nll=float(nll.asscalar()), tokens=int((sampled != 0).sum()),

@@ -100,8 +100,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                        help="Partial fine-tuning: put the rest of the pretrained CNN after the layer the features "
                             "were cached at (their cache.json says which, e.g. blocks.14: EfficientNet-Lite0's last "
                             "block and head) into the model and train it with the decoder, at "
-                            "--image-encoder-learning-rate. Needs features extracted at a block boundary "
-                            "(imcap.extract_features --image-encoder-layer blocks.N); see docs/finetuning.md.")
+                            "--image-encoder-learning-rate. Needs features extracted inside the CNN "
+                            "(imcap.extract_features --image-encoder-layer blocks.N of EfficientNet-Lite, or K of a "
+                            "model-zoo net's features); see docs/finetuning.md.")
     model.add_argument("--image-encoder-train-batchnorm", action="store_true",
                        help="With --image-encoder-fine-tune: BatchNorm of the fine-tuned layers uses batch statistics "
                             "and updates its moving ones. Default: the pretrained moving statistics are used and kept.")

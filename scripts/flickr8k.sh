@@ -15,7 +15,8 @@
 # AUGMENTATIONS (e.g. hflip: also cache the features of the mirrored images, train on both views, and let the
 # choice on val include test-time augmentation, each model decoding the original and the mirrored image),
 # SELECT_ARGS (the settings scripts/select_decoding.py tries on val, instead of the profile's grid, e.g.
-# "--beam-sizes 3 5 --alphas 0.5 1.0"; an ensemble with test-time augmentation is slow to decode),
+# "--beam-sizes 3 5 --alphas 0.5 1.0"; an ensemble with test-time augmentation is slow to decode), SELECT_METRIC
+# (what that choice maximizes on val: bleu or cider; default cider with SELF_CRITICAL_SECONDS, else bleu),
 # FINE_TUNE_FROM (e.g. blocks.14: cache the CNN's output at that block in $RUNS/features-$ENCODER-$FINE_TUNE_FROM
 # and train the rest of the CNN with the decoder, imcap.train --image-encoder-fine-tune; the outputs go to
 # $RUNS/flickr8k-PROFILE-ft-$FINE_TUNE_FROM; docs/finetuning.md), FINE_TUNE_ARGS (options of that fine-tuning,
@@ -44,6 +45,9 @@ esac
 SELECT=${SELECT_ARGS:-$SELECT}
 if [ -n "$FINE_TUNE_FROM" ]; then
   OUT=$OUT-ft-$FINE_TUNE_FROM; TRAIN="$TRAIN --image-encoder-fine-tune ${FINE_TUNE_ARGS:-}"
+  # self-critical training keeps the CNN's learning rate at a tenth of the decoder's, as cross-entropy does
+  # (1e-4 against 1e-3); SCST_ARGS can set another
+  SCST_TRAIN="$SCST_TRAIN --image-encoder-learning-rate 0.000005"
 fi
 DATA=$OUT/data
 MODELS=${MODELS:-1}
@@ -104,9 +108,11 @@ for dir in $MODEL_DIRS; do
   seed=$((seed + 1))
 done
 
-step "choose checkpoint, beam size and length penalty (and test-time augmentation) on the validation split"
+# a model trained for CIDEr-D is also chosen on it (Rennie et al. 2017)
+if [ "$SCST" -gt 0 ]; then METRIC=${SELECT_METRIC:-cider}; else METRIC=${SELECT_METRIC:-bleu}; fi
+step "choose checkpoint, beam size and length penalty (and test-time augmentation) on the validation split by $METRIC"
 $PY scripts/select_decoding.py --model $MODEL_DIRS --source "$DATA"/val.features --source-root "$FEATURES" \
-    --references "$DATA"/val.captions.{0,1,2,3,4} --checkpoints params.best params.avg $SELECT \
+    --references "$DATA"/val.captions.{0,1,2,3,4} --checkpoints params.best params.avg $SELECT --metric "$METRIC" \
     --output "$OUT"/decode.options
 DECODE=$(cat "$OUT"/decode.options)
 

@@ -9,8 +9,9 @@ Several model dirs are decoded as one ensemble, each with the same params file n
 setting is also tried with test-time augmentation (each model on the original and on these views of the images,
 whose features must be cached beside the originals), which becomes one more choice.
 
-Prints one line per setting (val BLEU-4) and, last, the captioner options of the best one; with --output it
-also writes those options to a file, for ``python -m imcap.captioner $(cat FILE)``.
+Prints one line per setting (val BLEU-4 and CIDEr-D) and, last, the captioner options of the best one by
+--metric (``bleu``: BLEU-4, the default; ``cider``: CIDEr-D, for a model trained for it by self-critical training);
+with --output it also writes those options to a file, for ``python -m imcap.captioner $(cat FILE)``.
 """
 import argparse
 import itertools
@@ -25,16 +26,21 @@ import imcap  # noqa: E402,F401  (sets OMP_NUM_THREADS before mxnet is imported)
 import numpy as np  # noqa: E402
 
 from imcap.beam_search import BeamSearch, best_captions  # noqa: E402
-from imcap.scoring import bleu_scores  # noqa: E402
+from imcap.scoring import KEY_CIDER_D, bleu_scores, cider_scores  # noqa: E402
 from imcap.features import FeatureStore  # noqa: E402
 from imcap.model import load_model  # noqa: E402
-from imcap.utils import read_lines  # noqa: E402
+from imcap.utils import atomic_open, read_lines  # noqa: E402
 
 
 def decode(models, vocab, features, beam: int, alpha: float, no_repeat: int = 0) -> List[str]:
     search = BeamSearch(models, vocab, beam_size=beam, length_penalty_alpha=alpha, max_output_length=30,
                         no_repeat_ngram_size=no_repeat)
     return best_captions(search, vocab, features)
+
+
+# --metric: the name printed, and the score of the captions against the references
+METRICS = {"bleu": ("BLEU-4", lambda hyps, refs: bleu_scores(hyps, refs)["bleu4"]),
+           "cider": ("CIDEr-D", lambda hyps, refs: cider_scores(hyps, refs)[KEY_CIDER_D])}
 
 
 def main() -> None:
@@ -50,6 +56,8 @@ def main() -> None:
                         help="n-gram sizes for --no-repeat-ngram-size to try (0: off).")
     parser.add_argument("--augmentations", nargs="+", default=[],
                         help="Also try test-time augmentation with these views (e.g. hflip).")
+    parser.add_argument("--metric", choices=sorted(METRICS), default="bleu",
+                        help="What the best setting has the highest of on val: bleu (BLEU-4) or cider (CIDEr-D).")
     parser.add_argument("--output", default=None, help="File for the chosen captioner options.")
     args = parser.parse_args()
     store = FeatureStore(args.source, args.source_root, augmentations=args.augmentations)
@@ -72,17 +80,22 @@ def main() -> None:
             if beam == 1 and alpha != args.alphas[0]:
                 continue  # the length penalty cannot change a greedy search
             start = time.time()
-            bleu = bleu_scores(decode(models, vocab, features, beam, alpha, no_repeat), references)["bleu4"]
+            hypotheses = decode(models, vocab, features, beam, alpha, no_repeat)
+            scores = {metric: score(hypotheses, references) for metric, (_, score) in METRICS.items()}
             blocking = " --no-repeat-ngram-size %d" % no_repeat if no_repeat else ""
-            print("%s beam %d alpha %.1f%s%s: val BLEU-4 %.2f (%.0f s)" % (checkpoint, beam, alpha, blocking, tta,
-                                                                          bleu, time.time() - start), flush=True)
-            if best is None or bleu > best[0]:
-                best = (bleu, checkpoint, beam, alpha, blocking + tta)
+            print("%s beam %d alpha %.1f%s%s: val BLEU-4 %.2f, CIDEr-D %.3f (%.0f s)" % (
+                checkpoint, beam, alpha, blocking, tta, scores["bleu"], scores["cider"], time.time() - start),
+                flush=True)
+            if best is None or scores[args.metric] > best[0][args.metric]:
+                best = (scores, checkpoint, beam, alpha, blocking + tta)
+    if best is None:
+        sys.exit("select_decoding: none of the checkpoints %s is in every model dir" % " ".join(args.checkpoints))
     options = "--checkpoints %s --beam-size %d --length-penalty-alpha %.1f%s" % (
         " ".join([best[1]] * len(args.model)), best[2], best[3], best[4])
-    print("best on validation: BLEU-4 %.2f with %s" % (best[0], options))
+    print("best on validation (by %s): BLEU-4 %.2f, CIDEr-D %.3f with %s" % (
+        METRICS[args.metric][0], best[0]["bleu"], best[0]["cider"], options))
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
+        with atomic_open(args.output) as f:
             f.write(options + "\n")
 
 

@@ -1,5 +1,7 @@
 """The CNN tail of partial fine-tuning (:mod:`imcap.encoder_tail`): a cache cut at a block plus the tail is the whole
-CNN, BatchNorm statistics stay frozen unless asked, the learning-rate multiplier, and a model holding a tail."""
+CNN, BatchNorm statistics stay frozen unless asked, the learning-rate multiplier, and a model holding a tail; the same
+for Gluon model-zoo nets (cut at ``features[:K]``), and models that load without the CNN's weight file."""
+import dataclasses
 import os
 
 import mxnet as mx
@@ -136,3 +138,137 @@ def test_a_model_with_a_tail_saves_and_loads_it(tmp_path):
     np.testing.assert_allclose(again(features, target)[0].asnumpy(), model(features, target)[0].asnumpy(),
                                rtol=1e-4, atol=1e-5)
 
+
+
+# --- Gluon model-zoo nets ---------------------------------------------------------------------------------------
+
+def save_zoo_params(name, path):
+    """Save a model-zoo net initialized with a fixed seed (Xavier; BatchNorm moving statistics drawn at random, so that
+    frozen and batch statistics differ). Not pretrained: these tests check the mechanics of the split, not features
+    worth captioning, and nothing is downloaded."""
+    from mxnet.gluon.model_zoo import vision
+    mx.random.seed(7)
+    net = vision.get_model(name, pretrained=False)
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros((1, 3, 224, 224)))
+    for param_name, param in net.collect_params().items():
+        if param_name.endswith("running_mean"):
+            param.set_data(mx.nd.random.normal(0, 0.1, param.shape))
+        elif param_name.endswith("running_var"):
+            param.set_data(mx.nd.random.uniform(0.5, 2.0, param.shape))
+    net.save_parameters(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def zoo_params(tmp_path_factory):
+    """``.params`` files of two small model-zoo nets made here (see :func:`save_zoo_params`), by name."""
+    folder = tmp_path_factory.mktemp("zoo")
+    return {name: save_zoo_params(name, str(folder / (name + ".params")))
+            for name in ("resnet18_v1", "mobilenetv2_0.25")}
+
+
+@pytest.fixture(scope="module")
+def zoo_pixels():
+    return np.random.RandomState(3).randint(0, 256, (3, 224, 224, 3)).astype(np.uint8)
+
+
+def zoo_manifest(encoder, shape):
+    """A model-zoo cache's manifest, as imcap.extract_features writes it (with the weights' absolute path)."""
+    return dict(manifest_of(encoder, shape), model_file=os.path.abspath(encoder.model_path))
+
+
+@pytest.mark.parametrize("name,layer,shape,output", [
+    ("resnet18_v1", "7", (196, 256), (49, 512)),    # stage3's 14 x 14 map; the tail is stage4
+    ("mobilenetv2_0.25", "-4", (49, 80), (49, 1280)),  # features[:20]; the tail is the last 1x1 conv, BN, ReLU6
+])
+def test_zoo_cache_plus_the_tail_is_the_whole_features(zoo_params, zoo_pixels, tmp_path, name, layer, shape, output):
+    """features[:K] cached in float16, then the tail features[K:pool] loaded from the same .params file, give the
+    regions of the whole features (cut before the global pooling, imcap.extract_features' default)."""
+    full = ImageEncoder(name, model_path=zoo_params[name], fuse=False).encode(zoo_pixels)
+    cut = ImageEncoder(name, model_path=zoo_params[name], layer=layer, fuse=False)
+    cached = cut.encode(zoo_pixels)
+    assert cached.shape[1:] == shape and full.shape[1:] == output
+    nowhere = str(tmp_path / "no-models")  # the weights come from the manifest's model_file alone
+    config = EncoderTailConfig.from_manifest(zoo_manifest(cut, shape), "cache", models_dir=nowhere)
+    assert config.input_shape == list(shape) and config.output_shape == list(output)
+    tail = EncoderTail(config, models_dir=nowhere, prefix="tail_")
+    tail.initialize(mx.init.Xavier())  # any initializer: the parameters start as the .params file's
+    assert tail.output_hw == (7, 7)
+    tail.hybridize(static_alloc=True)
+    np.testing.assert_allclose(tail(mx.nd.array(cached)).asnumpy(), full, rtol=1e-4, atol=1e-5)
+    out = tail(mx.nd.array(cached.astype(np.float16).astype(np.float32))).asnumpy()  # as the feature cache stores it
+    assert np.abs(out - full).mean() < 1e-3 * np.abs(full).mean() + 1e-4
+
+
+def test_zoo_cuts_that_cannot_be_continued_are_one_line_errors(zoo_params):
+    cut = ImageEncoder("resnet18_v1", model_path=zoo_params["resnet18_v1"], layer="7", fuse=False)
+    good = zoo_manifest(cut, (196, 256))
+    cases = [(dict(good, layer=""), "cut at the last spatial map (the default layer) leave nothing to fine-tune"),
+             (dict(good, layer="8"), "cut at '8' leave nothing to fine-tune; the layers before its global pooling are features[:8]"),
+             (dict(good, layer="12"), "cut at '12' leave nothing to fine-tune"),
+             (dict(good, layer="stage3"), "features of resnet18_v1 cannot be fine-tuned at layer 'stage3'"),
+             (dict(good, layer="6.5"), "cannot be fine-tuned at layer '6.5': a model-zoo net is cut at an index K"),
+             (dict(good, layer="-10"), "cannot be fine-tuned at layer '-10'"),
+             (dict(good, encoder="vgg11", layer="5"), "features[5:25] end in (1, 4096), not a spatial map"),
+             (dict(good, encoder="symbol"), "features of symbol cannot be fine-tuned; the CNN must be one of")]
+    for manifest, message in cases:
+        with pytest.raises(ImcapError) as e:
+            EncoderTailConfig.from_manifest(manifest, "cache")
+        assert message in str(e.value), str(e.value)
+        assert "\n" not in str(e.value) and str(e.value).startswith("cache: ")
+    config = EncoderTailConfig.from_manifest(dict(good, layer="-2"), "cache")  # counts from the end, as slices do
+    assert config.input_shape == [196, 256]
+    with pytest.raises(ImcapError, match="gives features"):  # a manifest whose shape is not the layer's
+        EncoderTail(EncoderTailConfig.from_manifest(dict(good, feature_shape=[49, 512]), "cache"))
+
+
+@pytest.mark.parametrize("train_batchnorm", [False, True])
+def test_zoo_batchnorm_statistics_are_frozen_unless_asked(zoo_params, zoo_pixels, train_batchnorm):
+    cut = ImageEncoder("resnet18_v1", model_path=zoo_params["resnet18_v1"], layer="7", fuse=False)
+    cached = cut.encode(zoo_pixels)
+    tail = tail_of(zoo_manifest(cut, cached.shape[1:]), train_batchnorm=train_batchnorm)
+    inference = tail(mx.nd.array(cached)).asnumpy()
+    stats = {name: p.data().asnumpy().copy() for name, p in tail.collect_params().items() if "running" in name}
+    assert len(stats) == 2 * 5  # stage4: two blocks of two BatchNorms, and the downsampling one
+    out = train_step(tail, cached)
+    changed = [name for name, p in tail.collect_params().items() if name in stats
+               and not np.array_equal(p.data().asnumpy(), stats[name])]
+    if train_batchnorm:
+        assert np.abs(out - inference).mean() > 1e-3 and len(changed) == len(stats)
+    else:
+        np.testing.assert_allclose(out, inference, rtol=1e-4, atol=1e-5)
+        assert not changed
+
+
+def small_model_config(tail):
+    regions, dim = tail.output_shape
+    return ModelConfig(vocab_size=12, encoder=EncoderConfig(num_regions=regions, feature_dim=dim, num_hidden=16),
+                       decoder=RNNDecoderConfig(num_hidden=16, attention_num_hidden=16, num_embed=8,
+                                                encoder_num_hidden=16, output_num_hidden=8),
+                       num_embed=8, encoder_tail=tail)
+
+
+def test_a_model_with_a_tail_loads_without_the_weight_file(zoo_params, tmp_path):
+    """The architecture comes from code (EfficientNet-Lite's block table, the model zoo's classes); the params file
+    holds every weight of the tail. Only a new model, which starts from the pretrained weights, needs the file."""
+    cut = ImageEncoder("resnet18_v1", model_path=zoo_params["resnet18_v1"], layer="7", fuse=False)
+    zoo = EncoderTailConfig.from_manifest(zoo_manifest(cut, (196, 256)), "cache")
+    lite = EncoderTailConfig(layer="blocks.10", input_shape=[196, 112])
+    nowhere = str(tmp_path / "no-models")
+    for tail, shape in ((lite, (196, 112)), (zoo, (196, 256))):
+        model = CaptionModel(small_model_config(tail), prefix="model_")  # with the weight file
+        model.initialize(mx.init.Xavier())
+        path = str(tmp_path / ("params." + tail.encoder))
+        save_params(model, path)
+        features = mx.nd.random.uniform(0, 2, (2,) + shape)
+        target = mx.nd.array([[1, 4, 5], [1, 6, 7]])
+        expected = model(features, target)[0].asnumpy()
+        gone = dataclasses.replace(tail, model_file=str(tmp_path / "moved.params") if tail.model_file else None)
+        again = CaptionModel(small_model_config(gone), models_dir=nowhere, prefix="model_")
+        assert again.encoder_tail.output_hw == (7, 7)
+        load_params(again, path)
+        np.testing.assert_allclose(again(features, target)[0].asnumpy(), expected, rtol=1e-5, atol=1e-6)
+        fresh = CaptionModel(small_model_config(gone), models_dir=nowhere, prefix="model_")
+        with pytest.raises(ImcapError, match="the CNN tail of the model needs the weights of %s" % tail.encoder):
+            fresh.initialize(mx.init.Xavier())

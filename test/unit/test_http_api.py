@@ -1,9 +1,15 @@
 """imcap.http_api's request parsing, without a model: options from query parameters and the JSON field, multipart
-bodies read in memory, and the status of each refusal."""
+bodies read in memory, and the status of each refusal; the attention grid ``GET /v1/model`` reports."""
+from types import SimpleNamespace
+
 import pytest
 
 from imcap.batching import SearchOptions
-from imcap.http_api import ApiError, parse_options, split_request
+from imcap.encoder import EncoderConfig
+from imcap.encoder_tail import EncoderTailConfig
+from imcap.http_api import ApiError, attention_grid, parse_options, split_request
+from imcap.model import CaptionModel, ModelConfig
+from imcap.rnn import RNNDecoderConfig
 from imcap.web_page import split_phrases
 
 DEFAULTS = SearchOptions(beam_size=5, nbest_size=1)
@@ -85,3 +91,25 @@ def test_bad_multipart_bodies():
 def test_split_phrases():
     assert split_phrases("a dog\n\n the snow ; a ball\n") == ["a dog", "the snow", "a ball"]
     assert split_phrases("") == [] and split_phrases(None) == []
+
+
+def tiny_model(regions, dim, tail=None, models_dir=None):
+    decoder = RNNDecoderConfig(num_hidden=8, attention_num_hidden=8, num_embed=4, encoder_num_hidden=8,
+                               output_num_hidden=4)
+    config = ModelConfig(vocab_size=6, encoder=EncoderConfig(num_regions=regions, feature_dim=dim, num_hidden=8),
+                         decoder=decoder, num_embed=4, encoder_tail=tail)
+    return CaptionModel(config, models_dir=models_dir, prefix="model_")
+
+
+def test_attention_grid_is_that_of_the_regions_the_decoder_attends_to(tmp_path):
+    """A model fine-tuning EfficientNet-Lite0 after blocks.10 reads a 14 x 14 cache but attends to the head's 7 x 7
+    regions (the architecture is built without the weight file: nothing is initialized)."""
+    tail = EncoderTailConfig(layer="blocks.10", input_shape=[196, 112], output_shape=[49, 1280])
+    fine_tuned = tiny_model(49, 1280, tail, models_dir=str(tmp_path))
+    assert fine_tuned.feature_shape == (196, 112)
+    captioner = SimpleNamespace(models=[fine_tuned], feature_shape=fine_tuned.feature_shape)
+    assert attention_grid(captioner) == (7, 7)
+    assert attention_grid(SimpleNamespace(models=[tiny_model(196, 112)], feature_shape=(196, 112))) == (14, 14)
+    assert attention_grid(SimpleNamespace(models=[tiny_model(50, 16)], feature_shape=(50, 16))) is None
+    # an ensemble whose members attend to different grids has none
+    assert attention_grid(SimpleNamespace(models=[fine_tuned, tiny_model(196, 112)], feature_shape=(196, 112))) is None

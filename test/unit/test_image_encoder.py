@@ -1,4 +1,5 @@
-"""The EfficientNet-Lite encoders load the real ImageNet weights right, and every encoder kind cuts where asked."""
+"""The EfficientNet-Lite encoders load the real ImageNet weights right, every encoder kind cuts where asked, and the
+rest of a net after a cut builds from code alone (EfficientNet-Lite's block table, the model zoo's classes)."""
 import os
 
 import mxnet as mx
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 
 import imcap  # noqa: F401
-from imcap.image_encoder import ImageEncoder, _same_padding, load_image, read_class_names
+from imcap.image_encoder import (EfficientNetLite, ImageEncoder, ZooFeatures, _same_padding, efficientnet_lite_shapes,
+                                 load_image, read_class_names, read_zoo_weights, zoo_feature_end)
 from imcap.utils import ImcapError
 from test.common import CHECK_IMAGES, IMAGES, MODELS, requires_shared
 
@@ -84,3 +86,45 @@ def test_model_zoo_architecture_with_local_params(tmp_path):
     assert encoder.encode(np.zeros((2, 224, 224, 3), dtype=np.uint8)).shape == (2, 49, 512)
     with pytest.raises(ImcapError, match="needs --image-encoder-model-path"):
         ImageEncoder("resnet18_v1", model_path=None)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_built_in_architecture_is_that_of_the_weight_file(name):
+    """EfficientNet-Lite's architecture without its .npz (a fine-tuned model's CNN tail loads from its params file)."""
+    with np.load(os.path.join(MODELS, name + ".npz")) as npz:
+        shapes = {k: npz[k].shape for k in npz.files}
+    assert efficientnet_lite_shapes(name) == shapes
+    size = (224, 224) if name == "efficientnet_lite0" else (260, 260)
+    built, read = EfficientNetLite(efficientnet_lite_shapes(name), size), EfficientNetLite(shapes, size)
+    assert {k: p.shape for k, p in built.weight_names.items()} == {k: p.shape for k, p in read.weight_names.items()}
+    with pytest.raises(ImcapError, match="no built-in architecture of 'efficientnet_lite4'"):
+        efficientnet_lite_shapes("efficientnet_lite4")
+
+
+def test_model_zoo_features_after_a_cut(tmp_path):
+    """ZooFeatures builds features[start:end] from the model zoo's code alone, with the parameters' shapes and their
+    names in a .params file of the whole net; an untrained net initialized here (nothing is downloaded)."""
+    from mxnet.gluon.model_zoo import vision
+    assert zoo_feature_end(list(vision.get_model("resnet18_v1").features)) == 8        # GlobalAvgPool2D
+    assert zoo_feature_end(list(vision.get_model("densenet121").features)) == 13       # AvgPool2D
+    assert zoo_feature_end(list(vision.get_model("vgg11").features)) == 25             # none: all of them
+    tail = ZooFeatures("resnet18_v1", (224, 224), 6)
+    assert tail.input_shape == (128, 28, 28) and tail.output_shape == (512, 7, 7) and tail.output_hw == (7, 7)
+    assert all(p.shape and 0 not in p.shape for p in tail.collect_params().values())  # no deferred initialization
+    net = vision.get_model("resnet18_v1")
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros((1, 3, 224, 224)))
+    path = str(tmp_path / "resnet18_v1.params")
+    net.save_parameters(path)
+    weights = read_zoo_weights("resnet18_v1", path)
+    assert set(tail.weight_names) == {k for k in weights if k.startswith(("features.6.", "features.7."))}
+    assert all(tail.weight_names[k].shape == weights[k].shape for k in tail.weight_names)
+    with pytest.raises(ImcapError, match="no layers features\\[8:8\\]"):
+        ZooFeatures("resnet18_v1", (224, 224), 8)
+    with pytest.raises(ImcapError, match="does not hold the weights of mobilenet0.25"):
+        read_zoo_weights("mobilenet0.25", path)
+    # the captioner finds the weights a model-zoo cache was made with by its model_file
+    encoder = ImageEncoder.from_description({"encoder": "resnet18_v1", "layer": "7", "input_size": [224, 224],
+                                             "model_path": "resnet18_v1.params", "model_file": path},
+                                            models_dir=str(tmp_path / "elsewhere"), fuse=False)
+    assert encoder.model_path == path and encoder.encode(np.zeros((1, 224, 224, 3), np.uint8)).shape == (1, 196, 256)

@@ -71,6 +71,26 @@ def test_images_are_decoded_independently():
     np.testing.assert_allclose(alone[0], full[1], atol=1e-5)
 
 
+@pytest.mark.parametrize("attention", ["mlp", "none"])
+def test_repeated_encodings_equal_repeated_images(attention):
+    """``model(features, target_in, repeats=k)`` (each image encoded once, for k captions) gives the logits and
+    gradients of the images repeated k times, as self-critical training needs."""
+    model = make_model(make_config(attention=attention, state_init="zero" if attention == "none" else "avg"))
+    features, _ = make_inputs()
+    k = 2
+    _, target_in = decoding_checks.make_inputs(BATCH * k, LENGTH, REGIONS, FEATURE_DIM, VOCAB, seed=4)
+    params = [p for p in model.collect_params().values() if p.grad_req != "null"]
+    results = []
+    for inputs in ((features, k), (features.repeat(k, axis=0), 1)):
+        with mx.autograd.record():
+            logits, _ = model(inputs[0], target_in, inputs[1])
+            (logits * logits).sum().backward()
+        results.append((logits.asnumpy(), [p.grad().asnumpy().copy() for p in params]))
+    np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-5)
+    for once, repeated in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(once, repeated, rtol=1e-4, atol=1e-4)
+
+
 def test_weight_tying_shares_the_array():
     tied = make_model(make_config(num_embed=20, output_num_hidden=20, weight_tying=True))
     assert tied.output_layer.weight is tied.embedding[0].weight

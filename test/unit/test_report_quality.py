@@ -1,4 +1,5 @@
-"""bench/report_quality.py: the training wall-clock read from a model dir's log."""
+"""bench/report_quality.py: the training wall-clock read from a model dir's log, and the validation scores of the
+decoding setting chosen, read from a recipe's log."""
 import os
 import sys
 
@@ -31,3 +32,13 @@ def test_log_without_times_is_an_error(tmp_path):
     log.write_text("no times here\n")
     with pytest.raises(ValueError, match="no timed log line"):
         report_quality.training_wall_seconds(str(log))
+
+
+def test_validation_scores_of_the_chosen_setting():
+    log = ("params.best beam 3 alpha 0.5: val BLEU-4 19.80, CIDEr-D 0.498 (20 s)\n"
+           "best on validation (by CIDEr-D): BLEU-4 19.95, CIDEr-D 0.521 with --checkpoints params.avg --beam-size 5\n")
+    assert report_quality.chosen_on_validation(log) == (19.95, 0.521)
+    bleu, cider = report_quality.chosen_on_validation("best on validation: BLEU-4 20.06 with --checkpoints params.avg")
+    assert bleu == 20.06 and cider != cider   # logs before CIDEr-D was printed: NaN
+    bleu, cider = report_quality.chosen_on_validation("the run stopped before the choice")
+    assert bleu != bleu and cider != cider
