@@ -34,6 +34,20 @@ def leave_one_out_baseline(rewards: np.ndarray) -> np.ndarray:
     return (rewards.sum(axis=1, keepdims=True) - rewards) / (k - 1)
 
 
+def gumbel_max_sample(logits: mx.nd.NDArray) -> mx.nd.NDArray:
+    """One index per row of ``logits (rows, n)``, drawn from ``softmax(logits)`` by the Gumbel-max trick (Gumbel 1954;
+    Maddison et al. 2014): ``argmax(logits + G)`` with ``G = -log(-log(U))``, ``U`` uniform (MXNet's generator).
+
+    Unlike ``mx.nd.random.multinomial`` on the softmax, whose float32 cumulative sum can end below the uniform draw
+    and then return ``n``, an index that does not exist, it always returns an index ``< n`` and never one whose logit
+    is ``-1e9`` below the others. ``U`` starts at 1e-7, so ``G >= -2.78`` (a cut of probability 1e-7).
+
+    :return: ``(rows,)`` float32 indices.
+    """
+    uniform = mx.nd.random.uniform(low=1e-7, high=1.0, shape=logits.shape, ctx=logits.context)
+    return mx.nd.argmax(logits - mx.nd.log(-mx.nd.log(uniform)), axis=-1)
+
+
 class SelfCriticalStats(NamedTuple):
     """What one self-critical forward/backward pass saw: the number of sampled captions, the summed negative
     log-likelihood of their tokens (nats) and the number of those tokens (``</s>`` included), and their summed
@@ -74,8 +88,8 @@ class SelfCritical:
 
     def sample(self, features: mx.nd.NDArray, repeats: int = 1) -> np.ndarray:
         """Sample ``repeats`` captions per image of ``features (images, regions, dim)`` from the model (no
-        dropout), word by word from the softmax over the words other than ``<s>``, ``<pad>`` and ``<unk>`` (MXNet's
-        random generator). Each image is encoded once; its states are repeated.
+        dropout), word by word from the softmax over the words other than ``<s>``, ``<pad>`` and ``<unk>``
+        (:func:`gumbel_max_sample`, MXNet's random generator). Each image is encoded once; its states are repeated.
 
         :return: ``(images * repeats, length)`` int32 word ids, each image's captions in turn (``np.repeat`` order),
             each ended by ``</s>`` (unless cut at ``max_length``) and padded with 0 after it;
@@ -93,8 +107,7 @@ class SelfCritical:
         words: List[np.ndarray] = []
         for _ in range(self.max_length):
             log_probs, _, dynamic = self.model.step(prev, static, dynamic)
-            probs = mx.nd.softmax(mx.nd.broadcast_add(log_probs, self.blocked), axis=-1)
-            drawn = mx.nd.random.multinomial(probs).asnumpy().astype(np.int32)
+            drawn = gumbel_max_sample(mx.nd.broadcast_add(log_probs, self.blocked)).asnumpy().astype(np.int32)
             drawn[finished] = 0
             words.append(drawn)
             finished |= drawn == eos

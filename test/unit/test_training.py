@@ -10,7 +10,7 @@ import pytest
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from imcap import constants as C
 from imcap.loss import policy_gradient_loss
-from imcap.self_critical import leave_one_out_baseline
+from imcap.self_critical import gumbel_max_sample, leave_one_out_baseline
 from imcap.train import option_defaults, trainer_config_from_args
 from imcap.training import TrainerConfig, TrainingState
 from imcap.utils import ImcapError, seed_checkpoint_interval
@@ -64,6 +64,22 @@ def test_leave_one_out_baseline():
     np.testing.assert_allclose(leave_one_out_baseline(rewards), [[2.5, 2.0, 1.5], [3.0, 3.0, 0.0]])
     with pytest.raises(ImcapError, match="at least 2 samples"):
         leave_one_out_baseline(np.ones((2, 1)))
+
+
+def test_gumbel_max_sampling_follows_the_softmax():
+    """Draws from softmax(logits), never a blocked word (-1e9) nor an index past the row, even where the softmax's
+    float32 sum falls short of 1 (the case in which mx.nd.random.multinomial returned an index == vocabulary size
+    and stopped a self-critical run)."""
+    mx.random.seed(3)
+    probabilities = np.array([0.5, 0.3, 0.15, 0.05, 0.0])
+    logits = np.log(np.maximum(probabilities, 1e-30))[None].repeat(40000, axis=0)
+    logits[:, 4] = -1e9
+    drawn = gumbel_max_sample(mx.nd.array(logits)).asnumpy().astype(int)
+    assert drawn.min() >= 0 and drawn.max() <= 3
+    np.testing.assert_allclose(np.bincount(drawn, minlength=5) / len(drawn), probabilities, atol=0.01)
+    # many rows of near-uniform logits over a large vocabulary: every index drawn stays inside it
+    wide = gumbel_max_sample(mx.nd.random.normal(scale=1e-3, shape=(2000, 2539))).asnumpy()
+    assert wide.min() >= 0 and wide.max() < 2539 and len(np.unique(wide)) > 1000
 
 
 def test_policy_gradient_loss():
