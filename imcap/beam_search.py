@@ -19,7 +19,7 @@ import numpy as np
 
 from . import constants as C
 from .constraints import NEG_INF, AvoidTrie, Phrase, SearchConstraints
-from .vocab import ids_to_tokens, never_generated
+from .vocab import ids_to_tokens, never_generated, never_generated_bias
 
 
 def length_penalty(lengths: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
@@ -29,15 +29,23 @@ def length_penalty(lengths: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -
     return ((beta + lengths.astype(np.float64)) / (beta + 1.0)) ** alpha
 
 
-def mask_finished(log_probs: np.ndarray, finished: np.ndarray, pad_id: int) -> np.ndarray:
+def mask_finished(log_probs: np.ndarray, finished: np.ndarray, pad_id: int,
+                  words: Optional[np.ndarray] = None) -> np.ndarray:
     """Finished hypotheses may only be continued by ``<pad>`` at no cost, which keeps their score.
 
-    :param log_probs: ``(rows, vocab)``; changed in place and returned.
+    :param log_probs: ``(rows, vocab)``, or ``(rows, k)`` scores of the preselected ``words``; changed in place and
+        returned.
     :param finished: ``(rows,)`` bool.
+    :param words: ``(rows, k)`` int word ids of the columns of ``log_probs`` (None: column = word id); a finished
+        row's first column becomes ``<pad>`` (changed in place).
     """
     if finished.any():
         log_probs[finished] = NEG_INF
-        log_probs[finished, pad_id] = 0.0
+        if words is None:
+            log_probs[finished, pad_id] = 0.0
+        else:
+            log_probs[finished, 0] = 0.0
+            words[finished, 0] = pad_id
     return log_probs
 
 
@@ -162,7 +170,8 @@ class BeamSearch:
         self.bos, self.eos, self.pad = vocab[C.BOS_SYMBOL], vocab[C.EOS_SYMBOL], vocab[C.PAD_SYMBOL]
         self.vocab_size = len(vocab)
         self.blocked = never_generated(vocab, allow_unk)
-        self._blocked_bias: Optional[mx.nd.NDArray] = None   # (1, vocab): NEG_INF at the blocked words
+        self._blocked_bias_host = never_generated_bias(vocab, NEG_INF, allow_unk)   # (1, vocab)
+        self._blocked_bias: Optional[mx.nd.NDArray] = None                           # its copy on the device
         self.avoid_list = frozenset(tuple(self._check_phrase(p, "avoid list")) for p in avoid_list)
         self._avoid_trie = AvoidTrie([sorted(self.avoid_list)]) if self.avoid_list else None
 
@@ -202,9 +211,7 @@ class BeamSearch:
             beam)`` int64 word ids; zeros for rows not computed.
         """
         if self._blocked_bias is None or self._blocked_bias.context != log_probs.context:
-            bias = np.zeros((1, self.vocab_size), dtype=np.float32)
-            bias[0, list(self.blocked)] = NEG_INF
-            self._blocked_bias = mx.nd.array(bias, ctx=log_probs.context)
+            self._blocked_bias = mx.nd.array(self._blocked_bias_host, ctx=log_probs.context)
         values, words = mx.nd.topk(mx.nd.broadcast_add(log_probs, self._blocked_bias), axis=-1, k=self.beam_size,
                                    ret_typ="both", dtype="int32")
         values = self._all_rows(values.asnumpy().astype(np.float64), computed, rows)
@@ -293,12 +300,7 @@ class BeamSearch:
                     forced = np.full_like(log_probs, NEG_INF)
                     forced[:, self.eos] = log_probs[:, self.eos]
                     log_probs = forced
-            if row_words is None:
-                log_probs = mask_finished(log_probs, finished, self.pad)
-            elif finished.any():  # as mask_finished: a finished row goes on with <pad> alone, at no cost
-                log_probs[finished] = NEG_INF
-                log_probs[finished, 0] = 0.0
-                row_words[finished, 0] = self.pad
+            log_probs = mask_finished(log_probs, finished, self.pad, row_words)
             width = log_probs.shape[1]                                         # vocab, or k preselected words
             new_lengths = lengths + (~finished)
             candidates = (scores.reshape(rows, 1) + log_probs)

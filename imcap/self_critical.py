@@ -19,7 +19,7 @@ from .loss import policy_gradient_loss
 from .model import CaptionModel
 from .reward import CiderD
 from .utils import check_condition
-from .vocab import ids_to_tokens, never_generated
+from .vocab import ids_to_tokens, never_generated_bias
 
 
 def leave_one_out_baseline(rewards: np.ndarray) -> np.ndarray:
@@ -82,9 +82,7 @@ class SelfCritical:
         self.ctx = ctx
         self.reward = CiderD([[ids_to_tokens(vocab, ref) for ref in refs] for refs in references])
         # -1e9 for the words the policy never writes, 0 for the others: (1, vocab)
-        blocked = np.zeros((1, len(vocab)), dtype=np.float32)
-        blocked[0, never_generated(vocab)] = -1e9
-        self.blocked = mx.nd.array(blocked, ctx=ctx)
+        self.blocked = mx.nd.array(never_generated_bias(vocab, -1e9), ctx=ctx)
 
     def sample(self, features: mx.nd.NDArray, repeats: int = 1) -> np.ndarray:
         """Sample ``repeats`` captions per image of ``features (images, regions, dim)`` from the model (no

@@ -58,6 +58,14 @@ def never_generated(vocab: nlp.Vocab, allow_unk: bool = False) -> List[int]:
     return [vocab[C.BOS_SYMBOL], vocab[C.PAD_SYMBOL]] + ([] if allow_unk else [vocab[C.UNK_SYMBOL]])
 
 
+def never_generated_bias(vocab: nlp.Vocab, value: float, allow_unk: bool = False) -> np.ndarray:
+    """``(1, vocab)`` float32: ``value`` (a large negative score) at the :func:`never_generated` words and 0 at the
+    others, to add to a row of scores so that a search or a sampler never picks those words."""
+    bias = np.zeros((1, len(vocab)), dtype=np.float32)
+    bias[0, never_generated(vocab, allow_unk)] = value
+    return bias
+
+
 def tokens_to_ids(vocab: nlp.Vocab, tokens: Sequence[str]) -> np.ndarray:
     """Tokens → int32 ids (unknown tokens → ``<unk>``)."""
     return np.array(vocab[list(tokens)], dtype=np.int32)

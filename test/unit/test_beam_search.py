@@ -92,6 +92,13 @@ def test_mask_finished_keeps_score_with_pad_only():
     assert np.allclose(masked[1], np.log(0.2))
 
 
+def test_mask_finished_on_preselected_words_continues_with_pad():
+    values, words = np.log([[0.5, 0.3], [0.6, 0.2]]), np.array([[7, 4], [5, 9]])
+    masked = mask_finished(values.copy(), np.array([False, True]), 0, words)
+    assert np.allclose(masked[0], np.log([0.5, 0.3])) and words[0].tolist() == [7, 4]
+    assert masked[1, 0] == 0.0 and masked[1, 1] < -1e29 and words[1, 0] == 0
+
+
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_beam_finds_exhaustive_best_where_greedy_fails(alpha):
     vocab = make_vocab()

@@ -5,7 +5,7 @@ import numpy as np
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from imcap import constants as C
-from imcap.vocab import build_vocab, ids_to_tokens, load_vocab, save_vocab, tokens_to_ids
+from imcap.vocab import build_vocab, ids_to_tokens, load_vocab, never_generated_bias, save_vocab, tokens_to_ids
 
 SPECIALS = [C.PAD_SYMBOL, C.UNK_SYMBOL, C.BOS_SYMBOL, C.EOS_SYMBOL]
 # counts: dog 4, a 3, runs 2, the 2, cat 1, sits 1
@@ -77,3 +77,12 @@ def test_ids_to_tokens_stops_at_eos_and_drops_bos_and_pad():
     assert ids_to_tokens(vocab, [3, a]) == []
     assert ids_to_tokens(vocab, []) == []
     assert ids_to_tokens(vocab, [2, 0, 0]) == []
+
+
+def test_never_generated_bias_marks_start_pad_and_unk():
+    vocab = build_vocab([["a", "dog"], ["a", "cat"]])
+    bias = never_generated_bias(vocab, -1e9)
+    assert bias.shape == (1, len(vocab)) and bias.dtype == np.float32
+    assert sorted(np.flatnonzero(bias[0]).tolist()) == sorted([vocab[C.BOS_SYMBOL], vocab[C.PAD_SYMBOL], vocab[C.UNK_SYMBOL]])
+    assert (bias[0][bias[0] != 0] == -1e9).all()
+    assert vocab[C.UNK_SYMBOL] not in np.flatnonzero(never_generated_bias(vocab, -1e9, allow_unk=True)[0]).tolist()
