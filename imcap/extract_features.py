@@ -114,7 +114,7 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
     :param image_paths: unique image paths relative to ``image_root``.
     :return: image path → reason, for the images that could not be read (their features are not written).
     """
-    from .image_encoder import augment, load_image
+    from .image_encoder import augment, load_image, to_regions
     num_items = len(image_paths) * (1 + len(augmentations))
     todo = uncached(image_paths, output_root, augmentations)
     logger.info("%d images%s, %d already cached, %d to compute", len(image_paths),
@@ -125,14 +125,28 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
     size = encoder.input_size
 
     def decode(item: Tuple[str, Optional[str]]):
+        """An image's network input (3, H, W) float32, decoded, augmented and normalized in a pool thread."""
         try:
-            return augment(load_image(os.path.join(image_root, item[0]), size), item[1]), ""
+            return encoder.normalize(augment(load_image(os.path.join(image_root, item[0]), size), item[1])[None])[0], ""
         except ImcapError as e:
             return None, str(e)
 
+    def save(items: List[Tuple[str, Optional[str]]], out: np.ndarray) -> None:
+        """Write the features of a batch's readable ``items`` from the network's output (in the writer thread)."""
+        for (p, v), feature in zip(items, to_regions(out)):
+            path = os.path.join(output_root, feature_relpath(p, v))
+            try:
+                save_feature(path, feature.astype(dtype))
+            except OSError as e:
+                raise ImcapError("%s: cannot write the features (%s)" % (path, e.strerror or e)) from e
+
+    # The main thread only runs the network: the pool decodes and normalizes the next batch meanwhile, and one
+    # writer thread saves the previous batch's features (at most one batch waits to be written).
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     start, done = time.time(), 0
+    writing: Optional[concurrent.futures.Future] = None
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer, \
             tqdm(total=len(todo), unit="img", disable=not progress, desc="extract") as bar:
         pending = [pool.submit(decode, p) for p in batches[0]]
         for number, batch in enumerate(batches):
@@ -144,15 +158,18 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
                 if img is None:
                     failed[p] = reason
             if good:
-                images = np.stack([img for _, img in good])
+                inputs = np.stack([img for _, img in good])
                 if len(good) < batch_size:  # keep one static shape for the fused graph
-                    images = np.concatenate([images, np.zeros((batch_size - len(good),) + images.shape[1:],
-                                                              dtype=images.dtype)])
-                features = encoder.encode(images)[:len(good)].astype(dtype)
-                for ((p, v), _), feature in zip(good, features):
-                    save_feature(os.path.join(output_root, feature_relpath(p, v)), feature)
+                    inputs = np.concatenate([inputs, np.zeros((batch_size - len(good),) + inputs.shape[1:],
+                                                              dtype=inputs.dtype)])
+                out = encoder.forward(inputs, normalized=True)[:len(good)]
+                if writing is not None:
+                    writing.result()   # raises what the writer raised (e.g. a full disk)
+                writing = writer.submit(save, [p for p, _ in good], out)
             done += len(batch)
             bar.update(len(batch))
+        if writing is not None:
+            writing.result()
     elapsed = time.time() - start
     logger.info("computed %d %s in %.1f s (%.1f images/s)", done, "views" if augmentations else "images", elapsed,
                 done / max(elapsed, 1e-9))

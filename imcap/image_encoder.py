@@ -499,29 +499,28 @@ class ImageEncoder:
             self.net.hybridize(static_alloc=True, static_shape=True)
         self._ready = True
 
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """``(batch, H, W, 3)`` uint8 RGB → the network's input ``(batch, 3, H, W)`` float32 (numpy, on the host):
+        ``(pixel - mean) / std`` per channel. Thread-safe: extraction runs it in its decoding threads."""
+        x = images.astype(np.float32).transpose(0, 3, 1, 2)
+        return (x - self.mean) / self.std
+
     def preprocess(self, images: np.ndarray) -> mx.nd.NDArray:
         """``(batch, H, W, 3)`` uint8 RGB → normalized ``(batch, 3, H, W)`` float32 on the context."""
-        x = images.astype(np.float32).transpose(0, 3, 1, 2)
-        return mx.nd.array((x - self.mean) / self.std, ctx=self.ctx)
+        return mx.nd.array(self.normalize(images), ctx=self.ctx)
 
-    def forward(self, images: np.ndarray) -> np.ndarray:
-        """Run the cut network: ``(batch, H, W, 3)`` uint8 → its raw output as float32 numpy."""
-        x = self.preprocess(images)
+    def forward(self, images: np.ndarray, normalized: bool = False) -> np.ndarray:
+        """Run the cut network: ``(batch, H, W, 3)`` uint8 (or, with ``normalized``, the ``(batch, 3, H, W)``
+        output of :meth:`normalize`) → its raw output as float32 numpy."""
+        x = mx.nd.array(images, ctx=self.ctx) if normalized else self.preprocess(images)
         if not self._ready:
             self._prepare(x)
         return self.net(x).asnumpy()
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """Region features: ``(batch, H, W, 3)`` uint8 → ``(batch, regions, channels)`` float32.
-
-        A spatial output ``(batch, channels, h, w)`` becomes ``h * w`` regions in row-major order; a vector
-        output ``(batch, channels)`` becomes one region.
-        """
-        out = self.forward(images)
-        if out.ndim == 4:
-            b, c, h, w = out.shape
-            return out.reshape(b, c, h * w).transpose(0, 2, 1)
-        return out.reshape(out.shape[0], 1, -1)
+    def encode(self, images: np.ndarray, normalized: bool = False) -> np.ndarray:
+        """Region features: ``(batch, H, W, 3)`` uint8 (or, with ``normalized``, the output of :meth:`normalize`)
+        → ``(batch, regions, channels)`` float32 (:func:`to_regions` of the network's output)."""
+        return to_regions(self.forward(images, normalized))
 
     def describe(self) -> Dict[str, object]:
         """What identifies the features this encoder makes (stored in the cache manifest): ``encoder``, ``layer``,
@@ -555,6 +554,16 @@ class ImageEncoder:
             model_path = candidate if os.path.isfile(candidate) else None
         return cls(name, model_path, layer or made.get("layer") or None, input_size or made.get("input_size"),
                    models_dir=models_dir, ctx=ctx, fuse=fuse)
+
+
+def to_regions(out: np.ndarray) -> np.ndarray:
+    """A network's output as region features ``(batch, regions, channels)``: a spatial map ``(batch, channels, h,
+    w)`` becomes ``h * w`` regions in row-major order (a view, not a copy); a vector ``(batch, channels)`` one
+    region."""
+    if out.ndim == 4:
+        b, c, h, w = out.shape
+        return out.reshape(b, c, h * w).transpose(0, 2, 1)
+    return out.reshape(out.shape[0], 1, -1)
 
 
 def augment(image: np.ndarray, view: Optional[str]) -> np.ndarray:

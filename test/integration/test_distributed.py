@@ -92,8 +92,11 @@ def saved_params(path):
 def assert_same_params(actual, expected, rtol):
     assert sorted(actual) == sorted(expected)
     for name in expected:
-        difference = np.linalg.norm(actual[name] - expected[name]) / max(np.linalg.norm(expected[name]), 1e-12)
-        assert difference <= rtol, "%s differs by %g (relative)" % (name, difference)
+        delta = np.abs(actual[name] - expected[name])
+        difference = np.linalg.norm(delta) / max(np.linalg.norm(expected[name]), 1e-12)
+        # the message tells a few elements moved by Adam's sign-like steps (about lr per update) from a spread
+        assert difference <= rtol, "%s differs by %g (relative): max %g, %d of %d elements differ by more than 1e-6" \
+            % (name, difference, delta.max(), int((delta > 1e-6).sum()), delta.size)
 
 
 def test_two_workers_match_one_process(small_data, dist_model, restore_logging):
