@@ -113,6 +113,7 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
     :param encoder: an :class:`imcap.image_encoder.ImageEncoder`.
     :param image_paths: unique image paths relative to ``image_root``.
     :return: image path → reason, for the images that could not be read (their features are not written).
+    :raises ImcapError: if a feature file cannot be written (the files written before it stay).
     """
     from .image_encoder import augment, load_image, to_regions
     num_items = len(image_paths) * (1 + len(augmentations))
