@@ -104,6 +104,26 @@ def val_cell(figures: dict) -> str:
     return "%.2f" % figures["val BLEU-4 (chosen setting)"] + ("" if cider != cider else " (CIDEr-D %.3f)" % cider)
 
 
+def describe_configuration(config: ModelConfig, figures: dict, models: int = 1, augmentations: str = "",
+                           ensemble_xent: bool = False) -> str:
+    """The "configuration" cell of a quality row: the ensemble, the training phases, the features (and the
+    fine-tuned part of the CNN) and the decoder's settings, from the first model's config and the run's figures."""
+    made = config.feature_extraction or {}
+    return "%s%s%sfeatures: %s %s (%d x %d)%s%s; decoder %s: %s" % (
+        "ensemble of %d models trained one after the other; " % models if models > 1 else "",
+        "cross-entropy, then %.1f min of self-critical training (CIDEr-D); " % figures["self-critical minutes"]
+        if figures["self-critical minutes"] > 0 else "",
+        "decoded in an ensemble with the cross-entropy model it started from (no more training); "
+        if ensemble_xent else "",
+        made.get("encoder", "?"), "x".join(map(str, made.get("input_size", []))), config.encoder.num_regions,
+        config.encoder.feature_dim,
+        ", trained with the %s views too" % augmentations if augmentations else "",
+        "; the CNN after %s (cached %d x %d) fine-tuned with the decoder" % (
+            config.encoder_tail.layer, *config.encoder_tail.input_shape) if config.encoder_tail else "",
+        config.decoder_name,
+        "; ".join("%s: %s" % kv for kv in config.decoder.to_dict().items()))
+
+
 def print_figures(figures: dict) -> None:
     for name, value in figures.items():
         print("%s: %s" % (name, "%.2f" % value if isinstance(value, float) else value))
@@ -118,23 +138,14 @@ def main() -> None:
     parser.add_argument("--benchmarks", required=True)
     parser.add_argument("--models", type=int, default=1, help="Members of the ensemble (MODELS of the recipe).")
     parser.add_argument("--augmentations", default="", help="Augmented views trained on (AUGMENTATIONS of the recipe).")
+    parser.add_argument("--ensemble-xent", action="store_true",
+                        help="Each self-critical model decoded with its cross-entropy model (ENSEMBLE_XENT=1).")
     args = parser.parse_args()
     run = summarize(args.run, args.log, args.models)
     figures, test, config = run.figures, run.test, run.config
     figures["pipeline minutes"] = args.total_seconds / 60.0
     print_figures(figures)
-    made = config.feature_extraction or {}
-    configuration = "%s%sfeatures: %s %s (%d x %d)%s%s; decoder %s: %s" % (
-        "ensemble of %d models trained one after the other; " % args.models if args.models > 1 else "",
-        "cross-entropy, then %.1f min of self-critical training (CIDEr-D); " % figures["self-critical minutes"]
-        if figures["self-critical minutes"] > 0 else "",
-        made.get("encoder", "?"), "x".join(map(str, made.get("input_size", []))), config.encoder.num_regions,
-        config.encoder.feature_dim,
-        ", trained with the %s views too" % args.augmentations if args.augmentations else "",
-        "; the CNN after %s (cached %d x %d) fine-tuned with the decoder" % (
-            config.encoder_tail.layer, *config.encoder_tail.input_shape) if config.encoder_tail else "",
-        config.decoder_name,
-        "; ".join("%s: %s" % kv for kv in config.decoder.to_dict().items()))
+    configuration = describe_configuration(config, figures, args.models, args.augmentations, args.ensemble_xent)
     append_row(args.benchmarks, "Flickr8k quality (bench/flickr8k_quality.sh)",
                ["configuration", "decoding (chosen on val)", "train min", "updates", "samples/s", "val BLEU-4",
                 "test BLEU-1/2/3/4", "test METEOR / ROUGE-L / CIDEr-D",

@@ -20,7 +20,9 @@
 # FINE_TUNE_FROM (e.g. blocks.14: cache the CNN's output at that block in $RUNS/features-$ENCODER-$FINE_TUNE_FROM
 # and train the rest of the CNN with the decoder, imcap.train --image-encoder-fine-tune; the outputs go to
 # $RUNS/flickr8k-PROFILE-ft-$FINE_TUNE_FROM; docs/finetuning.md), FINE_TUNE_ARGS (options of that fine-tuning,
-# e.g. "--image-encoder-learning-rate 0.0001").
+# e.g. "--image-encoder-learning-rate 0.0001"), ENSEMBLE_XENT (with SELF_CRITICAL_SECONDS: 1 decodes each
+# self-critical model in an ensemble with the cross-entropy model it started from, MODEL.xent averaged as MODEL is;
+# no training beyond the budget).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${1:-quick}
@@ -53,6 +55,11 @@ DATA=$OUT/data
 MODELS=${MODELS:-1}
 if [ "$MODELS" -eq 1 ]; then MODEL_DIRS=$OUT/model; else MODEL_DIRS=$(seq -f "$OUT/model.%g" 1 "$MODELS"); fi
 MODEL=$(echo "$MODEL_DIRS" | head -n 1)
+SCST=${SELF_CRITICAL_SECONDS:-0}
+ENSEMBLE_XENT=${ENSEMBLE_XENT:-0}
+if [ "$ENSEMBLE_XENT" != 0 ] && [ "$SCST" -eq 0 ]; then
+  echo "$0: ENSEMBLE_XENT needs SELF_CRITICAL_SECONDS > 0 (there is no cross-entropy model to add)" >&2; exit 2
+fi
 mkdir -p "$OUT"
 step() { echo; echo "== $(date +%H:%M:%S) $*"; }
 
@@ -88,8 +95,8 @@ train() {  # train OUTPUT SECONDS SEED [options]
 }
 # BUDGET is the wall-clock of all training processes together: each gets its share less STARTUP seconds for
 # loading the features and building the model, which its --max-seconds does not count
-SCST=${SELF_CRITICAL_SECONDS:-0}
 seed=13
+DECODE_DIRS=""
 for dir in $MODEL_DIRS; do
   if [ "$SCST" -gt 0 ]; then
     xent=$((BUDGET / MODELS - SCST - STARTUP)) self_critical=$((SCST - STARTUP))
@@ -105,19 +112,25 @@ for dir in $MODEL_DIRS; do
   fi
   step "average the 4 best checkpoints → $dir/params.avg"
   $PY -m imcap.average "$dir" -n 4 --quiet
+  DECODE_DIRS="$DECODE_DIRS $dir"
+  if [ "$ENSEMBLE_XENT" != 0 ]; then
+    step "average the 4 best checkpoints of the cross-entropy phase → $dir.xent/params.avg (decoded with $dir)"
+    $PY -m imcap.average "$dir.xent" -n 4 --quiet
+    DECODE_DIRS="$DECODE_DIRS $dir.xent"
+  fi
   seed=$((seed + 1))
 done
 
 # a model trained for CIDEr-D is also chosen on it (Rennie et al. 2017)
 if [ "$SCST" -gt 0 ]; then METRIC=${SELECT_METRIC:-cider}; else METRIC=${SELECT_METRIC:-bleu}; fi
 step "choose checkpoint, beam size and length penalty (and test-time augmentation) on the validation split by $METRIC"
-$PY scripts/select_decoding.py --model $MODEL_DIRS --source "$DATA"/val.features --source-root "$FEATURES" \
+$PY scripts/select_decoding.py --model $DECODE_DIRS --source "$DATA"/val.features --source-root "$FEATURES" \
     --references "$DATA"/val.captions.{0,1,2,3,4} --checkpoints params.best params.avg $SELECT --metric "$METRIC" \
     --output "$OUT"/decode.options
 DECODE=$(cat "$OUT"/decode.options)
 
 step "caption the test images once, with $DECODE → $OUT/test.hyp"
-$PY -m imcap.captioner --models $MODEL_DIRS --source-root "$FEATURES" $DECODE \
+$PY -m imcap.captioner --models $DECODE_DIRS --source-root "$FEATURES" $DECODE \
     --input "$DATA"/test.features --output "$OUT"/test.hyp
 
 step "evaluate on test (sacrebleu, 5 references; diversity)"

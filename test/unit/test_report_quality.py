@@ -42,3 +42,19 @@ def test_validation_scores_of_the_chosen_setting():
     assert bleu == 20.06 and cider != cider   # logs before CIDEr-D was printed: NaN
     bleu, cider = report_quality.chosen_on_validation("the run stopped before the choice")
     assert bleu != bleu and cider != cider
+
+
+def test_configuration_names_the_ensemble_with_the_cross_entropy_model():
+    from imcap.encoder import EncoderConfig
+    from imcap.model import ModelConfig
+    config = ModelConfig(vocab_size=100, encoder=EncoderConfig(num_regions=49, feature_dim=1280, num_hidden=64),
+                         feature_extraction={"encoder": "efficientnet_lite0", "input_size": [224, 224]})
+    figures = {"self-critical minutes": 19.4}
+    plain = report_quality.describe_configuration(config, figures, augmentations="hflip")
+    assert plain.startswith("cross-entropy, then 19.4 min of self-critical training (CIDEr-D); features: "
+                            "efficientnet_lite0 224x224 (49 x 1280), trained with the hflip views too; decoder rnn: ")
+    assert "ensemble" not in plain
+    ensemble = report_quality.describe_configuration(config, figures, augmentations="hflip", ensemble_xent=True)
+    assert "; decoded in an ensemble with the cross-entropy model it started from (no more training); " in ensemble
+    assert report_quality.describe_configuration(config, {"self-critical minutes": 0.0}, models=3).startswith(
+        "ensemble of 3 models trained one after the other; features: ")
