@@ -113,7 +113,8 @@ def describe_configuration(config: ModelConfig, figures: dict, models: int = 1, 
         "ensemble of %d models trained one after the other; " % models if models > 1 else "",
         "cross-entropy, then %.1f min of self-critical training (CIDEr-D); " % figures["self-critical minutes"]
         if figures["self-critical minutes"] > 0 else "",
-        "decoded in an ensemble with the cross-entropy model it started from (no more training); "
+        "each self-critical model decoded with the cross-entropy model it started from, as one ensemble "
+        "(no more training); "
         if ensemble_xent else "",
         made.get("encoder", "?"), "x".join(map(str, made.get("input_size", []))), config.encoder.num_regions,
         config.encoder.feature_dim,

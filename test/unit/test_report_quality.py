@@ -55,6 +55,7 @@ def test_configuration_names_the_ensemble_with_the_cross_entropy_model():
                             "efficientnet_lite0 224x224 (49 x 1280), trained with the hflip views too; decoder rnn: ")
     assert "ensemble" not in plain
     ensemble = report_quality.describe_configuration(config, figures, augmentations="hflip", ensemble_xent=True)
-    assert "; decoded in an ensemble with the cross-entropy model it started from (no more training); " in ensemble
+    assert ("; each self-critical model decoded with the cross-entropy model it started from, as one ensemble (no more "
+            "training); ") in ensemble
     assert report_quality.describe_configuration(config, {"self-critical minutes": 0.0}, models=3).startswith(
         "ensemble of 3 models trained one after the other; features: ")
