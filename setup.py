@@ -13,6 +13,7 @@ setup(
     version=version,
     description="Sockeye-style image captioning on MXNet Gluon and GluonNLP",
     packages=find_packages(include=["imcap", "imcap.*"]),
+    package_data={"imcap": ["resources/*.tsv"]},   # the ImageNet class -> caption words mapping (imcap.guide)
     python_requires=">=3.8",
     install_requires=[
         "mxnet==1.9.1",        # the GPU build mxnet-cu112==1.9.1 may replace it (install it first)

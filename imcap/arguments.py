@@ -125,3 +125,24 @@ def cli_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace]
     args = parser.parse_args(argv)
     setup_logging(quiet=getattr(args, "quiet", False))
     run_main(run, args)
+
+
+def add_guide_args(parser: argparse.ArgumentParser) -> None:
+    """The options of guided captioning (:mod:`imcap.guide`), shared by the captioner and the server."""
+    guide = parser.add_argument_group("Guided captioning (Anderson et al. 2017)")
+    guide.add_argument("--guide-with-classifier", action="store_true",
+                       help="Guide each caption by the CNN's ImageNet classifier: the words of its top classes "
+                            "(mapped by --guide-class-words) become constraints, each met by any one of its class's "
+                            "words. The probabilities come from the CNN's forward pass (--extract-image-features) "
+                            "or from IMAGE.classes.npy beside cached features (imcap.extract_features writes them). "
+                            "JSON output says which classes guided.")
+    guide.add_argument("--guide-top-k", type=int_greater_or_equal(1), default=C.DEFAULT_GUIDE_TOP_K,
+                       help="The most classes that guide one caption (the most probable first).")
+    guide.add_argument("--guide-min-probability", type=float, default=C.DEFAULT_GUIDE_MIN_PROBABILITY,
+                       help="The least probability of a class that guides.")
+    guide.add_argument("--guide-class-words", type=regular_file, default=None,
+                       help="The class -> caption words mapping (INDEX<TAB>NAME<TAB>word|word..., - for none). "
+                            "Default: imcap's reviewed mapping of the 1000 ImageNet classes.")
+    guide.add_argument("--guide-expand-vocabulary", action="store_true",
+                       help="Add the mapping's words that the model lacks, scored as the words of the same class "
+                            "it knows (their stand-ins), and written only where a guide asks for them.")

@@ -12,13 +12,13 @@ Lexical constraints (:mod:`imcap.constraints`): phrases each image's caption mus
 allocation (Post & Vilar 2018, vectorized as Hu et al. 2019), and phrases it must not contain (its own and a global
 avoid list). A batch without any takes the plain path, unchanged.
 """
-from typing import Any, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Union, cast
 
 import mxnet as mx
 import numpy as np
 
 from . import constants as C
-from .constraints import NEG_INF, AvoidTrie, Phrase, SearchConstraints
+from .constraints import NEG_INF, AvoidTrie, Constraint, Phrase, SearchConstraints, as_alternatives
 from .vocab import ids_to_tokens, never_generated, never_generated_bias
 
 
@@ -148,6 +148,8 @@ class BeamSearch:
         advances a required phrase (so a phrase required twice, or one that repeats an n-gram itself, is still
         written).
     :param avoid_list: phrases (word id lists) no caption contains, whatever the image (the global avoid list).
+    :param constraint_only: word ids the search writes only where they advance a required phrase (words added to the
+        vocabulary for guided captioning, :func:`imcap.guide.expand_vocabulary`): elsewhere they are never written.
     :raises ValueError: for ``no_repeat_ngram_size`` 1 or negative, or an avoid list phrase that is not a list of
         word ids the search can write.
     """
@@ -155,7 +157,8 @@ class BeamSearch:
     def __init__(self, models: Sequence, vocab, beam_size: int = 5, max_output_length: int = 30,
                  length_penalty_alpha: float = 1.0, length_penalty_beta: float = 0.0, nbest_size: int = 1,
                  keep_attention: bool = False, allow_unk: bool = False, ctx: Optional[mx.Context] = None,
-                 no_repeat_ngram_size: int = 0, avoid_list: Sequence[Phrase] = ()) -> None:
+                 no_repeat_ngram_size: int = 0, avoid_list: Sequence[Phrase] = (),
+                 constraint_only: Sequence[int] = ()) -> None:
         if no_repeat_ngram_size == 1 or no_repeat_ngram_size < 0:
             raise ValueError("no_repeat_ngram_size must be 0 (off) or at least 2, not %d" % no_repeat_ngram_size)
         self.no_repeat_ngram_size = no_repeat_ngram_size
@@ -170,7 +173,9 @@ class BeamSearch:
         self.bos, self.eos, self.pad = vocab[C.BOS_SYMBOL], vocab[C.EOS_SYMBOL], vocab[C.PAD_SYMBOL]
         self.vocab_size = len(vocab)
         self.blocked = never_generated(vocab, allow_unk)
+        self.constraint_only = np.array(sorted({int(w) for w in constraint_only}), dtype=np.int64)
         self._blocked_bias_host = never_generated_bias(vocab, NEG_INF, allow_unk)   # (1, vocab)
+        self._blocked_bias_host[0, self.constraint_only] = NEG_INF
         self._blocked_bias: Optional[mx.nd.NDArray] = None                           # its copy on the device
         self.avoid_list = frozenset(tuple(self._check_phrase(p, "avoid list")) for p in avoid_list)
         self._avoid_trie = AvoidTrie([sorted(self.avoid_list)]) if self.avoid_list else None
@@ -186,7 +191,7 @@ class BeamSearch:
             raise ValueError("%s phrase %r: needs word ids of words a caption may contain" % (what, list(phrase)))
         return ids
 
-    def _constraints(self, batch: int, constraints: Optional[Sequence[Sequence[Phrase]]],
+    def _constraints(self, batch: int, constraints: Optional[Sequence[Sequence[Union[Phrase, Constraint]]]],
                      avoid: Optional[Sequence[Sequence[Phrase]]]) -> Optional[SearchConstraints]:
         """The constraints of a batch search, or None when there are none (the plain search).
 
@@ -194,12 +199,17 @@ class BeamSearch:
         """
         if not any(constraints or ()) and not any(avoid or ()) and self._avoid_trie is None:
             return None
-        lists = []
+        lists: List[Any] = []
         for name, given in (("constraints", constraints), ("avoid", avoid)):
             given = list(given) if given is not None else [[] for _ in range(batch)]
             if len(given) != batch:
                 raise ValueError("%s: %d lists of phrases for %d images" % (name, len(given), batch))
-            lists.append([[self._check_phrase(p, name) for p in (phrases or [])] for phrases in given])
+            if name == "constraints":  # each a phrase, or a list of alternative phrases (a disjunctive constraint)
+                lists.append([[[self._check_phrase(p, name) for p in as_alternatives(c)] for c in (image or [])]
+                              for image in given])
+            else:
+                lists.append([[self._check_phrase(cast(Phrase, p), name) for p in (phrases or [])]
+                              for phrases in given])
         return SearchConstraints(lists[0], lists[1], self.beam_size, self._avoid_trie, self.avoid_list)
 
     def _row_best(self, log_probs: mx.nd.NDArray, computed: np.ndarray, rows: int, members: int):
@@ -219,6 +229,16 @@ class BeamSearch:
             values /= members
         return values, self._all_rows(words.asnumpy().astype(np.int64), computed, rows)
 
+    def _block_constraint_only(self, log_probs: np.ndarray, dba: Optional[SearchConstraints]) -> None:
+        """Forbid, in place, the :attr:`constraint_only` words of ``log_probs (rows, vocab)`` except in the rows
+        where they advance a required phrase."""
+        keep_rows, keep_words = dba.constraint_words() if dba is not None else (np.zeros(0, int), np.zeros(0, int))
+        kept = np.isin(keep_words, self.constraint_only)
+        keep_rows, keep_words = keep_rows[kept], keep_words[kept]
+        values = log_probs[keep_rows, keep_words]
+        log_probs[:, self.constraint_only] = NEG_INF
+        log_probs[keep_rows, keep_words] = values
+
     @staticmethod
     def _all_rows(values: np.ndarray, computed: np.ndarray, rows: int) -> np.ndarray:
         """Per-row ``values`` of the ``computed`` rows → all ``rows`` (zeros for the others, rows of images whose
@@ -230,7 +250,7 @@ class BeamSearch:
         return full
 
     def search(self, features: Union[np.ndarray, Sequence[np.ndarray]],
-               constraints: Optional[Sequence[Sequence[Phrase]]] = None,
+               constraints: Optional[Sequence[Sequence[Union[Phrase, Constraint]]]] = None,
                avoid: Optional[Sequence[Sequence[Phrase]]] = None) -> List[List[Hypothesis]]:
         """Caption a batch of images.
 
@@ -238,7 +258,8 @@ class BeamSearch:
             same images (e.g. the original and the mirrored image): each model runs on each view and the
             log-probabilities of all these members are averaged.
         :param constraints: per image, the phrases (word id lists) its caption must contain, each as consecutive
-            words (an empty list: none). A hypothesis may only end once it has met them all; if none has when
+            words (an empty list: none); a constraint may instead be a list of alternative phrases, of which the
+            caption must contain one (a disjunctive constraint, :func:`imcap.constraints.as_alternatives`). A hypothesis may only end once it has met them all; if none has when
             ``max_output_length`` ends the search, the best hypotheses found are returned (``constraints_met``
             False), else only those that met them all (so an image's n-best may be shorter than ``nbest_size``).
         :param avoid: per image, phrases its caption must not contain, besides the avoid list. A phrase that
@@ -291,6 +312,8 @@ class BeamSearch:
                 if len(members) > 1:
                     log_probs /= len(members)
                 log_probs[:, self.blocked] = NEG_INF
+                if len(self.constraint_only):
+                    self._block_constraint_only(log_probs, dba)
                 if self.no_repeat_ngram_size:
                     block_repeated_ngrams(log_probs, history, self.no_repeat_ngram_size,
                                           dba.constraint_words() if dba is not None else None)

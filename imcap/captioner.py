@@ -74,6 +74,7 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
                         help="A UTF-8 file of phrases, one a line, that no caption contains (besides each JSON "
                              "input's own \"avoid\"); a phrase inside a line's constraint is not avoided for it. "
                              "Default: none.")
+    arguments.add_guide_args(parser)
     arguments.add_image_encoder_args(parser, from_model=True)
     arguments.add_device_args(parser)
     arguments.add_logging_args(parser)

@@ -30,6 +30,7 @@ AUGMENTATION_CHOICES = [AUGMENTATION_HFLIP]
 # Choices offered on the command line.
 ENCODER_EFFICIENTNET_LITE0 = "efficientnet_lite0"
 ENCODER_EFFICIENTNET_LITE2 = "efficientnet_lite2"
+EFFICIENTNET_LITE = (ENCODER_EFFICIENTNET_LITE0, ENCODER_EFFICIENTNET_LITE2)  # the encoders with their ImageNet classifier
 DECODER_RNN = "rnn"
 DECODER_TRANSFORMER = "transformer"
 DECODER_CNN = "cnn"
@@ -92,3 +93,8 @@ ARGS_MAY_DIFFER_ON_RESUME = {"max_seconds", "max_updates", "max_num_epochs", "qu
 
 # Default locations of the shared data beside the checkout.
 DEFAULT_SHARED = "../shared"
+
+# Guided captioning (imcap.guide): the classes that guide a caption by default, chosen on Flickr8k val
+# (bench/guided.py, docs/guided.md)
+DEFAULT_GUIDE_TOP_K = 2
+DEFAULT_GUIDE_MIN_PROBABILITY = 0.3

@@ -7,7 +7,10 @@ the best ``beam`` continuations of its whole beam, each hypothesis's next constr
 best single continuation; a candidate's *bank* is the number of constraint words its hypothesis has met, and the
 beam is shared out among the banks so that hypotheses that met more constraints are not crowded out by likelier
 ones that met fewer. ``</s>`` is only allowed once every constraint is met, and a phrase once begun must be
-continued word by word or its progress is undone. The bookkeeping is vectorized over the batch as Hu et al. 2019,
+continued word by word or its progress is undone. A constraint may be disjunctive, a set of alternative phrases of
+which one must occur (``cat`` or ``kitten``), as the class constraints of Anderson et al. 2017 (EMNLP, "Guided Open
+Vocabulary Image Captioning with Constrained Beam Search") are; its met alternative counts the length of its longest
+one in the bank, so that banks stay comparable however the constraint is met. The bookkeeping is vectorized over the batch as Hu et al. 2019,
 NAACL ("Improved Lexically Constrained Decoding for Translation and Monolingual Rewriting") do it on a GPU: each
 image's phrases are flattened into constraint *slots* (one per word), each hypothesis carries a ``met`` bit per slot
 and the slot of the word its open phrase expects next, and the banks are filled round-robin over a sort of all
@@ -24,7 +27,7 @@ search of :class:`imcap.beam_search.BeamSearch`.
 Phrases here are lists of word ids; :mod:`imcap.inference` tokenizes text phrases, checks them and reports on them.
 """
 import collections
-from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -199,48 +202,90 @@ class AvoidTrie:
         return np.concatenate(rows), np.concatenate(words)
 
 
-class RequiredPhrases:
-    """The required phrases of a batch of images, flattened per image into constraint *slots*, one per word.
+Constraint = Sequence[Phrase]  # the alternatives of one constraint: met by any one of these phrases
 
-    Arrays (``batch`` images, ``slots`` = the most constraint words of an image of the batch, at least 1; slots past
+
+def as_alternatives(constraint: Union[Phrase, Constraint]) -> List[List[int]]:
+    """One constraint as its list of alternatives: a phrase (word ids) is a constraint with one alternative; a list of
+    phrases is a disjunctive constraint, met by any one of them (``[[cat], [kitten]]``).
+
+    :raises ValueError: for an empty constraint or phrase, or one that mixes word ids and phrases.
+    """
+    items: List[Any] = list(constraint)
+    if not items:
+        raise ValueError("a required phrase needs at least one word")
+    lists = [isinstance(item, (list, tuple, np.ndarray)) for item in items]
+    if all(lists):
+        alternatives = [[int(w) for w in item] for item in items]
+    elif not any(lists):
+        alternatives = [[int(w) for w in items]]
+    else:
+        raise ValueError("a constraint is a phrase (word ids) or a list of phrases, not a mix: %r" % (items,))
+    if any(len(a) == 0 for a in alternatives):
+        raise ValueError("a required phrase needs at least one word")
+    return alternatives
+
+
+class RequiredPhrases:
+    """The required constraints of a batch of images, flattened per image into constraint *slots*, one per word of
+    each alternative phrase.
+
+    A constraint is a phrase, or (disjunctive) a set of alternative phrases of which the caption must contain one, as
+    Anderson et al. 2017 (EMNLP, "Guided Open Vocabulary Image Captioning with Constrained Beam Search") require one
+    of a class's words. A hypothesis's *bank* (:meth:`banks`) counts its progress in constraint words, as Post &
+    Vilar's does: a met constraint counts its *weight*, the length of its longest alternative, and the phrase a
+    hypothesis is in the middle of counts its words met so far (fewer than the weight); with one alternative per
+    constraint this is the number of constraint words met.
+
+    Arrays (``batch`` images, ``slots`` = the most alternatives' words of an image of the batch, at least 1; slots past
     an image's words are padding):
 
     * ``words (batch, slots)`` int64: the word id of each slot (``-1`` for padding);
-    * ``phrase (batch, slots)`` int64: the index of the slot's phrase among its image's phrases (``-1``);
-    * ``first``, ``last`` ``(batch, slots)`` bool: the slot holds the first, the last word of its phrase;
-    * ``num_words (batch,)`` int64: the constraint words of each image (its top bank).
+    * ``phrase (batch, slots)`` int64: the index of the slot's alternative among all its image's alternatives (``-1``);
+    * ``group (batch, slots)`` int64: the index of the slot's constraint among its image's constraints (``-1``);
+    * ``begin (batch, slots)`` int64: the slot of the first word of the slot's alternative (``0`` for padding);
+    * ``first``, ``last`` ``(batch, slots)`` bool: the slot holds the first, the last word of its alternative;
+    * ``weight (batch, groups)`` int64: each constraint's weight (0 past an image's constraints);
+    * ``num_groups (batch,)`` int64: the constraints of each image;
+    * ``num_words (batch,)`` int64: the sum of each image's weights (its top bank).
 
     A hypothesis's progress is ``met (rows, slots)`` bool, the slots its words have met, and ``pending (rows,)``
     int64, the slot of the next word of the phrase it is in the middle of (``-1``: none). ``images (rows,)`` says
-    which image each row belongs to.
+    which image each row belongs to. A constraint is met once every slot of one of its alternatives is (its last
+    slot is: an alternative's slots are met in order and undone together).
 
-    :param phrases: per image, its required phrases (non-empty word id lists). The same phrase given twice must
-        occur twice.
-    :raises ValueError: for an empty phrase.
+    :param constraints: per image, its required constraints: each a phrase (a non-empty word id list) or a list of
+        alternative phrases (see :func:`as_alternatives`). The same constraint given twice must be met twice.
+    :raises ValueError: for an empty phrase or constraint.
     """
 
-    def __init__(self, phrases: Sequence[Sequence[Phrase]]) -> None:
-        batch = len(phrases)
-        for image in phrases:
-            for phrase in image:
-                if len(phrase) == 0:
-                    raise ValueError("a required phrase needs at least one word")
-        slots = max([sum(len(p) for p in image) for image in phrases] + [1])
+    def __init__(self, constraints: Sequence[Sequence[Union[Phrase, Constraint]]]) -> None:
+        batch = len(constraints)
+        images = [[as_alternatives(c) for c in image] for image in constraints]
+        slots = max([sum(len(p) for c in image for p in c) for image in images] + [1])
+        groups = max([len(image) for image in images] + [1])
         self.words = np.full((batch, slots), -1, dtype=np.int64)
         self.phrase = np.full((batch, slots), -1, dtype=np.int64)
+        self.group = np.full((batch, slots), -1, dtype=np.int64)
+        self.begin = np.zeros((batch, slots), dtype=np.int64)
         self.first = np.zeros((batch, slots), dtype=bool)
         self.last = np.zeros((batch, slots), dtype=bool)
-        self.num_words = np.zeros(batch, dtype=np.int64)
-        for i, image in enumerate(phrases):
-            slot = 0
-            for number, phrase in enumerate(image):
-                n = len(phrase)
-                self.words[i, slot:slot + n] = [int(w) for w in phrase]
-                self.phrase[i, slot:slot + n] = number
-                self.first[i, slot] = True
-                self.last[i, slot + n - 1] = True
-                slot += n
-            self.num_words[i] = slot
+        self.weight = np.zeros((batch, groups), dtype=np.int64)
+        self.num_groups = np.array([len(image) for image in images], dtype=np.int64).reshape(batch)
+        for i, image in enumerate(images):
+            slot, number = 0, 0
+            for g, alternatives in enumerate(image):
+                self.weight[i, g] = max(len(p) for p in alternatives)
+                for phrase in alternatives:
+                    n = len(phrase)
+                    self.words[i, slot:slot + n] = phrase
+                    self.phrase[i, slot:slot + n] = number
+                    self.group[i, slot:slot + n] = g
+                    self.begin[i, slot:slot + n] = slot
+                    self.first[i, slot] = True
+                    self.last[i, slot + n - 1] = True
+                    slot, number = slot + n, number + 1
+        self.num_words = self.weight.sum(axis=1)
 
     @property
     def num_slots(self) -> int:
@@ -251,12 +296,41 @@ class RequiredPhrases:
         rows = len(images)
         return np.zeros((rows, self.num_slots), dtype=bool), np.full(rows, -1, dtype=np.int64)
 
+    def groups_met(self, met: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """``(rows, groups)`` bool: the constraints each row has met (one of their alternatives in full)."""
+        out = np.zeros((len(images), self.weight.shape[1] + 1), dtype=bool)   # a spare column for padding's -1
+        rows, slots = np.nonzero(met & self.last[images])
+        out[rows, self.group[images[rows], slots]] = True
+        return out[:, :-1]
+
+    def banks(self, met: np.ndarray, pending: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """``(rows,)`` int64: each row's bank, the weights of the constraints it has met plus the words met of the
+        phrase it is in the middle of."""
+        done = self.groups_met(met, images)
+        banks = (done * self.weight[images]).sum(axis=1)
+        busy = pending >= 0
+        rows = np.nonzero(busy)[0]
+        at = pending[rows]
+        still_open = ~done[rows, self.group[images[rows], at]]
+        banks[rows[still_open]] += at[still_open] - self.begin[images[rows], at][still_open]
+        return banks
+
+    def all_met(self, met: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """``(rows,)`` bool: the row has met every constraint of its image."""
+        return self.groups_met(met, images).sum(axis=1) == self.num_groups[images]
+
+    def _open_firsts(self, met: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """``(rows, slots)`` bool: the first slots of the alternatives of the constraints each row has not met."""
+        done = np.concatenate([self.groups_met(met, images), np.ones((len(images), 1), dtype=bool)], axis=1)
+        slot_done = np.take_along_axis(done, np.where(self.group[images] >= 0, self.group[images], -1), axis=1)
+        return self.first[images] & ~slot_done
+
     def allowed(self, met: np.ndarray, pending: np.ndarray, images: np.ndarray) -> np.ndarray:
         """The slots whose word would advance each row, ``(rows, slots)`` bool: the next word of the phrase a row
-        is in the middle of, else the first word of each phrase it has not met."""
+        is in the middle of, else the first word of each alternative of the constraints it has not met."""
         busy = pending >= 0
         continuing = busy[:, None] & (np.arange(self.num_slots)[None, :] == pending[:, None])
-        starting = ~busy[:, None] & self.first[images] & ~met
+        starting = ~busy[:, None] & self._open_firsts(met, images)
         return continuing | starting
 
     def advance(self, met: np.ndarray, pending: np.ndarray, images: np.ndarray,
@@ -265,8 +339,9 @@ class RequiredPhrases:
 
         A row in the middle of a phrase that writes the phrase's next word meets that slot (and is done with the
         phrase after its last word). Writing another word undoes the phrase: its slots are unmet again. A row not in
-        a phrase (or one that just undid it) whose word is the first word of a phrase it has not met begins that
-        phrase (the first such phrase, when several begin with the word); a one-word phrase is met at once.
+        a phrase (or one that just undid it) whose word is the first word of an alternative of a constraint it has
+        not met begins that phrase (the first such alternative, when several begin with the word); a one-word
+        alternative is met at once.
 
         :return: ``(met (rows, slots) bool, pending (rows,) int64)``.
         """
@@ -284,7 +359,7 @@ class RequiredPhrases:
         if undone.any():
             phrases = self.phrase[images]
             met &= ~(undone[:, None] & (phrases == phrases[rows, at][:, None]))
-        begins = (~continued)[:, None] & self.first[images] & ~met & (slot_words == words[:, None])
+        begins = (~continued)[:, None] & self._open_firsts(met, images) & (slot_words == words[:, None])
         began = begins.any(axis=1)
         slot = begins.argmax(axis=1)
         met[rows[began], slot[began]] = True
@@ -328,9 +403,11 @@ class SearchConstraints:
     list, with the progress of every hypothesis (rows ``i * beam + j``), reordered with the beam by :meth:`update`.
 
     An avoided phrase (the image's own or the global list's) that occurs inside one of the image's required phrases
-    is not avoided for that image: the required phrase wins (:func:`conflicting`).
+    (any alternative of a disjunctive constraint) is not avoided for that image: the required phrase wins
+    (:func:`conflicting`).
 
-    :param required: per image, the phrases its caption must contain (word id lists).
+    :param required: per image, the constraints its caption must meet: each a phrase (word id list) it must contain,
+        or a list of alternative phrases of which it must contain one (:class:`RequiredPhrases`).
     :param avoid: per image, the phrases its caption must not contain, besides the global list.
     :param beam_size: hypotheses per image.
     :param global_avoid: the trie of the global avoid list (one set, see :class:`AvoidTrie`), or None.
@@ -338,10 +415,12 @@ class SearchConstraints:
         required phrases).
     """
 
-    def __init__(self, required: Sequence[Sequence[Phrase]], avoid: Sequence[Sequence[Phrase]], beam_size: int,
+    def __init__(self, required: Sequence[Sequence[Union[Phrase, Constraint]]], avoid: Sequence[Sequence[Phrase]],
+                 beam_size: int,
                  global_avoid: Optional[AvoidTrie] = None, global_phrases: FrozenSet[Tuple[int, ...]] = frozenset()):
         batch = len(required)
         self.batch, self.beam = batch, beam_size
+        flat = [[p for c in image for p in as_alternatives(c)] for image in required]  # every alternative phrase
         self.images = np.repeat(np.arange(batch), beam_size)                     # (rows,) image of each row
         self.required: Optional[RequiredPhrases] = None
         if any(len(phrases) > 0 for phrases in required):
@@ -350,9 +429,9 @@ class SearchConstraints:
         own: List[List[Phrase]] = []
         use_global = np.ones(batch, dtype=bool)
         for i in range(batch):
-            clash = set(conflicting(avoid[i], required[i]))
+            clash = set(conflicting(avoid[i], flat[i]))
             own.append([phrase for j, phrase in enumerate(avoid[i]) if j not in clash])
-            inner = _inner_phrases(required[i]) if global_avoid is not None else set()
+            inner = _inner_phrases(flat[i]) if global_avoid is not None else set()
             if inner & global_phrases:
                 use_global[i] = False  # this image gets the rest of the global list in a trie of its own
                 own[i] += [list(p) for p in sorted(global_phrases - inner)]
@@ -381,7 +460,7 @@ class SearchConstraints:
         """``(rows,)`` bool: the hypothesis has met every required phrase of its image."""
         if self.required is None:
             return np.ones(len(self.images), dtype=bool)
-        return self.met.sum(axis=1) == self.required.num_words[self.images]
+        return self.required.all_met(self.met, self.images)
 
     def constraint_words(self) -> Tuple[np.ndarray, np.ndarray]:
         """``(rows, words)`` flat: the words that would advance each row on its required phrases."""
@@ -410,8 +489,8 @@ class SearchConstraints:
 
         The candidates of an image are its best ``k`` continuations over the whole beam, each row's words that
         advance its required phrases, and each row's best continuation; duplicates and forbidden candidates (raw
-        score at most ``NEG_INF / 2``) dropped; then :func:`allocate_banks` by the constraint words each candidate
-        has met.
+        score at most ``NEG_INF / 2``) dropped; then :func:`allocate_banks` by each candidate's bank
+        (:meth:`RequiredPhrases.banks`).
 
         :param normalized: ``(rows, vocab)`` length-normalized scores of every continuation (what is ranked).
         :param raw: ``(rows, vocab)`` their summed log-probabilities (what says a continuation is forbidden).
@@ -436,9 +515,9 @@ class SearchConstraints:
                                 > NEG_INF / 2)
         valid[:, 1:] &= index[:, 1:] != index[:, :-1]
         origin = (index // vocab + (np.arange(batch) * k)[:, None]).reshape(-1)
-        met, _ = self.required.advance(self.met[origin], self.pending[origin], self.images[origin],
+        met, pending = self.required.advance(self.met[origin], self.pending[origin], self.images[origin],
                                        (index % vocab).reshape(-1))
-        banks = met.sum(axis=1).reshape(index.shape)
+        banks = self.required.banks(met, pending, self.images[origin]).reshape(index.shape)
         scores = np.take_along_axis(flat, np.maximum(index, 0), axis=1)
         chosen, active = allocate_banks(scores, banks, valid, self.required.num_words, k)
         best = np.take_along_axis(np.maximum(index, 0), chosen, axis=1)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from . import arguments
 from . import constants as C
-from .features import feature_relpath, read_manifest, save_feature, write_or_check_manifest
+from .features import classes_path, feature_relpath, read_manifest, save_classes, save_feature, write_or_check_manifest
 from .utils import ImcapError, atomic_open, check_condition, read_lines
 
 logger = logging.getLogger("imcap.extract_features")
@@ -65,6 +65,11 @@ def add_extraction_args(parser: argparse.ArgumentParser) -> None:
                        help="Also cache the features of these augmented views of every image, as IMAGE.VIEW.npy "
                             "(hflip: mirrored left to right), for imcap.train --source-augmentations. The feature "
                             "lists still name the originals.")
+    group.add_argument("--no-class-probabilities", action="store_true",
+                       help="Do not cache the ImageNet class probabilities of EfficientNet-Lite's classifier beside "
+                            "each original image's features (IMAGE.classes.npy, float16, from the same forward pass; "
+                            "imcap.captioner --guide-with-classifier reads them). Other encoders cache none. An "
+                            "image cached without them is computed again when they are wanted.")
 
 
 def shard_spec(value: str) -> Tuple[int, int]:
@@ -88,13 +93,16 @@ def shard_of(image_paths: Sequence[str], index: int, count: int) -> List[str]:
     return list(image_paths[index::count])
 
 
-def uncached(image_paths: Sequence[str], output_root: str,
-             augmentations: Sequence[str] = ()) -> List[Tuple[str, Optional[str]]]:
+def uncached(image_paths: Sequence[str], output_root: str, augmentations: Sequence[str] = (),
+             classes: bool = False) -> List[Tuple[str, Optional[str]]]:
     """The ``(image, view)`` pairs (view ``None``: the original) of ``image_paths`` with no feature file in the
-    cache ``output_root``, in order."""
+    cache ``output_root``, in order; with ``classes``, also the originals without their class probabilities."""
     views: List[Optional[str]] = [None, *augmentations]
-    return [(p, v) for p in image_paths for v in views
-            if not os.path.isfile(os.path.join(output_root, feature_relpath(p, v)))]
+
+    def cached(p: str, v: Optional[str]) -> bool:
+        path = os.path.join(output_root, feature_relpath(p, v))
+        return os.path.isfile(path) and (v is not None or not classes or os.path.isfile(classes_path(path)))
+    return [(p, v) for p in image_paths for v in views if not cached(p, v)]
 
 
 def default_output(input_path: str, output_root: str) -> str:
@@ -108,7 +116,9 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
             workers: int = 2, dtype: str = "float16", progress: bool = True,
             augmentations: Sequence[str] = ()) -> Dict[str, str]:
     """Compute and cache the features of every image of ``image_paths`` (and of each of its ``augmentations``
-    views, see :func:`imcap.image_encoder.augment`) not yet in the cache.
+    views, see :func:`imcap.image_encoder.augment`) not yet in the cache; with an encoder that has its classifier
+    (``has_classifier``), also each original's ImageNet class probabilities from the same forward pass, beside its
+    features (:func:`imcap.features.classes_path`).
 
     :param encoder: an :class:`imcap.image_encoder.ImageEncoder`.
     :param image_paths: unique image paths relative to ``image_root``.
@@ -117,7 +127,8 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
     """
     from .image_encoder import augment, load_image, to_regions
     num_items = len(image_paths) * (1 + len(augmentations))
-    todo = uncached(image_paths, output_root, augmentations)
+    classify = bool(getattr(encoder, "has_classifier", False))
+    todo = uncached(image_paths, output_root, augmentations, classify)
     logger.info("%d images%s, %d already cached, %d to compute", len(image_paths),
                 " x %d views" % (1 + len(augmentations)) if augmentations else "", num_items - len(todo), len(todo))
     failed: Dict[str, str] = {}
@@ -132,12 +143,15 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
         except ImcapError as e:
             return None, str(e)
 
-    def save(items: List[Tuple[str, Optional[str]]], out: np.ndarray) -> None:
-        """Write the features of a batch's readable ``items`` from the network's output (in the writer thread)."""
-        for (p, v), feature in zip(items, to_regions(out)):
+    def save(items: List[Tuple[str, Optional[str]]], regions: np.ndarray, classes: Optional[np.ndarray]) -> None:
+        """Write the features ``(batch, regions, channels)`` of a batch's readable ``items`` and, for the originals,
+        their class probabilities ``(batch, classes)`` if given (in the writer thread)."""
+        for number, ((p, v), feature) in enumerate(zip(items, regions)):
             path = os.path.join(output_root, feature_relpath(p, v))
             try:
                 save_feature(path, feature.astype(dtype))
+                if classes is not None and v is None:
+                    save_classes(classes_path(path), classes[number])
             except OSError as e:
                 raise ImcapError("%s: cannot write the features (%s)" % (path, e.strerror or e)) from e
 
@@ -163,10 +177,14 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
                 if len(good) < batch_size:  # keep one static shape for the fused graph
                     inputs = np.concatenate([inputs, np.zeros((batch_size - len(good),) + inputs.shape[1:],
                                                               dtype=inputs.dtype)])
-                out = encoder.forward(inputs, normalized=True)[:len(good)]
+                if classify:
+                    regions, classes = encoder.encode_with_classes(inputs, normalized=True)
+                    regions, classes = regions[:len(good)], classes[:len(good)]
+                else:
+                    regions, classes = to_regions(encoder.forward(inputs, normalized=True)[:len(good)]), None
                 if writing is not None:
                     writing.result()   # raises what the writer raised (e.g. a full disk)
-                writing = writer.submit(save, [p for p, _ in good], out)
+                writing = writer.submit(save, [p for p, _ in good], regions, classes)
             done += len(batch)
             bar.update(len(batch))
         if writing is not None:
@@ -187,7 +205,8 @@ def run_extract_features(args: argparse.Namespace) -> None:
     os.makedirs(args.output_root, exist_ok=True)
     encoder = ImageEncoder(args.image_encoder, args.image_encoder_model_path, args.image_encoder_layer,
                            args.source_image_size, fuse=not args.image_encoder_no_fusion,
-                           ctx=get_context(args.device_ids, args.use_cpu))
+                           ctx=get_context(args.device_ids, args.use_cpu),
+                           classify=not args.no_class_probabilities and args.image_encoder in C.EFFICIENTNET_LITE)
     lists = [read_lines(p) for p in args.input]
     unique = list(dict.fromkeys(line.strip() for lines in lists for line in lines if line.strip()))
     check_condition(len(unique) > 0, "no image paths in %s" % ", ".join(args.input))
@@ -207,7 +226,7 @@ def run_extract_features(args: argparse.Namespace) -> None:
     failed = extract(encoder, mine, args.image_root, args.output_root, args.batch_size, args.decoding_workers,
                      args.feature_dtype, progress=not args.quiet, augmentations=args.augmentations)
     if args.shard is not None:
-        missing = uncached(unique, args.output_root, args.augmentations)
+        missing = uncached(unique, args.output_root, args.augmentations, encoder.has_classifier)
         for path, reason in failed.items():
             logger.warning("%s: %s", path, reason)
         if missing:

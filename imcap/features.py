@@ -25,6 +25,8 @@ from .utils import ImcapError, atomic_open, atomic_path, check_condition, read_l
 
 logger = logging.getLogger(__name__)
 
+CLASSES_SUFFIX = ".classes.npy"   # beside a feature file: the image's ImageNet class probabilities
+
 
 def feature_relpath(image_relpath: str, view: Optional[str] = None) -> str:
     """Cache-relative path of an image's features: the image path with ``.npy`` appended, or ``.VIEW.npy`` for
@@ -36,6 +38,34 @@ def view_path(feature_path: str, view: str) -> str:
     """The features of an augmented view beside a feature file: ``a.jpg.npy`` → ``a.jpg.VIEW.npy``."""
     stem = feature_path[:-len(C.FEATURE_SUFFIX)] if feature_path.endswith(C.FEATURE_SUFFIX) else feature_path
     return stem + "." + view + C.FEATURE_SUFFIX
+
+
+def classes_path(feature_path: str) -> str:
+    """The ImageNet class probabilities beside a feature file (:mod:`imcap.extract_features` writes them for
+    EfficientNet-Lite): ``a.jpg.npy`` → ``a.jpg.classes.npy``."""
+    stem = feature_path[:-len(C.FEATURE_SUFFIX)] if feature_path.endswith(C.FEATURE_SUFFIX) else feature_path
+    return stem + CLASSES_SUFFIX
+
+
+def save_classes(path: str, probabilities: np.ndarray) -> None:
+    """Write one image's class probabilities ``(classes,)`` atomically, as float16."""
+    save_feature(path, np.asarray(probabilities, dtype=np.float16).reshape(-1))
+
+
+def load_classes(path: str) -> np.ndarray:
+    """One image's class probabilities ``(classes,)`` float32.
+
+    :raises ImcapError: naming the file if it is missing or not a 1-D ``.npy`` array.
+    """
+    check_condition(os.path.isfile(path), "%s: no class probabilities" % path)
+    try:
+        probabilities = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise ImcapError("%s: not a class probability file (%s)" % (path, str(e).splitlines()[0] if str(e) else
+                                                                    type(e).__name__))
+    check_condition(isinstance(probabilities, np.ndarray) and probabilities.ndim == 1,
+                    "%s: class probabilities must be one (classes,) array" % path)
+    return probabilities.astype(np.float32)
 
 
 def read_manifest(cache_dir: str) -> Optional[Dict]:

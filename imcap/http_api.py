@@ -4,7 +4,10 @@
   parameters (``?beam_size=3&nbest_size=3&constraints=a+dog``) or, with multipart, as a JSON object in the field
   ``options``. Answers ``{"caption", "tokens", "score", "nbest": [{"caption", "tokens", "score"}, ...],
   "attention": [[weight per region] per word, </s> last], "attention_grid", "constraints": [{"phrase", "met"}],
-  "avoid": [{"phrase", "met"}], "constraints_met", "warnings", "options", "image", "batch_size", "seconds"}``.
+  "avoid": [{"phrase", "met"}], "constraints_met", "guide": [{"class", "name", "probability", "words", "met"}],
+  "warnings", "options", "image", "batch_size", "seconds"}``. A constraint may be disjunctive: a list of alternative
+  phrases in the JSON options (``{"constraints": [["cat", "kitten"], "red"]}``), or ``cat | kitten`` in a query
+  parameter; its report then has ``alternatives``.
 - ``GET /v1/health``: ``{"status": "ok", ...}`` (503 when the worker is down).
 - ``GET /v1/model``: the models' configuration, vocabulary size, checkpoints, the request defaults and the limits.
 
@@ -20,7 +23,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union, cast
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -72,7 +75,7 @@ class RequestOptions:
     """What one request asks for: its search options, whether to return attention, and its phrases."""
     search: SearchOptions
     attention: bool = True
-    constraints: Tuple[str, ...] = ()
+    constraints: Tuple[Any, ...] = ()   # phrases, or lists of alternative phrases
     avoid: Tuple[str, ...] = ()
 
 
@@ -112,11 +115,23 @@ def _from_json(name: str, value: Any) -> Any:
         what = "a number"
     elif name in _BOOL_OPTIONS:
         ok, what = isinstance(value, bool), "true or false"
+    elif name == "constraints":   # a phrase, or a list of alternative phrases (a disjunctive constraint)
+        ok = isinstance(value, list) and all(isinstance(p, str) or (isinstance(p, list) and p and all(
+            isinstance(a, str) for a in p)) for p in value)
+        what = "a list of phrases or of lists of alternative phrases"
     else:
         ok, what = isinstance(value, list) and all(isinstance(p, str) for p in value), "a list of phrases"
     if not ok:
         raise _options_error("option %s: not %s: %s" % (name, what, json.dumps(value)[:100]))
     return float(value) if name in _FLOAT_OPTIONS else value
+
+
+def split_alternatives(phrase: str) -> Union[str, List[str]]:
+    """A phrase as given in a query parameter or on the page: ``"cat | kitten"`` is a disjunctive constraint (a list
+    of its alternatives, empty ones dropped), a phrase without ``|`` stays a phrase."""
+    if "|" not in phrase:
+        return phrase
+    return [a.strip() for a in phrase.split("|") if a.strip()]
 
 
 def parse_options(query: Sequence[Tuple[str, str]], json_options: Optional[str],
@@ -153,7 +168,10 @@ def parse_options(query: Sequence[Tuple[str, str]], json_options: Optional[str],
     phrases = {}
     for name in _LIST_OPTIONS:
         phrases[name] = tuple(values.pop(name, []))
-        if len(phrases[name]) > MAX_PHRASES or any(len(p) > MAX_PHRASE_CHARS for p in phrases[name]):
+        if name == "constraints":   # "cat | kitten" in a query parameter: one constraint with two alternatives
+            phrases[name] = tuple(split_alternatives(p) if isinstance(p, str) else list(p) for p in phrases[name])
+        if len(phrases[name]) > MAX_PHRASES or any(len(p if isinstance(p, str) else " | ".join(p)) > MAX_PHRASE_CHARS
+                                                   for p in phrases[name]):
             raise _options_error("option %s: at most %d phrases of at most %d characters"
                                  % (name, MAX_PHRASES, MAX_PHRASE_CHARS))
     attention = values.pop("attention", True)
@@ -274,8 +292,17 @@ def phrase_report(result: CaptionResult, key: str, asked: Sequence[str]) -> List
     for with ``met`` None."""
     reported = getattr(result, key, None)
     if isinstance(reported, list) and reported and all(hasattr(p, "phrase") and hasattr(p, "met") for p in reported):
-        return [{"phrase": str(p.phrase), "met": bool(p.met)} for p in reported]
-    return [{"phrase": phrase, "met": None} for phrase in asked]
+        return [dict({"phrase": str(p.phrase), "met": bool(p.met)},
+                     **({"alternatives": list(p.alternatives)} if getattr(p, "alternatives", None) else {}))
+                for p in reported]
+    return [{"phrase": phrase if isinstance(phrase, str) else " | ".join(phrase), "met": None} for phrase in asked]
+
+
+def guide_report(result: CaptionResult) -> List[Dict[str, Any]]:
+    """``[{"class", "name", "probability", "words", "met"}]``: the classes that guided the caption (a server run with
+    ``--guide-with-classifier``), else ``[]``."""
+    return [{"class": int(g.class_index), "name": str(g.class_name), "probability": round(float(g.probability), 4),
+             "words": list(g.words), "met": bool(g.met)} for g in getattr(result, "guide", None) or []]
 
 
 def caption_response(captioned: Captioned, options: RequestOptions, upload: UploadedImage,
@@ -293,6 +320,7 @@ def caption_response(captioned: Captioned, options: RequestOptions, upload: Uplo
             "constraints": phrase_report(result, "constraints", options.constraints),
             "avoid": phrase_report(result, "avoid", options.avoid),
             "constraints_met": getattr(result, "constraints_met", None),
+            "guide": guide_report(result),
             "warnings": [str(w) for w in getattr(result, "warnings", None) or []],
             "options": options.search.to_dict(),
             "image": {"format": upload.format, "width": upload.width, "height": upload.height},

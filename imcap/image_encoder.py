@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import re
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import mxnet as mx
 import numpy as np
@@ -171,7 +171,9 @@ class EfficientNetLite(HybridBlock):
     Input ``(batch, 3, H, W)`` float32 already normalized as ``(pixel - 127) / 128``, or with ``start`` the output of
     that layer, ``(batch, channels, h, w)`` as :attr:`input_shape` says. The output depends on ``layer``: ``stem``,
     ``blocks.N`` or ``head`` give ``(batch, channels, h, w)``; ``pool`` gives ``(batch, 1280)``; ``logits`` gives
-    ``(batch, 1000)`` ImageNet class scores. Only the layers from ``start`` (excluded) to ``layer`` have parameters.
+    ``(batch, 1000)`` ImageNet class scores. Only the layers from ``start`` (excluded) to ``layer`` have parameters;
+    with ``classify``, those up to the classifier, and the output is ``(output at the cut, logits (batch, 1000))``
+    from one forward pass.
 
     :param weights: name -> array, as stored in ``efficientnet_lite*.npz``, or name -> shape (only the shapes are read
         here; :func:`efficientnet_lite_shapes` gives them without the file).
@@ -180,11 +182,12 @@ class EfficientNetLite(HybridBlock):
     :param start: run the network from the output of this layer (``stem`` or ``blocks.N`` before ``layer``) instead
         of from pixels: the rest of the network after a cut, e.g. the part fine-tuned on a cached block's output
         (:mod:`imcap.encoder_tail`).
+    :param classify: also return the ImageNet logits (the layers after the cut run too).
     :raises ImcapError: if ``layer`` or ``start`` is unknown, or ``start`` is not before ``layer``.
     """
 
     def __init__(self, weights: Mapping[str, Union[np.ndarray, Tuple[int, ...]]], input_size: Tuple[int, int],
-                 layer: str = "head", start: Optional[str] = None, **kwargs) -> None:
+                 layer: str = "head", start: Optional[str] = None, classify: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         shapes = {k: tuple(getattr(v, "shape", v)) for k, v in weights.items()}
         num_blocks = 1 + max(int(k.split(".")[1]) for k in weights if k.startswith("_blocks."))
@@ -199,7 +202,9 @@ class EfficientNetLite(HybridBlock):
         self._start = -1 if start is None else self.layer_names.index(start)
         self.weight_names: Dict[str, mx.gluon.Parameter] = {}
         hw = (int(input_size[0]), int(input_size[1]))
-        built = lambda index: self._start < index <= self._cut  # noqa: E731  (whether layer_names[index] has params)
+        self.classify = classify and self.layer_names[self._cut] != "logits"
+        last = len(self.layer_names) - 1 if self.classify else self._cut   # the last layer built
+        built = lambda index: self._start < index <= last  # noqa: E731  (whether layer_names[index] has params)
         with self.name_scope():
             stem_out = shapes["_conv_stem.weight"][0]
             if built(0):
@@ -256,22 +261,32 @@ class EfficientNetLite(HybridBlock):
             param.set_data(mx.nd.array(value, ctx=ctx))
 
     def hybrid_forward(self, F, x):
+        cut = None  # the output at the cut, with classify (the forward goes on to the logits)
         if self._start < 0:
             x = self.stem(x)
             if self._cut == 0:
-                return x
+                if not self.classify:
+                    return x
+                cut = x
         first = max(self._start, 0)  # the number of the first block built (blocks.N is layer N + 1)
         for offset, block in enumerate(self.blocks):
             x = block(x)
             if self._cut == first + offset + 1:
-                return x
+                if not self.classify:
+                    return x
+                cut = x
         x = self.head(x)
         if self.layer_names[self._cut] == "head":
-            return x
+            if not self.classify:
+                return x
+            cut = x
         x = F.mean(x, axis=(2, 3))
         if self.layer_names[self._cut] == "pool":
-            return x
-        return self.fc(x)
+            if not self.classify:
+                return x
+            cut = x
+        x = self.fc(x)
+        return (cut, x) if self.classify else x
 
 
 def _strided(hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
@@ -454,14 +469,22 @@ class ImageEncoder:
     :param layer: layer to cut at (encoder-specific names; ``None`` = the last spatial feature map).
     :param input_size: (H, W) pixels the images are resized to; ``None`` = the encoder's default.
     :param fuse: fuse the graph with MXNet's MKLDNN backend (oneDNN) for faster CPU inference.
-    :raises ImcapError: on unknown names, missing weight files, or unknown layers.
+    :param classify: also compute the ImageNet class probabilities in the same forward pass
+        (:meth:`encode_with_classes`); EfficientNet-Lite only (its weight file holds the classifier).
+    :raises ImcapError: on unknown names, missing weight files, or unknown layers, and for ``classify`` with another
+        encoder.
     """
 
     def __init__(self, name: str = C.ENCODER_EFFICIENTNET_LITE0, model_path: Optional[str] = None,
                  layer: Optional[str] = None, input_size: Optional[Sequence[int]] = None,
-                 models_dir: Optional[str] = None, ctx: Optional[mx.Context] = None, fuse: bool = True) -> None:
+                 models_dir: Optional[str] = None, ctx: Optional[mx.Context] = None, fuse: bool = True,
+                 classify: bool = False) -> None:
         self.ctx = ctx or mx.cpu()
         self.name = name
+        check_condition(not classify or name in _DEFAULT_INPUT_SIZE, "class probabilities need an EfficientNet-Lite "
+                                                                     "encoder (its weight file holds the ImageNet "
+                                                                     "classifier), not %s" % name)
+        self.has_classifier = classify
         if name in _DEFAULT_INPUT_SIZE:
             if model_path is None:
                 model_path = os.path.join(weights_dir(models_dir), name + ".npz")
@@ -471,7 +494,7 @@ class ImageEncoder:
             self.layer = layer or "head"
             with np.load(model_path) as npz:
                 weights = {k: npz[k] for k in npz.files}
-            self.net = EfficientNetLite(weights, self.input_size, self.layer)
+            self.net = EfficientNetLite(weights, self.input_size, self.layer, classify=classify)
             self.net.load_weights(weights, self.ctx)
             self.mean: np.ndarray = np.full((1, 1, 1, 1), 127.0, dtype=np.float32)
             self.std: np.ndarray = np.full((1, 1, 1, 1), 128.0, dtype=np.float32)
@@ -512,10 +535,32 @@ class ImageEncoder:
     def forward(self, images: np.ndarray, normalized: bool = False) -> np.ndarray:
         """Run the cut network: ``(batch, H, W, 3)`` uint8 (or, with ``normalized``, the ``(batch, 3, H, W)``
         output of :meth:`normalize`) → its raw output as float32 numpy."""
+        return self._run(images, normalized)[0]
+
+    def _run(self, images: np.ndarray, normalized: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """The network's raw output and, with a classifier, its logits ``(batch, classes)`` (else None)."""
         x = mx.nd.array(images, ctx=self.ctx) if normalized else self.preprocess(images)
         if not self._ready:
             self._prepare(x)
-        return self.net(x).asnumpy()
+        out = self.net(x)
+        if self.has_classifier:
+            return out[0].asnumpy(), out[1].asnumpy()
+        return out.asnumpy(), None
+
+    def encode_with_classes(self, images: np.ndarray, normalized: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+        """Region features and ImageNet class probabilities from one forward pass: ``(batch, H, W, 3)`` uint8 (or the
+        output of :meth:`normalize`) → ``(batch, regions, channels)`` float32 and ``(batch, classes)`` float32 softmax
+        probabilities (each row sums to 1).
+
+        :raises ImcapError: if the encoder was not made with ``classify``.
+        """
+        check_condition(self.has_classifier, "this image encoder computes no class probabilities (classify=False)")
+        out, logits = self._run(images, normalized)
+        logits = cast(np.ndarray, logits).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        return to_regions(out), probabilities.astype(np.float32)
 
     def encode(self, images: np.ndarray, normalized: bool = False) -> np.ndarray:
         """Region features: ``(batch, H, W, 3)`` uint8 (or, with ``normalized``, the output of :meth:`normalize`)
@@ -532,7 +577,8 @@ class ImageEncoder:
     def from_description(cls, description: Optional[Dict], name: Optional[str] = None,
                          model_path: Optional[str] = None, layer: Optional[str] = None,
                          input_size: Optional[Sequence[int]] = None, models_dir: Optional[str] = None,
-                         ctx: Optional[mx.Context] = None, fuse: bool = True) -> "ImageEncoder":
+                         ctx: Optional[mx.Context] = None, fuse: bool = True, classify: bool = False
+                         ) -> "ImageEncoder":
         """The encoder that :meth:`describe` described (a cache manifest, or a model's ``config.yaml``
         ``feature_extraction``), each setting replaced by the argument that is given.
 
@@ -553,7 +599,7 @@ class ImageEncoder:
             candidate = os.path.join(weights_dir(models_dir), made["model_path"])
             model_path = candidate if os.path.isfile(candidate) else None
         return cls(name, model_path, layer or made.get("layer") or None, input_size or made.get("input_size"),
-                   models_dir=models_dir, ctx=ctx, fuse=fuse)
+                   models_dir=models_dir, ctx=ctx, fuse=fuse, classify=classify)
 
 
 def to_regions(out: np.ndarray) -> np.ndarray:

@@ -35,9 +35,10 @@ import numpy as np
 
 from . import constants as C
 from .beam_search import BeamSearch, Hypothesis
-from .constraints import conflicting, count_occurrences
+from .constraints import as_alternatives, conflicting, count_occurrences
 from .devices import get_context
-from .features import check_features_match, resolve, view_path
+from .features import check_features_match, classes_path, load_classes, resolve, view_path
+from .guide import ClassifierGuide, GuideWord, expand_vocabulary, read_class_words, stand_ins
 from .image_encoder import ImageEncoder, augment, check_image, decode_image, load_image, resize_image
 from .model import CaptionModel, load_model
 from .tokenizer import tokenize
@@ -60,9 +61,13 @@ class CaptionInput:
     :param image: a decoded image: ``(height, width, 3)`` uint8 RGB, any size (resized to the CNN's input).
     :param features: cached features: ``(regions, dim)`` float, the shape the model was trained on.
     :param constraints: phrases the caption must contain, each as consecutive words (a phrase given twice must occur
-        twice). Never an error: a value that is not a list of phrases, or a phrase that cannot be used, gets a
+        twice); an item may be a list of alternative phrases, of which the caption must contain one (a disjunctive
+        constraint: ``[["cat", "kitten"], "red"]``). Never an error: a value that is not a list of phrases, or a phrase that cannot be used, gets a
         warning on the result (see :meth:`Captioner.caption`).
     :param avoid: phrases the caption must not contain (likewise).
+    :param class_probabilities: ``(classes,)`` the ImageNet classifier's probabilities for the image, for a
+        Captioner that guides by them (``guide_with_classifier``) when the input is a ``features`` array; otherwise
+        they come from the cache beside a feature file or from the CNN's forward pass.
     :param source: what names the input in messages and results (JSON output's ``image``); default: ``path``.
     :param line: the input's number in messages and results; default: its 1-based position in the inputs of
         :meth:`Captioner.caption`.
@@ -73,8 +78,9 @@ class CaptionInput:
     data: Optional[bytes] = None
     image: Optional[np.ndarray] = None
     features: Optional[np.ndarray] = None
-    constraints: List[str] = field(default_factory=list)
+    constraints: List[Any] = field(default_factory=list)
     avoid: List[str] = field(default_factory=list)
+    class_probabilities: Optional[np.ndarray] = None
     source: Optional[str] = None
     line: Optional[int] = None
 
@@ -120,20 +126,41 @@ class PhraseResult:
     :param phrase: the phrase as given (a value that is not a string: its ``repr``).
     :param tokens: its words, tokenized as captions are: what the caption's tokens are matched against.
     :param met: for a required phrase, the caption contains its words consecutively (as often as the phrase is
-        given); for an avoided one, it does not. False for a value that is not a string.
+        given); for an avoided one, it does not. False for a value that is not a string. For a disjunctive
+        constraint, the caption contains one of its alternatives.
+    :param alternatives: for a disjunctive constraint, its alternative phrases as given (``phrase`` is them joined
+        by ``" | "``, ``tokens`` the words of the alternative the caption contains, else of the first usable one);
+        empty for a phrase.
     """
     phrase: str
     tokens: List[str]
     met: bool
+    alternatives: List[str] = field(default_factory=list)
 
 
 @dataclass
 class _Phrases:
     """An input's phrases ready for the search (word id lists), what its result reports on them and its warnings."""
-    required: List[List[int]] = field(default_factory=list)
+    required: List[Any] = field(default_factory=list)   # per constraint: word ids, or a list of alternatives' ids
     avoid: List[List[int]] = field(default_factory=list)
-    checks: List[List[Any]] = field(default_factory=list)  # [key, phrase, tokens, checkable, enforced] per phrase
+    # per phrase: [key, phrase, tokens, checkable, enforced], and for a disjunctive constraint the alternatives as
+    # given, its tokens then one list per usable alternative
+    checks: List[List[Any]] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    guides: List[GuideWord] = field(default_factory=list)   # the classes guiding the caption (guide_with_classifier)
+
+    def needed_words(self) -> int:
+        """The fewest words that meet every constraint of :attr:`required` (a disjunction's shortest alternative)."""
+        return sum(min(len(p) for p in as_alternatives(c)) for c in self.required)
+
+    def fits(self, length: int, room: int, phrase: str, max_output_length: int) -> bool:
+        """Whether a constraint of ``length`` more words fits in ``room`` beside :attr:`required`; a warning if not."""
+        total = self.needed_words() + length
+        if total <= room:
+            return True
+        self.warnings.append("constraint %s does not fit: %d constraint words and </s> exceed max_output_length %d; "
+                             "not enforced" % (_short(phrase), total, max_output_length))
+        return False
 
     def results(self, tokens: List[str]) -> Tuple[List[PhraseResult], List[PhraseResult], Optional[bool], List[str]]:
         """``(constraints, avoid, constraints_met, warnings)`` of a caption of ``tokens`` (``constraints_met`` is None
@@ -143,8 +170,19 @@ class _Phrases:
         avoided: List[PhraseResult] = []
         warnings = list(self.warnings)
         seen: Dict[Tuple[str, ...], int] = collections.Counter()
-        for key, phrase, words, checkable, enforced in self.checks:
-            if key == "constraints":
+        for key, phrase, words, checkable, enforced, *given in self.checks:
+            if key == "constraints" and given:   # a disjunction: one of its alternatives, as often as it is given
+                alternatives = sorted(tuple(w) for w in words)
+                seen[tuple(" | ".join(a) for a in alternatives)] += 1
+                found = [list(a) for a in alternatives if count_occurrences(tokens, a)]
+                met = checkable and sum(count_occurrences(tokens, a) for a in alternatives) >= \
+                    seen[tuple(" | ".join(a) for a in alternatives)]
+                required.append(PhraseResult(phrase, found[0] if found else (list(words[0]) if words else []), met,
+                                             given[0]))
+                if enforced and not met:
+                    warnings.append("constraint %s is not in the best caption found: no caption met every "
+                                    "constraint within max_output_length" % _short(phrase))
+            elif key == "constraints":
                 seen[tuple(words)] += 1
                 met = checkable and bool(words) and count_occurrences(tokens, words) >= seen[tuple(words)]
                 required.append(PhraseResult(phrase, words, met))
@@ -154,17 +192,21 @@ class _Phrases:
             else:
                 avoided.append(PhraseResult(phrase, words, checkable and bool(words)
                                             and not count_occurrences(tokens, words)))
+        for guide in self.guides:
+            guide.met = any(count_occurrences(tokens, tokenize(word)) for word in guide.words)
         every = [p.met for p in required + avoided]
         return required, avoided, (all(every) if every else None), warnings
 
 
 class _Pending(NamedTuple):
     """An input loaded for the next batch: its position among the inputs, one array per view, whether these are
-    pixels (for the CNN) rather than features, and its phrases."""
+    pixels (for the CNN) rather than features, its phrases, and (guided by the classifier, for features) its class
+    probabilities ``(classes,)`` if it has them."""
     position: int
     arrays: List[np.ndarray]
     pixels: bool
     phrases: _Phrases
+    classes: Optional[np.ndarray] = None
 
 
 @dataclass(eq=False)
@@ -185,6 +227,8 @@ class CaptionResult:
         constraints overrode (they occur inside a required phrase).
     :param warnings: one-line messages about phrases that could not be used as given (the caption is still the best
         found), in input order; the captioner CLI writes each as ``Warning: line N: ...``.
+    :param guide: with ``guide_with_classifier``, the classes whose words the caption was asked to contain (one
+        :class:`imcap.guide.GuideWord` each, with ``met``); empty when none was probable enough.
     """
     line: int
     tokens: List[str]
@@ -197,6 +241,7 @@ class CaptionResult:
     constraints: List[PhraseResult] = field(default_factory=list)
     avoid: List[PhraseResult] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    guide: List[GuideWord] = field(default_factory=list)
 
     @property
     def caption(self) -> str:
@@ -251,8 +296,18 @@ class Captioner:
         each input's own ``avoid``; blank ones are skipped, one without words is skipped with a logged warning, one
         with a word outside the vocabulary cannot occur anyway. An input's constraint overrides a phrase of the list
         that occurs inside it (with a warning on the result).
-    :raises ImcapError: if a model dir cannot be loaded, the models disagree on vocabulary or feature shape, or an
-        option is out of range.
+    :param guide_with_classifier: guide each caption by the CNN's ImageNet classifier (:mod:`imcap.guide`, Anderson
+        et al. 2017): the words of its top classes become disjunctive constraints. The class probabilities come from
+        the CNN's forward pass for pixels, from the cache beside a feature file (``imcap.extract_features`` writes
+        them), or from the input's ``class_probabilities``; an input without them is captioned unguided, with a
+        warning.
+    :param guide_top_k: the most classes per image.
+    :param guide_min_probability: the least probability of a class that guides.
+    :param guide_class_words: the class -> words mapping file; default :data:`imcap.guide.DEFAULT_CLASS_WORDS`.
+    :param guide_expand_vocabulary: add the mapping's words that the model lacks, scored as their stand-ins
+        (:func:`imcap.guide.expand_vocabulary`), written only where a guide asks for them.
+    :raises ImcapError: if a model dir cannot be loaded, the models disagree on vocabulary or feature shape, an
+        option is out of range, or the class words file cannot be read.
     """
 
     def __init__(self, models: Union[str, Sequence[str]], checkpoints: Union[str, Sequence[str], None] = None, *,
@@ -264,7 +319,9 @@ class Captioner:
                  image_encoder_model_path: Optional[str] = None, image_encoder_layer: Optional[str] = None,
                  source_image_size: Optional[Sequence[int]] = None, image_encoder_no_fusion: bool = False,
                  source_root: Optional[str] = None, context: Optional[mx.Context] = None,
-                 avoid_list: Sequence[str] = ()) -> None:
+                 avoid_list: Sequence[str] = (), guide_with_classifier: bool = False, guide_top_k: int = C.DEFAULT_GUIDE_TOP_K,
+                 guide_min_probability: float = C.DEFAULT_GUIDE_MIN_PROBABILITY, guide_class_words: Optional[str] = None,
+                 guide_expand_vocabulary: bool = False) -> None:
         model_dirs = [models] if isinstance(models, str) else list(models)
         check_condition(bool(model_dirs), "a Captioner needs at least one model dir")
         names = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints or [])
@@ -291,6 +348,16 @@ class Captioner:
             check_condition(_feature_shape(model) == _feature_shape(self.models[0]),
                             "%s expects other features than %s" % (model_dir, model_dirs[0]))
         self.feature_shape = _feature_shape(self.models[0])
+        self.guide: Optional[ClassifierGuide] = None
+        self.expanded_ids: List[int] = []   # words added by guide_expand_vocabulary (written only where required)
+        if guide_with_classifier:
+            class_words = read_class_words(guide_class_words)
+            if guide_expand_vocabulary:
+                self.models, self.vocab, self.expanded_ids = expand_vocabulary(
+                    self.models, self.vocab, stand_ins(class_words, self.vocab.token_to_idx))
+                logger.info("guide: %d words added to the vocabulary, scored as their stand-ins",
+                            len(self.expanded_ids))
+            self.guide = ClassifierGuide(class_words, self.vocab.token_to_idx, guide_top_k, guide_min_probability)
         self.batch_size = batch_size
         self.nbest_size = nbest_size
         self.test_time_augmentations = views
@@ -311,7 +378,7 @@ class Captioner:
     def _build_search(self, settings: Dict[str, Any]) -> BeamSearch:
         """The beam search of ``settings`` (the keywords of :data:`SEARCH_SETTINGS`) over the loaded models, with
         the Captioner's avoid list."""
-        return BeamSearch(self.models, self.vocab, ctx=self.context,
+        return BeamSearch(self.models, self.vocab, ctx=self.context, constraint_only=self.expanded_ids,
                           avoid_list=[ids for _, _, ids in self.avoid_list if ids], **settings)
 
     def with_search_options(self, batch_size: Optional[int] = None, **settings: Any) -> "Captioner":
@@ -358,7 +425,12 @@ class Captioner:
                    image_encoder_layer=args.image_encoder_layer, source_image_size=args.source_image_size,
                    image_encoder_no_fusion=args.image_encoder_no_fusion, source_root=args.source_root,
                    context=get_context(args.device_ids, args.use_cpu),
-                   avoid_list=read_lines(avoid_file) if avoid_file else ())
+                   avoid_list=read_lines(avoid_file) if avoid_file else (),
+                   guide_with_classifier=getattr(args, "guide_with_classifier", False),
+                   guide_top_k=getattr(args, "guide_top_k", C.DEFAULT_GUIDE_TOP_K),
+                   guide_min_probability=getattr(args, "guide_min_probability", C.DEFAULT_GUIDE_MIN_PROBABILITY),
+                   guide_class_words=getattr(args, "guide_class_words", None),
+                   guide_expand_vocabulary=getattr(args, "guide_expand_vocabulary", False))
 
     def _read_avoid_list(self, phrases: Sequence[str]) -> List[Tuple[str, List[str], List[int]]]:
         """``(phrase, tokens, word ids)`` of each usable avoid list phrase (ids empty when a word is outside the
@@ -392,9 +464,13 @@ class Captioner:
         """
         if self._encoder is None:
             self._encoder = ImageEncoder.from_description(self.models[0].config.feature_extraction,
-                                                          ctx=self.context, **self._encoder_settings)
+                                                          ctx=self.context, classify=self.guide is not None,
+                                                          **self._encoder_settings)
         if not self._encoder_checked:
             encoder = self._encoder
+            check_condition(self.guide is None or encoder.has_classifier,
+                            "guide_with_classifier needs an image encoder with its ImageNet classifier "
+                            "(EfficientNet-Lite); %s has none" % encoder.name)
             probe = encoder.encode(np.zeros((1,) + tuple(encoder.input_size) + (3,), dtype=np.uint8))
             check_features_match({"feature_shape": list(probe.shape[1:])}, self.feature_shape[0],
                                  self.feature_shape[1], "image encoder %s" % encoder.name)
@@ -424,7 +500,10 @@ class Captioner:
             if self._needs_pixels(item):
                 self.get_image_encoder()  # outside the try: a CNN that cannot be made is not this input's fault
             try:
-                pending.append(_Pending(position, *self._load(item), self._phrases(item)))
+                arrays, pixels = self._load(item)
+                phrases = self._phrases(item)
+                pending.append(_Pending(position, arrays, pixels, phrases,
+                                        None if pixels else self._class_probabilities(item, phrases)))
             except ImcapError as e:
                 results[position] = self._result(position, item, error=str(e))
             if len(pending) == self.batch_size:
@@ -504,8 +583,12 @@ class Captioner:
                                    tokenize(value) if isinstance(value, str) else [], False, False])
                 continue
             for phrase in value:
+                if key == "constraints" and isinstance(phrase, list):
+                    self._disjunction(phrase, out, room)
+                    continue
                 if not isinstance(phrase, str):
-                    out.warnings.append("%s %s is not a string: ignored" % (name, _short(phrase)))
+                    out.warnings.append("%s %s is not a string%s: ignored" % (
+                        name, _short(phrase), " or a list of alternative phrases" if key == "constraints" else ""))
                     out.checks.append([key, repr(phrase), [], False, False])
                     continue
                 tokens = tokenize(phrase)
@@ -523,22 +606,83 @@ class Captioner:
                 if key == "avoid":
                     out.avoid.append(ids)
                     avoided.append(phrase)
-                elif sum(map(len, out.required)) + len(ids) > room:
-                    out.warnings.append("constraint %s does not fit: %d constraint words and </s> exceed "
-                                        "max_output_length %d; not enforced"
-                                        % (_short(phrase), sum(map(len, out.required)) + len(ids),
-                                           self.search.max_output_length))
-                else:
+                elif out.fits(len(ids), room, phrase, self.search.max_output_length):
                     out.required.append(ids)
                     out.checks[-1][4] = True   # enforced by the search
-        for i in conflicting(out.avoid, out.required):  # the search drops them too (imcap.constraints)
+        required = [p for c in out.required for p in as_alternatives(c)]
+        for i in conflicting(out.avoid, required):  # the search drops them too (imcap.constraints)
             out.warnings.append("avoid phrase %s occurs in a constraint: not avoided" % _short(avoided[i]))
         listed = [entry for entry in self.avoid_list if entry[2]]
-        for j in conflicting([ids for _, _, ids in listed], out.required):
+        for j in conflicting([ids for _, _, ids in listed], required):
             phrase, tokens, _ = listed[j]
             out.warnings.append("avoid list phrase %s occurs in a constraint: not avoided" % _short(phrase))
             out.checks.append(["avoid", phrase, tokens, True, False])
         return out
+
+    def _class_probabilities(self, item: CaptionInput, phrases: _Phrases) -> Optional[np.ndarray]:
+        """The class probabilities ``(classes,)`` of a features input when the Captioner guides by them: the input's
+        own, else the cache beside its feature file; None (and a warning in ``phrases``) if it has none."""
+        if self.guide is None:
+            return None
+        if item.class_probabilities is not None:
+            return np.asarray(item.class_probabilities, dtype=np.float32).reshape(-1)
+        if item.path is None:
+            phrases.warnings.append("no class probabilities for a features array (CaptionInput.class_probabilities): "
+                                    "not guided")
+            return None
+        path = classes_path(resolve(item.path, self.source_root))
+        try:
+            return load_classes(path)
+        except ImcapError as e:
+            phrases.warnings.append("%s (imcap.extract_features writes the class probabilities beside the features): "
+                                    "not guided" % e)
+            return None
+
+    def _add_guide(self, p: _Pending) -> None:
+        """Add the classifier's constraints (:meth:`imcap.guide.ClassifierGuide.choose`) to an input's phrases, those
+        that fit beside its own constraints (a warning for each that does not)."""
+        if p.classes is None or self.guide is None:
+            return
+        try:
+            guides, constraints = self.guide.choose(p.classes)
+        except ImcapError as e:
+            p.phrases.warnings.append("%s: not guided" % e)
+            return
+        room = self.search.max_output_length - 1
+        for guide, alternatives in zip(guides, constraints):
+            if p.phrases.fits(min(len(a) for a in alternatives), room, "guide " + " | ".join(guide.words),
+                              self.search.max_output_length):
+                p.phrases.required.append(alternatives)
+                p.phrases.guides.append(guide)
+
+    def _disjunction(self, alternatives: List[Any], out: _Phrases, room: int) -> None:
+        """Add one disjunctive constraint, a list of alternative phrases of which the caption must contain one, to
+        ``out``: the alternatives that are strings with words inside the vocabulary (a warning for each other one);
+        a warning if none is left."""
+        texts = [a if isinstance(a, str) else repr(a) for a in alternatives]
+        shown = " | ".join(texts)
+        usable: List[Tuple[List[str], List[int]]] = []
+        for alternative in alternatives:
+            if not isinstance(alternative, str):
+                out.warnings.append("constraint alternative %s is not a string: ignored" % _short(alternative))
+                continue
+            tokens = tokenize(alternative)
+            if not tokens:
+                out.warnings.append("constraint alternative %s has no words: ignored" % _short(alternative))
+                continue
+            unknown = [t for t in tokens if t not in self.vocab.token_to_idx]
+            if unknown:
+                out.warnings.append("constraint alternative %s has words outside the vocabulary (%s): ignored"
+                                    % (_short(alternative), " ".join(unknown)))
+                continue
+            usable.append((tokens, [self.vocab.token_to_idx[t] for t in tokens]))
+        check = ["constraints", shown, [tokens for tokens, _ in usable], bool(usable), False, texts]
+        if not usable:
+            out.warnings.append("constraint %s has no alternative the model can write: it cannot be met" % _short(shown))
+        elif out.fits(min(len(ids) for _, ids in usable), room, shown, self.search.max_output_length):
+            out.required.append([ids for _, ids in usable])
+            check[4] = True
+        out.checks.append(check)
 
     def _search_batch(self, inputs: Sequence[CaptionInput], pending: List[_Pending],
                       results: List[Optional[CaptionResult]]) -> None:
@@ -548,10 +692,19 @@ class Captioner:
             arrays = [p.arrays[view] for p in pending]
             pixels = [i for i, p in enumerate(pending) if p.pixels]
             if pixels:
-                encoded = self.get_image_encoder().encode(np.stack([arrays[i] for i in pixels]))
+                batch = np.stack([arrays[i] for i in pixels])
+                if self.guide is not None and view == 0:   # the classes from the same forward pass
+                    encoded, classes = self.get_image_encoder().encode_with_classes(batch)
+                    for i, probabilities in zip(pixels, classes):
+                        pending[i] = pending[i]._replace(classes=probabilities)
+                else:
+                    encoded = self.get_image_encoder().encode(batch)
                 for i, features in zip(pixels, encoded):
                     arrays[i] = features
             views.append(np.stack(arrays).astype(np.float32, copy=False))
+        if self.guide is not None:
+            for p in pending:
+                self._add_guide(p)
         if any(p.phrases.required or p.phrases.avoid for p in pending):
             found = self.search.search(views, [p.phrases.required for p in pending], [p.phrases.avoid for p in pending])
         else:
@@ -570,6 +723,7 @@ class Captioner:
         result = CaptionResult(line, tokens, best.score, best.attention, nbest, source=item.source or "")
         if phrases is not None:
             result.constraints, result.avoid, result.constraints_met, result.warnings = phrases.results(tokens)
+            result.guide = phrases.guides
         return result
 
 

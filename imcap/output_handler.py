@@ -44,8 +44,9 @@ class JSONOutputHandler(OutputHandler):
     """One JSON object per line (``--output-type json``): ``caption``, ``tokens``, ``score``, ``attention``
     (per generated word, ``</s>`` included, the weights over the regions), ``nbest`` and ``image``; a line with
     lexical constraints also has ``constraints_met`` and, per phrase, ``constraints`` and ``avoid``:
-    ``[{"phrase": ..., "met": true|false}, ...]``, and ``warnings`` when a phrase could not be used as given; a
-    failed line has ``error``."""
+    ``[{"phrase": ..., "met": true|false}, ...]`` (a disjunctive constraint also has its ``alternatives``), and
+    ``warnings`` when a phrase could not be used as given; a caption guided by the classifier has ``guide``:
+    ``[{"class", "name", "probability", "words", "met"}]``; a failed line has ``error``."""
 
     def format(self, result: CaptionResult) -> str:
         obj = {"line": result.line, "image": result.source, "caption": result.caption, "tokens": result.tokens,
@@ -54,9 +55,14 @@ class JSONOutputHandler(OutputHandler):
             obj["attention"] = np.round(result.attention.astype(np.float64), 5).tolist()
         if result.nbest:
             obj["nbest"] = [{"caption": " ".join(t), "score": s} for t, s in result.nbest]
+        if getattr(result, "guide", None):
+            obj["guide"] = [{"class": g.class_index, "name": g.class_name, "probability": round(g.probability, 4),
+                             "words": g.words, "met": g.met} for g in result.guide]
         if result.constraints_met is not None:
             obj["constraints_met"] = result.constraints_met
-            obj["constraints"] = [{"phrase": p.phrase, "met": p.met} for p in result.constraints]
+            obj["constraints"] = [dict({"phrase": p.phrase, "met": p.met},
+                                       **({"alternatives": p.alternatives} if p.alternatives else {}))
+                                  for p in result.constraints]
             obj["avoid"] = [{"phrase": p.phrase, "met": p.met} for p in result.avoid]
         if result.warnings:
             obj["warnings"] = list(result.warnings)

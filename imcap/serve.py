@@ -44,6 +44,7 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                              "images under %s." % (DEFAULT_CHECK_IMAGES, DEFAULT_FLICKR8K))
     search = parser.add_argument_group("Search (the defaults of a request)")
     arguments.add_search_args(search, "Hypotheses returned per image (at most --beam-size).")
+    arguments.add_guide_args(parser)
     batching = parser.add_argument_group("Batching and limits")
     batching.add_argument("--max-batch-size", type=arguments.int_greater_or_equal(1), default=32,
                           help="Most requests captioned in one beam search.")
@@ -94,7 +95,10 @@ def build_app(args: argparse.Namespace) -> Any:
                           image_encoder_model_path=args.image_encoder_model_path,
                           image_encoder_layer=args.image_encoder_layer, source_image_size=args.source_image_size,
                           image_encoder_no_fusion=args.image_encoder_no_fusion,
-                          context=get_context(args.device_ids, args.use_cpu))
+                          context=get_context(args.device_ids, args.use_cpu),
+                          guide_with_classifier=args.guide_with_classifier, guide_top_k=args.guide_top_k,
+                          guide_min_probability=args.guide_min_probability, guide_class_words=args.guide_class_words,
+                          guide_expand_vocabulary=args.guide_expand_vocabulary)
     limits = UploadLimits(max_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=args.max_image_pixels)
     service = BatchingCaptioner(captioner, defaults, SearchLimits(args.max_beam_size, args.max_output_length_limit),
                                 max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .batching import BatchingCaptioner
+from .http_api import split_alternatives
 from .inference import CaptionInput
 from .uploads import UploadError, UploadLimits, decode_preview, decode_upload, sniff_image
 
@@ -50,7 +51,7 @@ def split_phrases(text: Optional[str]) -> List[str]:
     return [p for p in parts if p]
 
 
-def describe_result(constraints: Sequence[str], avoid: Sequence[str], constraints_met: Any, batch_size: int,
+def describe_result(constraints: Sequence[Any], avoid: Sequence[str], constraints_met: Any, batch_size: int,
                     seconds: float, beam_size: int) -> str:
     """The status line under a caption (Markdown)."""
     parts = ["beam %d" % beam_size, "searched with %d image%s" % (batch_size, "" if batch_size == 1 else "s"),
@@ -96,7 +97,8 @@ class CaptionPage:
             raise gr.Error("only uploaded images are captioned")
         with open(path, "rb") as f:
             data = f.read(self.limits.max_bytes + 1)
-        constraints, avoided = split_phrases(include), split_phrases(avoid)
+        constraints = [split_alternatives(p) for p in split_phrases(include)]   # "cat | kitten": either
+        avoided = split_phrases(avoid)
         try:
             options = dataclasses.replace(self.service.defaults, beam_size=int(beam_size),
                                           nbest_size=max(1, min(int(nbest_size), int(beam_size))))
@@ -123,6 +125,11 @@ class CaptionPage:
                 figure = self.draw_attention(preview, result.tokens, np.asarray(result.attention))
         status = describe_result(constraints, avoided, getattr(result, "constraints_met", None),
                                  captioned.batch_size, seconds, options.beam_size)
+        guides = getattr(result, "guide", None) or []
+        if guides:   # a server run with --guide-with-classifier
+            status += "\n\nguided by the classifier: " + ", ".join(
+                "%s (%s, %.2f)%s" % (" | ".join(g.words), g.class_name, g.probability, " ✓" if g.met else " ✗")
+                for g in guides)
         for warning in getattr(result, "warnings", None) or []:
             status += "\n\n⚠ %s" % warning
         return result.caption, rows, figure, status
@@ -162,8 +169,8 @@ def build_page(page: CaptionPage, examples: Sequence[str] = (), title: str = "im
                                           elem_id="beam_size")
                     nbest_size = gr.Slider(1, max_beam, value=max(defaults.nbest_size, min(3, defaults.beam_size)),
                                            step=1, label="N-best (at most the beam size)", elem_id="nbest_size")
-                include = gr.Textbox(label="Include phrases (one per line)", lines=2, elem_id="include",
-                                     placeholder="e.g. a dog")
+                include = gr.Textbox(label="Include phrases (one per line; cat | kitten: either one)", lines=2,
+                                     elem_id="include", placeholder="e.g. a dog")
                 avoid = gr.Textbox(label="Avoid phrases (one per line)", lines=2, elem_id="avoid",
                                    placeholder="e.g. grass")
                 button = gr.Button("Caption", variant="primary", elem_id="caption_button")

@@ -217,17 +217,22 @@ def test_no_repeat_ngram_size_zero_is_the_plain_search():
 
 # --- lexical constraints --------------------------------------------------------------------------------------
 
+def meets(words, constraint):
+    """Whether ``words`` contain the phrase ``constraint``, or (a list of phrases: disjunctive) one of its phrases."""
+    alternatives = constraint if isinstance(constraint[0], list) else [constraint]
+    return any(count_occurrences(words, p) for p in alternatives)
+
+
 def exhaustive_best_constrained(table, max_len, required=(), avoided=(), alpha=1.0):
     """The best captions (a list of ids lists: all those that tie) and their score among all captions of at most
-    ``max_len`` words (``</s>`` included) that contain every ``required`` phrase and no ``avoided`` one, as
-    consecutive words."""
+    ``max_len`` words (``</s>`` included) that meet every ``required`` constraint (:func:`meets`) and contain no
+    ``avoided`` phrase, as consecutive words."""
     log = np.log(table)
     scored = []
     for length in range(1, max_len + 1):
         for words in itertools.product([4, 5, 6], repeat=length - 1):
             words = list(words)
-            if not all(count_occurrences(words, p) for p in required) or any(count_occurrences(words, p)
-                                                                              for p in avoided):
+            if not all(meets(words, c) for c in required) or any(count_occurrences(words, p) for p in avoided):
                 continue
             prev, total = 2, 0.0
             for w in words + [3]:
@@ -239,8 +244,11 @@ def exhaustive_best_constrained(table, max_len, required=(), avoided=(), alpha=1
 
 
 # Phrases that never overlap themselves or each other (the search meets each constraint word with its own word).
+# Disjunctive constraints (lists of alternative phrases) too, their alternatives overlapping no other constraint.
 CONSTRAINED_CASES = [([[6]], []), ([[6, 4]], []), ([[5], [6]], []), ([[6, 6]], [[4, 5]]), ([[4, 6]], [[5]]),
-                     ([], [[5]]), ([], [[4, 4], [5, 6]]), ([[5, 6, 4]], [[4, 4]])]
+                     ([], [[5]]), ([], [[4, 4], [5, 6]]), ([[5, 6, 4]], [[4, 4]]),
+                     ([[[6], [5]]], []), ([[[6, 4], [5, 5]]], []), ([[[6, 6], [4, 4]], [5]], []),
+                     ([[[6], [5, 4]]], [[4, 4]]), ([[[5, 6, 6], [4]], [[5], [6]]], []), ([[[4, 5], [6, 5, 5]]], [[5, 4]])]
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
@@ -257,7 +265,7 @@ def test_constrained_search_equals_exhaustive_search_over_the_captions_that_meet
         assert hyps[0].score == pytest.approx(best_score, abs=1e-6)
         assert hyps[0].constraints_met is (True if required else None)
         for h in hyps:   # the whole n-best meets them
-            assert all(count_occurrences(h.ids, p) for p in required)
+            assert all(meets(h.ids, c) for c in required)
             assert not any(count_occurrences(h.ids, p) for p in avoided)
 
 
@@ -330,3 +338,14 @@ def test_open_hypotheses_are_ended_only_when_no_continuation_can_win(alpha):
     # the bound holds: the open score normalized at the longest length
     bound = -1.2 / length_penalty(np.array(10), alpha, 0.0)
     assert (bound < -1.0 / length_penalty(np.array(2), alpha, 0.0)) == ended[0, 1]
+
+
+def test_constraint_only_words_are_written_only_where_a_constraint_asks_for_them():
+    vocab = make_vocab()
+    table = table_with({2: {4: 0.2, 6: 0.8}, 6: {3: 0.9, 4: 0.1}, 4: {3: 0.9, 6: 0.1}})   # "c" is the best caption
+    search = BeamSearch([MarkovModel(table)], vocab, beam_size=4, max_output_length=5, constraint_only=[6])
+    features = np.zeros((2, 1, 1))
+    plain, required = search.search(features, [[], [[[6], [5]]]])
+    assert 6 not in plain[0].ids and plain[0].ids == [4]    # the best caption without "c"
+    assert 6 in required[0].ids and required[0].constraints_met   # asked for (as an alternative): written
+    assert 6 not in search.search(features[:1])[0][0].ids   # the plain search's device path blocks it too

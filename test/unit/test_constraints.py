@@ -3,8 +3,8 @@ allocation, the avoid trie across multi-word phrases, and the batch state that j
 import numpy as np
 import pytest
 
-from imcap.constraints import (NEG_INF, AvoidTrie, RequiredPhrases, SearchConstraints, allocate_banks, conflicting,
-                               contains, count_occurrences)
+from imcap.constraints import (NEG_INF, AvoidTrie, RequiredPhrases, SearchConstraints, allocate_banks,
+                               as_alternatives, conflicting, contains, count_occurrences)
 
 A, B, C, D, E = 4, 5, 6, 7, 8
 
@@ -78,6 +78,57 @@ def test_a_phrase_given_twice_needs_two_occurrences_and_rows_are_independent():
     assert met.tolist() == [[True, False], [False, False], [True, False]]
     met, pending = req.advance(met, pending, images, np.array([A, A, A]))
     assert met.tolist() == [[True, True], [True, False], [True, False]]
+
+
+def test_a_constraint_is_a_phrase_or_a_list_of_alternative_phrases():
+    assert as_alternatives([A, B]) == [[A, B]] and as_alternatives([[A], [B, C]]) == [[A], [B, C]]
+    assert as_alternatives(np.array([A])) == [[A]]
+    for bad in ([], [[A], []], [A, [B]]):
+        with pytest.raises(ValueError):
+            as_alternatives(bad)
+
+
+def test_disjunctive_constraints_flatten_into_slots_with_their_group_and_weight():
+    req = RequiredPhrases([[[[A], [B, C]], [D]], [[[E]]]])   # (A or "B C") and D; E
+    assert req.words.tolist() == [[A, B, C, D], [E, -1, -1, -1]]
+    assert req.phrase.tolist() == [[0, 1, 1, 2], [0, -1, -1, -1]]
+    assert req.group.tolist() == [[0, 0, 0, 1], [0, -1, -1, -1]]
+    assert req.begin.tolist()[0] == [0, 1, 1, 3]
+    assert req.weight.tolist() == [[2, 1], [1, 0]]   # a constraint weighs its longest alternative
+    assert req.num_groups.tolist() == [2, 1] and req.num_words.tolist() == [3, 1]
+
+
+def test_a_disjunctive_constraint_is_met_by_any_alternative_and_its_bank_counts_its_weight():
+    req = RequiredPhrases([[[[A], [B, C]], [D]]])
+    images = np.zeros(1, dtype=np.int64)
+
+    def after(words):
+        met, pending = req.start(images)
+        for w in words:
+            met, pending = req.advance(met, pending, images, np.array([w]))
+        return met, pending
+
+    for words, bank, done in [([A], 2, False), ([B], 1, False), ([B, C], 2, False), ([B, C, D], 3, True),
+                              ([D, A], 3, True), ([B, E], 0, False), ([A, B], 2, False), ([A, B, C, D], 3, True)]:
+        met, pending = after(words)
+        assert req.banks(met, pending, images).tolist() == [bank], words
+        assert req.all_met(met, images).tolist() == [done], words
+    met, pending = after([A])   # once A met the constraint, its other alternative no longer advances the row
+    assert req.allowed(met, pending, images).tolist() == [[False, False, False, True]]
+    met, pending = after([B])
+    assert req.allowed(met, pending, images).tolist() == [[False, False, True, False]]
+    met, pending = after([])
+    assert req.allowed(met, pending, images).tolist() == [[True, True, False, True]]
+
+
+def test_the_same_disjunction_given_twice_needs_two_of_its_alternatives():
+    req = RequiredPhrases([[[[A], [B]], [[A], [B]]]])
+    images = np.zeros(1, dtype=np.int64)
+    met, pending = req.start(images)
+    met, pending = req.advance(met, pending, images, np.array([B]))
+    assert not req.all_met(met, images)[0] and req.banks(met, pending, images).tolist() == [1]
+    met, pending = req.advance(met, pending, images, np.array([A]))
+    assert req.all_met(met, images)[0] and req.banks(met, pending, images).tolist() == [2]
 
 
 # --- bank allocation ------------------------------------------------------------------------------------------

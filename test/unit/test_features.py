@@ -120,3 +120,18 @@ def test_uncached_lists_missing_originals_and_views(tmp_path):
     save_feature(os.path.join(root, feature_relpath("b/c.jpg", "hflip")), np.zeros((2, 2), dtype=np.float16))
     assert uncached(["a.jpg", "b/c.jpg"], root) == [("b/c.jpg", None)]
     assert uncached(["a.jpg", "b/c.jpg"], root, ["hflip"]) == [("a.jpg", "hflip"), ("b/c.jpg", None)]
+
+
+def test_class_probabilities_sit_beside_the_features_and_round_trip(tmp_path):
+    from imcap.features import classes_path, load_classes, save_classes
+    assert classes_path("cache/a.jpg.npy") == "cache/a.jpg.classes.npy"
+    path = str(tmp_path / "a.jpg.classes.npy")
+    probabilities = np.full(1000, 1e-3, dtype=np.float32)
+    save_classes(path, probabilities)
+    loaded = load_classes(path)
+    assert loaded.shape == (1000,) and loaded.dtype == np.float32 and abs(loaded.sum() - 1.0) < 1e-2
+    with pytest.raises(ImcapError, match="no class probabilities"):
+        load_classes(str(tmp_path / "missing.classes.npy"))
+    np.save(str(tmp_path / "b.npy"), np.zeros((2, 3)))
+    with pytest.raises(ImcapError, match="must be one"):
+        load_classes(str(tmp_path / "b.npy"))

@@ -36,6 +36,23 @@ def test_imagenet_classes_of_check_photos(name):
     assert int(logits[1].argmax()) == ESPRESSO, names[int(logits[1].argmax())]
 
 
+@pytest.mark.parametrize("layer", ["head", "blocks.14"])
+def test_class_probabilities_come_from_the_same_forward_pass_as_unchanged_features(layer):
+    images = np.stack([load_image(os.path.join(CHECK_IMAGES, f), (224, 224)) for f in ("chelsea.jpg", "coffee.jpg")])
+    classify = ImageEncoder(layer=layer, models_dir=MODELS, classify=True)
+    features, probabilities = classify.encode_with_classes(images)
+    np.testing.assert_allclose(features, ImageEncoder(layer=layer, models_dir=MODELS).encode(images), atol=1e-4)
+    np.testing.assert_allclose(classify.encode(images), features, atol=1e-6)   # encode still gives the features
+    logits = ImageEncoder(layer="logits", models_dir=MODELS).forward(images)
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probabilities, expected / expected.sum(axis=1, keepdims=True), atol=1e-4)
+    assert int(probabilities[0].argmax()) in CAT_CLASSES and int(probabilities[1].argmax()) == ESPRESSO
+    with pytest.raises(ImcapError, match="computes no class probabilities"):
+        ImageEncoder(layer=layer, models_dir=MODELS).encode_with_classes(images)
+    with pytest.raises(ImcapError, match="class probabilities need an EfficientNet-Lite encoder"):
+        ImageEncoder("resnet18_v1", classify=True)
+
+
 def test_fused_and_plain_graphs_agree_and_regions_are_row_major():
     image = load_image(os.path.join(IMAGES, "1000268201_693b08cb0e.jpg"), (224, 224))[None]
     fused = ImageEncoder("efficientnet_lite0", models_dir=MODELS, fuse=True)

@@ -1,0 +1,101 @@
+"""Guided captioning's pieces (imcap.guide): the shipped mapping of the 1000 ImageNet classes, its reader's errors,
+the choice of an image's guide constraints, and vocabulary expansion on a real (small) model."""
+import os
+import re
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from imcap.guide import (DEFAULT_CLASS_WORDS, ClassifierGuide, ClassWords, expand_vocabulary, read_class_words,
+                         stand_ins)
+from imcap.image_encoder import read_class_names
+from imcap.model import ModelConfig
+from imcap.tokenizer import tokenize
+from imcap.utils import ImcapError
+from imcap.vocab import build_vocab
+from test.common import MODELS
+from test.unit.decoding_checks import make_model
+
+
+def test_every_imagenet_class_is_mapped_or_marked_in_order():
+    entries = read_class_words()
+    assert len(entries) == 1000 and [e.index for e in entries] == list(range(1000))
+    names_file = os.path.join(MODELS, "imagenet_classes.txt")
+    if os.path.isfile(names_file):
+        assert [e.name for e in entries] == read_class_names(names_file)
+    marked = [e for e in entries if not e.alternatives]
+    assert 0 < len(marked) < 500
+    for e in entries:
+        assert len(set(e.alternatives)) == len(e.alternatives), e
+        assert all(a == " ".join(tokenize(a)) for a in e.alternatives), e   # written as captions are tokenized
+    words = {e.name: e.alternatives for e in entries}
+    assert "cat" in words["tabby"] and "coffee" in words["espresso"] and words["golden retriever"][0] == "dog"
+    assert all("dog" in entries[i].alternatives for i in range(151, 269))   # the 118 dog breeds
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0\ttench\tfish\n1\tgoldfish\n", "line 2: needs 3 tab-separated fields"),
+    ("0\ttench\tfish\n2\tgoldfish\tfish\n", "line 2: class index '2', expected 1"),
+    ("0\ttench\t\n", "line 1: class 0 (tench) has no words; write - for a class without caption words"),
+    ("0\ttench\tfish|  \n", "line 1: class 0 (tench) has an alternative without words"),
+    ("# a comment\n0\ttench\tfish\n", "words.tsv: 1 classes, the classifier has 2"),
+])
+def test_a_bad_mapping_is_one_clear_error_naming_the_file_and_line(tmp_path, text, message):
+    path = tmp_path / "words.tsv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ImcapError, match=re.escape(message)):
+        read_class_words(str(path), num_classes=2)
+    with pytest.raises(ImcapError, match="no such class words file"):
+        read_class_words(str(tmp_path / "missing.tsv"))
+    assert os.path.isfile(DEFAULT_CLASS_WORDS)
+
+
+ENTRIES = [ClassWords(0, "tabby", ["cat", "kitten"]), ClassWords(1, "beagle", ["dog", "puppy"]),
+           ClassWords(2, "basset", ["dog", "puppy"]), ClassWords(3, "web site", []),
+           ClassWords(4, "espresso", ["coffee", "cup"]), ClassWords(5, "space shuttle", ["space shuttle", "rocket"])]
+VOCAB = {"cat": 10, "dog": 11, "puppy": 12, "cup": 13, "space": 14}
+
+
+def test_the_guide_takes_the_probable_classes_once_per_object():
+    guide = ClassifierGuide(ENTRIES, VOCAB, top_k=3, min_probability=0.1)
+    guides, constraints = guide.choose(np.array([0.05, 0.4, 0.3, 0.2, 0.03, 0.02]))
+    # beagle (dog|puppy); basset shares its words: skipped; web site names no word: skipped
+    assert [(g.class_name, g.words) for g in guides] == [("beagle", ["dog", "puppy"])]
+    assert constraints == [[[11], [12]]]
+    guides, constraints = guide.choose(np.array([0.5, 0.0, 0.0, 0.0, 0.3, 0.2]))
+    # kitten and coffee are outside the vocabulary; space shuttle has no word the model knows (space alone is not it)
+    assert [(g.class_name, g.words) for g in guides] == [("tabby", ["cat"]), ("espresso", ["cup"])]
+    assert guides[0].probability == pytest.approx(0.5) and constraints == [[[10]], [[13]]]
+    assert ClassifierGuide(ENTRIES, VOCAB, top_k=1, min_probability=0.6).choose(np.full(6, 1 / 6)) == ([], [])
+    with pytest.raises(ImcapError, match="probabilities for 3 classes, the class words file has 6"):
+        guide.choose(np.ones(3))
+    with pytest.raises(ImcapError):
+        ClassifierGuide(ENTRIES, VOCAB, top_k=0)
+
+
+def test_stand_ins_are_the_known_words_of_the_same_entries():
+    assert stand_ins(ENTRIES, VOCAB) == {"kitten": ["cat"], "coffee": ["cup"]}
+
+
+def test_expanded_words_score_as_their_stand_ins_and_the_rest_is_unchanged():
+    vocab = build_vocab([["a", "cat", "dog", "on", "grass"]])
+    config = ModelConfig.from_dict(dict(ModelConfig().to_dict(), vocab_size=len(vocab)))
+    model = make_model(config)
+    model.hybridize()
+    models, bigger, new_ids = expand_vocabulary([model], vocab, {"kitten": ["cat"], "puppy": ["dog", "cat"],
+                                                                 "grass": ["dog"]})
+    assert new_ids == [len(vocab), len(vocab) + 1] and bigger.idx_to_token[len(vocab):] == ["kitten", "puppy"]
+    assert bigger.token_to_idx["grass"] == vocab.token_to_idx["grass"]   # known words stay as they are
+    ids = mx.nd.array([[2, vocab["a"], vocab["cat"]]], dtype="int32")
+    feats = mx.nd.array(np.random.RandomState(0).uniform(0, 6, (1,) + tuple(model.feature_shape)).astype(np.float32))
+    old_logits, _ = model(feats, ids)
+    new_logits, _ = models[0](feats, ids)
+    old_logits, new_logits = old_logits.asnumpy(), new_logits.asnumpy()
+    np.testing.assert_allclose(new_logits[..., :len(vocab)], old_logits, atol=1e-5)
+    cat, dog = vocab["cat"], vocab["dog"]
+    np.testing.assert_allclose(new_logits[..., new_ids[0]], old_logits[..., cat], atol=1e-5)
+    np.testing.assert_allclose(new_logits[..., new_ids[1]], (old_logits[..., dog] + old_logits[..., cat]) / 2,
+                               atol=1e-5)   # logits are linear in the output rows: the mean of the stand-ins'
+    with pytest.raises(ImcapError, match="stand-ins of 'wolf'"):
+        expand_vocabulary([model], vocab, {"wolf": ["coyote"]})
