@@ -97,4 +97,4 @@ DEFAULT_SHARED = "../shared"
 # Guided captioning (imcap.guide): the classes that guide a caption by default, chosen on Flickr8k val
 # (bench/guided.py, docs/guided.md)
 DEFAULT_GUIDE_TOP_K = 2
-DEFAULT_GUIDE_MIN_PROBABILITY = 0.3
+DEFAULT_GUIDE_MIN_PROBABILITY = 0.2

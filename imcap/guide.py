@@ -121,7 +121,7 @@ class ClassifierGuide:
     """
 
     def __init__(self, class_words: Sequence[ClassWords], token_to_idx: Dict[str, int], top_k: int = 2,
-                 min_probability: float = 0.3) -> None:
+                 min_probability: float = 0.2) -> None:
         check_condition(top_k >= 1, "guide_top_k must be >= 1, got %s" % top_k)
         check_condition(0.0 <= min_probability <= 1.0, "guide_min_probability must be in [0, 1], got %s"
                         % min_probability)
@@ -180,13 +180,14 @@ class ClassifierGuide:
 
 def stand_ins(class_words: Sequence[ClassWords], token_to_idx: Dict[str, int]) -> Dict[str, List[str]]:
     """The one-word alternatives of the mapping that the model lacks, each with its stand-ins: the one-word
-    alternatives of the same entries that the model knows (:func:`expand_vocabulary` gives the new word their rows).
-    Words without any stand-in are left out."""
+    alternatives after it in the same entries (its synonyms and hypernyms: entries go from the most specific word to
+    the most general) that the model knows; :func:`expand_vocabulary` gives the new word their rows. Words without
+    any stand-in are left out."""
     found: Dict[str, List[str]] = {}
     for entry in class_words:
         words = [tokenize(a) for a in entry.alternatives]
-        known = [w[0] for w in words if len(w) == 1 and w[0] in token_to_idx]
-        for w in words:
+        for i, w in enumerate(words):
+            known = [v[0] for v in words[i + 1:] if len(v) == 1 and v[0] in token_to_idx]
             if len(w) == 1 and w[0] not in token_to_idx and known:
                 found.setdefault(w[0], [])
                 found[w[0]] += [k for k in known if k not in found[w[0]]]

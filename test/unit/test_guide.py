@@ -74,8 +74,10 @@ def test_the_guide_takes_the_probable_classes_once_per_object():
         ClassifierGuide(ENTRIES, VOCAB, top_k=0)
 
 
-def test_stand_ins_are_the_known_words_of_the_same_entries():
-    assert stand_ins(ENTRIES, VOCAB) == {"kitten": ["cat"], "coffee": ["cup"]}
+def test_stand_ins_are_the_known_more_general_words_of_the_same_entries():
+    # "kitten" comes after "cat" in its entry (more general words come later): "cat" is no stand-in of it
+    assert stand_ins(ENTRIES, VOCAB) == {"coffee": ["cup"]}
+    assert stand_ins([ClassWords(0, "tabby", ["kitten", "cat"])], VOCAB) == {"kitten": ["cat"]}
 
 
 def test_expanded_words_score_as_their_stand_ins_and_the_rest_is_unchanged():
