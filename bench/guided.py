@@ -116,7 +116,8 @@ def main() -> None:
         search.caption(test[:args.batch_size])
         results, speed = timed(search, test)
         hyps = [r.caption for r in results]
-        figures[name] = dict(cider=cider_scores(hyps, test_refs)[KEY_CIDER_D], bleu=bleu_scores(hyps, test_refs)["bleu4"],
+        figures[name] = dict(cider=cider_scores(hyps, test_refs)[KEY_CIDER_D],
+                             bleu=bleu_scores(hyps, test_refs)["bleu4"],
                              named=np.mean([names_own_class(h, p, class_words) for h, p in zip(hyps, test_probs)]),
                              guided=np.mean([bool(r.guide) for r in results]), speed=speed)
         for key, unit in (("cider", "CIDEr-D %.3f"), ("bleu", "BLEU-4 %.2f"), ("named", "%.3f name an own class"),
@@ -150,7 +151,8 @@ def main() -> None:
                 "test captions naming an own class unguided / guided", "test images guided",
                 "speed guided / unguided (beam %d)" % args.beam_size, "photos naming an own class unguided / guided"],
                command, ["K=%d, P=%.2f" % choice, "%.3f / %.3f" % (u["cider"], g["cider"]),
-                         "%.2f / %.2f" % (u["bleu"], g["bleu"]), "%.1f%% / %.1f%%" % (100 * u["named"], 100 * g["named"]),
+                         "%.2f / %.2f" % (u["bleu"], g["bleu"]),
+                         "%.1f%% / %.1f%%" % (100 * u["named"], 100 * g["named"]),
                          "%.1f%%" % (100 * g["guided"]), "%.2f" % ratio,
                          "%d%% / %d%%" % (100 * named["unguided"], 100 * named["guided"])])
 

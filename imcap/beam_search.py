@@ -259,7 +259,8 @@ class BeamSearch:
             log-probabilities of all these members are averaged.
         :param constraints: per image, the phrases (word id lists) its caption must contain, each as consecutive
             words (an empty list: none); a constraint may instead be a list of alternative phrases, of which the
-            caption must contain one (a disjunctive constraint, :func:`imcap.constraints.as_alternatives`). A hypothesis may only end once it has met them all; if none has when
+            caption must contain one (a disjunctive constraint, :func:`imcap.constraints.as_alternatives`). A
+            hypothesis may only end once it has met them all; if none has when
             ``max_output_length`` ends the search, the best hypotheses found are returned (``constraints_met``
             False), else only those that met them all (so an image's n-best may be shorter than ``nbest_size``).
         :param avoid: per image, phrases its caption must not contain, besides the avoid list. A phrase that

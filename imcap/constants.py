@@ -30,7 +30,8 @@ AUGMENTATION_CHOICES = [AUGMENTATION_HFLIP]
 # Choices offered on the command line.
 ENCODER_EFFICIENTNET_LITE0 = "efficientnet_lite0"
 ENCODER_EFFICIENTNET_LITE2 = "efficientnet_lite2"
-EFFICIENTNET_LITE = (ENCODER_EFFICIENTNET_LITE0, ENCODER_EFFICIENTNET_LITE2)  # the encoders with their ImageNet classifier
+# the encoders whose weight files hold their ImageNet classifier
+EFFICIENTNET_LITE = (ENCODER_EFFICIENTNET_LITE0, ENCODER_EFFICIENTNET_LITE2)
 DECODER_RNN = "rnn"
 DECODER_TRANSFORMER = "transformer"
 DECODER_CNN = "cnn"

@@ -10,9 +10,10 @@ ones that met fewer. ``</s>`` is only allowed once every constraint is met, and 
 continued word by word or its progress is undone. A constraint may be disjunctive, a set of alternative phrases of
 which one must occur (``cat`` or ``kitten``), as the class constraints of Anderson et al. 2017 (EMNLP, "Guided Open
 Vocabulary Image Captioning with Constrained Beam Search") are; its met alternative counts the length of its longest
-one in the bank, so that banks stay comparable however the constraint is met. The bookkeeping is vectorized over the batch as Hu et al. 2019,
-NAACL ("Improved Lexically Constrained Decoding for Translation and Monolingual Rewriting") do it on a GPU: each
-image's phrases are flattened into constraint *slots* (one per word), each hypothesis carries a ``met`` bit per slot
+one in the bank, so that banks stay comparable however the constraint is met. The bookkeeping is vectorized over
+the batch as Hu et al. 2019, NAACL ("Improved Lexically Constrained Decoding for Translation and Monolingual
+Rewriting") do it on a GPU: each image's phrases (every alternative's) are flattened into constraint *slots* (one per
+word, labelled with their constraint), each hypothesis carries a ``met`` bit per slot
 and the slot of the word its open phrase expects next, and the banks are filled round-robin over a sort of all
 candidates (:func:`allocate_banks`); no Python loop runs over hypotheses or words.
 

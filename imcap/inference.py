@@ -62,8 +62,8 @@ class CaptionInput:
     :param features: cached features: ``(regions, dim)`` float, the shape the model was trained on.
     :param constraints: phrases the caption must contain, each as consecutive words (a phrase given twice must occur
         twice); an item may be a list of alternative phrases, of which the caption must contain one (a disjunctive
-        constraint: ``[["cat", "kitten"], "red"]``). Never an error: a value that is not a list of phrases, or a phrase that cannot be used, gets a
-        warning on the result (see :meth:`Captioner.caption`).
+        constraint: ``[["cat", "kitten"], "red"]``). Never an error: a value that is not a list of phrases, or a
+        phrase that cannot be used, gets a warning on the result (see :meth:`Captioner.caption`).
     :param avoid: phrases the caption must not contain (likewise).
     :param class_probabilities: ``(classes,)`` the ImageNet classifier's probabilities for the image, for a
         Captioner that guides by them (``guide_with_classifier``) when the input is a ``features`` array; otherwise
@@ -319,9 +319,10 @@ class Captioner:
                  image_encoder_model_path: Optional[str] = None, image_encoder_layer: Optional[str] = None,
                  source_image_size: Optional[Sequence[int]] = None, image_encoder_no_fusion: bool = False,
                  source_root: Optional[str] = None, context: Optional[mx.Context] = None,
-                 avoid_list: Sequence[str] = (), guide_with_classifier: bool = False, guide_top_k: int = C.DEFAULT_GUIDE_TOP_K,
-                 guide_min_probability: float = C.DEFAULT_GUIDE_MIN_PROBABILITY, guide_class_words: Optional[str] = None,
-                 guide_expand_vocabulary: bool = False) -> None:
+                 avoid_list: Sequence[str] = (), guide_with_classifier: bool = False,
+                 guide_top_k: int = C.DEFAULT_GUIDE_TOP_K,
+                 guide_min_probability: float = C.DEFAULT_GUIDE_MIN_PROBABILITY,
+                 guide_class_words: Optional[str] = None, guide_expand_vocabulary: bool = False) -> None:
         model_dirs = [models] if isinstance(models, str) else list(models)
         check_condition(bool(model_dirs), "a Captioner needs at least one model dir")
         names = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints or [])
@@ -678,7 +679,8 @@ class Captioner:
             usable.append((tokens, [self.vocab.token_to_idx[t] for t in tokens]))
         check = ["constraints", shown, [tokens for tokens, _ in usable], bool(usable), False, texts]
         if not usable:
-            out.warnings.append("constraint %s has no alternative the model can write: it cannot be met" % _short(shown))
+            out.warnings.append("constraint %s has no alternative the model can write: it cannot be met"
+                                % _short(shown))
         elif out.fits(min(len(ids) for _, ids in usable), room, shown, self.search.max_output_length):
             out.required.append([ids for _, ids in usable])
             check[4] = True

@@ -8,7 +8,6 @@ import os
 import shutil
 
 import numpy as np
-import pytest
 from starlette.testclient import TestClient
 
 from imcap import arguments, serve

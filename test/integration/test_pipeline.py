@@ -114,8 +114,11 @@ def test_extracted_features(small_data):
     assert manifest["input_size"] == [224, 224]
     assert manifest["feature_shape"] == [REGIONS, CHANNELS]
     assert manifest["dtype"] == "float16"
-    # each image computed once although the training list names it five times
-    assert len([f for f in cache_files(cache) if f.endswith(".npy")]) == sum(SUBSET_SIZES.values())
+    # each image computed once although the training list names it five times, its class probabilities beside
+    files = cache_files(cache)
+    features = [f for f in files if f.endswith(".npy") and not f.endswith(".classes.npy")]
+    assert len(features) == sum(SUBSET_SIZES.values())
+    assert sorted(f for f in files if f.endswith(".classes.npy")) == sorted(f[:-4] + ".classes.npy" for f in features)
     assert not [f for f in cache_files(cache) if f.endswith(".tmp")]
 
 

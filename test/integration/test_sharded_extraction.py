@@ -34,6 +34,10 @@ def image_lists(tmp_path_factory):
     return root, paths, images
 
 
+# each image's features, its mirrored view's, and its ImageNet class probabilities (EfficientNet-Lite's head)
+SUFFIXES = (".npy", ".hflip.npy", ".classes.npy")
+
+
 def extract(root, paths, cache, *extra):
     """Run the extractor over both lists into ``cache`` (lists written as ``cache/NAME.features``)."""
     return run_cli("extract_features", "--input", *paths, "--image-root", IMAGES, "--output-root", cache,
@@ -46,12 +50,12 @@ def test_two_shards_make_the_cache_of_one_process(image_lists):
     extract(root, paths, single, "--batch-size", "8", "--quiet")
     expected = files_under(single)
     assert expected == sorted(["a.features", "b.features", "cache.json"] + [image + suffix for image in images
-                                                                              for suffix in (".npy", ".hflip.npy")])
+                                                                              for suffix in SUFFIXES])
 
     # each shard on its own "machine", batching 4 images (plus their mirrored views) at a time instead of 8
     proc = extract(root, paths, shard0, "--batch-size", "4", "--shard", "0/2")
     assert files_under(shard0) == sorted(["cache.json"] + [image + suffix for image in images[0::2]
-                                                           for suffix in (".npy", ".hflip.npy")])
+                                                           for suffix in SUFFIXES])
     log = proc.stderr.decode()
     assert "shard 0/2: 6 of the 12 images" in log and "feature lists are written by the run that finds" in log
     extract(root, paths, shard1, "--batch-size", "4", "--shard", "1/2", "--quiet")

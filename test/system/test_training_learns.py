@@ -97,7 +97,10 @@ def test_data_was_prepared(subset):
     assert len((data / "train.captions").read_text(encoding="utf-8").splitlines()) == NUM_TRAIN * NUM_REFERENCES
     assert len((cache / "train.features").read_text(encoding="utf-8").splitlines()) == NUM_TRAIN * NUM_REFERENCES
     assert len((cache / "val.features").read_text(encoding="utf-8").splitlines()) == NUM_VAL
-    assert len([n for n in os.listdir(cache) if n.endswith(".npy")]) == NUM_TRAIN + NUM_VAL  # each image once
+    names = os.listdir(cache)
+    features = [n for n in names if n.endswith(".npy") and not n.endswith(".classes.npy")]
+    assert len(features) == NUM_TRAIN + NUM_VAL  # each image once, its class probabilities beside
+    assert len([n for n in names if n.endswith(".classes.npy")]) == NUM_TRAIN + NUM_VAL
 
 
 def test_training_learns(trained):
