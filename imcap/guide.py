@@ -14,10 +14,10 @@ Anderson et al. also expand the vocabulary with the fixed GloVe embeddings of th
 captioner's input embeddings are GloVe's, frozen, and its output layer is tied to them. imcap's decoders learn both
 their embeddings and their output layer, so a GloVe vector would mean nothing to them (and none can be downloaded
 here). :func:`expand_vocabulary` gives a word the model lacks the rows of its *stand-ins* instead: the words of the
-same mapping entries that the model knows (its synonyms and hypernyms there, e.g. ``puppy`` for ``dog``): the model
-scores the new word as it would score them. Expanded words are *constraint-only*: the search writes them only where a
-constraint asks for them (:class:`imcap.beam_search.BeamSearch` ``constraint_only``), so unguided captions do not
-change.
+same mapping entries after it that the model knows (its more general words there, e.g. ``bird`` for ``goose``):
+the model scores the new word as it would score them. Expanded words are *constraint-only*: the search writes them
+only where a constraint asks for them (:class:`imcap.beam_search.BeamSearch` ``constraint_only``), so unguided
+captions do not change.
 """
 import dataclasses
 import json
