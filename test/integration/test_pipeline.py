@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imcap.features import CLASSES_SUFFIX, classes_path
 from test.common import IMAGES, requires_shared
 from test.integration.conftest import NUM_REFERENCES, SUBSET_SIZES, read_lines, run_cli
 
@@ -116,9 +117,9 @@ def test_extracted_features(small_data):
     assert manifest["dtype"] == "float16"
     # each image computed once although the training list names it five times, its class probabilities beside
     files = cache_files(cache)
-    features = [f for f in files if f.endswith(".npy") and not f.endswith(".classes.npy")]
+    features = [f for f in files if f.endswith(".npy") and not f.endswith(CLASSES_SUFFIX)]
     assert len(features) == sum(SUBSET_SIZES.values())
-    assert sorted(f for f in files if f.endswith(".classes.npy")) == sorted(f[:-4] + ".classes.npy" for f in features)
+    assert sorted(f for f in files if f.endswith(CLASSES_SUFFIX)) == sorted(classes_path(f) for f in features)
     assert not [f for f in cache_files(cache) if f.endswith(".tmp")]
 
 

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from imcap.features import CLASSES_SUFFIX
 from test.common import FLICKR8K, IMAGES, requires_shared
 from test.integration.conftest import read_lines, run_cli
 
@@ -35,7 +36,7 @@ def image_lists(tmp_path_factory):
 
 
 # each image's features, its mirrored view's, and its ImageNet class probabilities (EfficientNet-Lite's head)
-SUFFIXES = (".npy", ".hflip.npy", ".classes.npy")
+SUFFIXES = (".npy", ".hflip.npy", CLASSES_SUFFIX)
 
 
 def extract(root, paths, cache, *extra):

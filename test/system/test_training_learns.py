@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from imcap.features import CLASSES_SUFFIX
 from test.common import FLICKR8K, IMAGES, requires_shared
 
 pytestmark = [pytest.mark.slow, requires_shared]
@@ -98,9 +99,9 @@ def test_data_was_prepared(subset):
     assert len((cache / "train.features").read_text(encoding="utf-8").splitlines()) == NUM_TRAIN * NUM_REFERENCES
     assert len((cache / "val.features").read_text(encoding="utf-8").splitlines()) == NUM_VAL
     names = os.listdir(cache)
-    features = [n for n in names if n.endswith(".npy") and not n.endswith(".classes.npy")]
+    features = [n for n in names if n.endswith(".npy") and not n.endswith(CLASSES_SUFFIX)]
     assert len(features) == NUM_TRAIN + NUM_VAL  # each image once, its class probabilities beside
-    assert len([n for n in names if n.endswith(".classes.npy")]) == NUM_TRAIN + NUM_VAL
+    assert len([n for n in names if n.endswith(CLASSES_SUFFIX)]) == NUM_TRAIN + NUM_VAL
 
 
 def test_training_learns(trained):
