@@ -283,9 +283,27 @@ class Trainer:
             self._load_state()
         self._samples_agreed, self._updates_agreed = self.state.samples, self.state.updates
         if self.workers.distributed:
+            self._init_dist_kvstore()
             logger.info("kvstore %s: worker rank %d of %d; per update a worker pushes %.2f MB of gradients and "
                         "pulls %.2f MB", config.kvstore, self.workers.rank, self.workers.num_workers,
                         self.kvstore_bytes / 1e6, self.kvstore_bytes / 1e6)
+
+    def _init_dist_kvstore(self) -> None:
+        """Initialize the dist kvstore's keys with the parameters (rank 0's values, pulled by every worker) and wait
+        for the pulls, before any gradient is pushed. MXNet 1.9.1's ``gluon.Trainer`` does it lazily inside the
+        first ``allreduce_grads``/``step``, queueing each key's init-and-pull just before that key's first gradient
+        pushpull; the engine may send the push first, and when every worker's push reaches the servers before a
+        worker's pull, that worker pulls the summed gradient as the parameter (seen as the word embedding of rank 0
+        holding a gradient after update 1, in 2 runs of 10 alike). Resumed runs go through here too, after the
+        checkpoint's parameters are loaded."""
+        trainer = self.trainer
+        if not trainer._kv_initialized:
+            trainer._init_kvstore()
+        if trainer._params_to_init:
+            trainer._init_params()
+        check_condition(not trainer._params_to_init, "parameters of unknown shape: %s"
+                        % [p.name for p in trainer._params_to_init])
+        mx.nd.waitall()
 
     def _check_fit(self, validation_references: Sequence[Sequence[str]]) -> None:
         """Raise :class:`ImcapError` unless the model, vocabulary, data and devices fit together."""
