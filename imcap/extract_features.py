@@ -13,9 +13,10 @@ device of ``--device-ids``/``--use-cpu`` (:mod:`imcap.devices`: the first GPU if
 ``num_parts`` and the kvstore's ``rank``) computes image ``i`` of the unique image list (all inputs, in order) when
 ``i % N == I``. The feature lists are written only once the cache holds every image's features: by the shard run
 that finds it complete at its end (the last to finish, on a shared filesystem), or by a run without ``--shard``
-after the shards' files were copied together, which then computes nothing else. An image's features do not depend
-on the batch it was computed in (every batch runs at ``--batch-size``, the last one padded), so the cache is the
-same byte for byte however it was sharded.
+after the shards' files were copied together, which then computes nothing else. An image's features and class
+probabilities do not depend on the batch it was computed in (the classifier runs image by image on the host,
+:class:`imcap.image_encoder.HostClassifier`), so on one machine type the cache is the same byte for byte however it
+was sharded; across CPU types it is within the bounds docs/scaling.md states.
 
 After Sockeye 1.x's ``image_captioning/extract_features.py`` (same option names).
 """

@@ -10,6 +10,17 @@ VENV=${IMCAP_VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 start=$(date +%s)
 step() { echo "install.sh [$(( $(date +%s) - start )) s] $*"; }
+# numpy 1.23.5 and mxnet 1.9.1 publish wheels for CPython 3.8 to 3.11 only: refuse any other before creating anything
+version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo "none")
+case "$version" in
+  3.8|3.9|3.10|3.11) ;;
+  none) echo "install.sh: $PYTHON: no such Python; imcap's pinned stack (numpy 1.23.5, mxnet 1.9.1) needs Python 3.8" \
+          "to 3.11: run PYTHON=/path/to/python3.11 bash scripts/install.sh" >&2
+     exit 1 ;;
+  *) echo "install.sh: $PYTHON is Python $version; imcap's pinned stack (numpy 1.23.5, mxnet 1.9.1) needs Python" \
+          "3.8 to 3.11: run PYTHON=/path/to/python3.11 bash scripts/install.sh" >&2
+     exit 1 ;;
+esac
 if [ ! -x "$VENV/bin/python" ]; then
   step "creating the virtual environment $VENV"
   "$PYTHON" -m venv "$VENV"
