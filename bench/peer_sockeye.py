@@ -12,15 +12,17 @@ label smoothing (Sockeye's options are those of the peer's ``run.sh train``). Ea
 command line, one process at a time:
 
 * extraction: the first ``--extract-images`` images of the peer's image list, batches of 64, into an empty folder;
-  images/s of the whole command (start-up included) and in steady state (from the files' write times, the first
-  batch left out);
+  images/s of the whole command (start-up included) and in steady state (from the write times of the images'
+  feature files, one per image, the first batch left out);
 * training: ``--updates`` updates (one checkpoint at the end); samples/s is the median of the tool's own speed
   report every 50 updates, the first left out (both report the samples of the last 50 updates over their seconds);
 * captioning: the 1000 test images from cached features at beam 1 and 5, batches of 16 (the peer's setting), at
   most 40 words, with each tool's model of the training step; images/s of the whole command.
 
 Prints one ``name: value`` per line (ratios are imcap over Sockeye, or imcap over its ceiling) and appends a row to
-docs/benchmarks.md. Run it alone on the machine; it takes about 15 minutes.
+docs/benchmarks.md, unless one of imcap's figures is above its own ceiling (``CEILINGS``; by more than
+``benchlib.CEILING_TOLERANCE``, timing noise): then it stops with an error and writes no row. Run it alone on the
+machine; it takes about 15 minutes.
 """
 import argparse
 import json
@@ -37,14 +39,22 @@ from typing import Dict, List, Optional, Sequence, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(1, REPO)
 
 from benchlib import append_row  # noqa: E402
+
+from imcap import constants as C  # noqa: E402
+from imcap.features import classes_path, view_path  # noqa: E402
 
 SECTION = "Side by side with Sockeye 1.18 (bench/peer_sockeye.sh)"
 COLUMNS = ["training samples/s: Sockeye / imcap (ratio; imcap's bare step)",
            "captioning images/s beam 1: Sockeye / imcap (ratio)", "captioning images/s beam 5: Sockeye / imcap (ratio)",
            "extraction images/s steady: Sockeye / imcap (ratio; imcap's bare forward)",
            "peak RSS MB train / caption / extract: Sockeye, imcap"]
+# imcap's figures that have a ceiling of their own in the same run, {figure: its ceiling} (prefixes of the reports'
+# names): no row is written if a figure is above its ceiling (benchlib.check_ceilings).
+CEILINGS = {"imcap extraction images/s (steady": "imcap bare fused CNN forward images/s (ceiling)",
+            "imcap training samples/s": "imcap bare forward+backward+update samples/s (ceiling)"}
 
 IMCAP_MODEL = ["--decoder", "rnn", "--rnn-cell-type", "lstm", "--num-layers", "1", "--rnn-num-hidden", "512",
                "--rnn-attention-type", "mlp", "--rnn-attention-num-hidden", "512", "--rnn-decoder-state-init", "zero",
@@ -82,10 +92,28 @@ def run(command: Sequence[str], log: str, env: Optional[Dict[str, str]] = None,
     return seconds, usage.ru_maxrss / 1024.0, text
 
 
+def is_image_features(name: str) -> bool:
+    """Whether the file ``name`` is an image's own features (``a.jpg.npy``) rather than a file the cache keeps
+    beside them: the image's class probabilities (``a.jpg.classes.npy``, :func:`imcap.features.classes_path`) or an
+    augmented view's features (``a.jpg.hflip.npy``, :func:`imcap.features.view_path`)."""
+    if not name.endswith(C.FEATURE_SUFFIX):
+        return False
+    beside = name[:-len(C.FEATURE_SUFFIX)].rpartition(".")[0] + C.FEATURE_SUFFIX  # the features it would be beside
+    return name != classes_path(beside) and all(name != view_path(beside, view) for view in C.AUGMENTATION_CHOICES)
+
+
 def steady_rate(folder: str, skip: int) -> float:
-    """Images/s from the write times of the ``.npy`` files under ``folder``, the first ``skip`` left out."""
+    """Images/s from the write times of the images' feature files under ``folder`` (one per image; the class
+    probabilities and augmented views beside them are not counted), the first ``skip`` images left out: the images
+    after the ``skip``-th over the seconds from its write to the last one's.
+
+    :raises SystemExit: if ``folder`` holds ``skip`` images or fewer (or ``skip`` < 1).
+    """
     times = sorted(os.path.getmtime(os.path.join(d, f)) for d, _, files in os.walk(folder)
-                   for f in files if f.endswith(".npy"))
+                   for f in files if is_image_features(f))
+    if skip < 1 or len(times) <= skip:
+        raise SystemExit("peer_sockeye: %s holds the features of %d images, too few to leave out the first %d"
+                         % (folder, len(times), skip))
     return (len(times) - skip) / max(times[-1] - times[skip - 1], 1e-9)
 
 
@@ -279,7 +307,8 @@ class Bench:
                 get("sockeye training peak"), get("sockeye captioning peak RSS MB beam 5"),
                 get("sockeye extraction peak"), get("imcap training peak"),
                 get("imcap captioning peak RSS MB beam 5"), get("imcap extraction peak"))]
-        append_row(self.args.benchmarks, SECTION, COLUMNS, command, values)
+        ratios = {figure: get(figure) / get(ceiling) for figure, ceiling in CEILINGS.items()}
+        append_row(self.args.benchmarks, SECTION, COLUMNS, command, values, ceiling_ratios=ratios)
 
 
 def main() -> None:

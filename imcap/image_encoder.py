@@ -172,8 +172,8 @@ class EfficientNetLite(HybridBlock):
     that layer, ``(batch, channels, h, w)`` as :attr:`input_shape` says. The output depends on ``layer``: ``stem``,
     ``blocks.N`` or ``head`` give ``(batch, channels, h, w)``; ``pool`` gives ``(batch, 1280)``; ``logits`` gives
     ``(batch, 1000)`` ImageNet class scores. Only the layers from ``start`` (excluded) to ``layer`` have parameters;
-    with ``classify``, those up to the classifier, and the output is ``(output at the cut, logits (batch, 1000))``
-    from one forward pass.
+    with ``classify``, those up to the head, and the output is ``(output at the cut, head (batch, 1280, h, w))`` from
+    one forward pass (the head alone when the cut is the head), for :class:`HostClassifier` to finish.
 
     :param weights: name -> array, as stored in ``efficientnet_lite*.npz``, or name -> shape (only the shapes are read
         here; :func:`efficientnet_lite_shapes` gives them without the file).
@@ -182,7 +182,7 @@ class EfficientNetLite(HybridBlock):
     :param start: run the network from the output of this layer (``stem`` or ``blocks.N`` before ``layer``) instead
         of from pixels: the rest of the network after a cut, e.g. the part fine-tuned on a cached block's output
         (:mod:`imcap.encoder_tail`).
-    :param classify: also return the ImageNet logits (the layers after the cut run too).
+    :param classify: also return the head's output, the classifier's input (the layers after the cut run too).
     :raises ImcapError: if ``layer`` or ``start`` is unknown, or ``start`` is not before ``layer``.
     """
 
@@ -203,7 +203,8 @@ class EfficientNetLite(HybridBlock):
         self.weight_names: Dict[str, mx.gluon.Parameter] = {}
         hw = (int(input_size[0]), int(input_size[1]))
         self.classify = classify and self.layer_names[self._cut] != "logits"
-        last = len(self.layer_names) - 1 if self.classify else self._cut   # the last layer built
+        # with classify the graph ends at the head: the classifier runs on the host (see ``hybrid_forward``)
+        last = max(self._cut, num_blocks + 1) if self.classify else self._cut   # the last layer built
         built = lambda index: self._start < index <= last  # noqa: E731  (whether layer_names[index] has params)
         with self.name_scope():
             stem_out = shapes["_conv_stem.weight"][0]
@@ -276,17 +277,49 @@ class EfficientNetLite(HybridBlock):
                     return x
                 cut = x
         x = self.head(x)
-        if self.layer_names[self._cut] == "head":
-            if not self.classify:
+        if self.classify:
+            # The classifier (pool and fully connected layer) is left to the host, image by image
+            # (:class:`HostClassifier`): oneDNN's inner product sums in an order that depends on the batch size on
+            # some CPUs (AMD EPYC), so in the graph an image's probabilities would depend on its batch.
+            if self.layer_names[self._cut] == "head":
                 return x
-            cut = x
+            return (F.mean(x, axis=(2, 3)) if cut is None else cut), x
+        if self.layer_names[self._cut] == "head":
+            return x
         x = F.mean(x, axis=(2, 3))
         if self.layer_names[self._cut] == "pool":
-            if not self.classify:
-                return x
-            cut = x
-        x = self.fc(x)
-        return (cut, x) if self.classify else x
+            return x
+        return self.fc(x)
+
+
+class HostClassifier:
+    """EfficientNet-Lite's classifier (global average pool, fully connected layer, softmax) in float64 numpy, one image
+    at a time, so that an image's ImageNet class probabilities are the same bits whatever batch it was computed in.
+
+    oneDNN's inner product (MXNet's ``FullyConnected`` on CPU) picks its kernel, and with it the order of its sums, by
+    the batch size on some CPUs: on a 2-core AMD EPYC the float32 logits of one image moved by one float16 step
+    between batches of 4 and 8. Here every image goes through the same float64 matrix-vector product of the same
+    shape, and float64 rounding is far below the float16 step of the cache.
+
+    :param weight: ``(classes, channels)`` the ``_fc.weight`` of the weight file.
+    :param bias: ``(classes,)`` its ``_fc.bias``.
+    """
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        self.weight = np.ascontiguousarray(weight, dtype=np.float64)
+        self.bias = np.asarray(bias, dtype=np.float64)
+
+    def probabilities(self, head: np.ndarray) -> np.ndarray:
+        """``(batch, channels, h, w)`` the head's output → ``(batch, classes)`` float32 softmax probabilities (each
+        row sums to 1), computed image by image."""
+        out = np.empty((head.shape[0], self.weight.shape[0]), dtype=np.float32)
+        for i, image in enumerate(head):
+            pooled = image.reshape(image.shape[0], -1).astype(np.float64).mean(axis=1)
+            logits = self.weight @ pooled + self.bias
+            logits -= logits.max()
+            p = np.exp(logits)
+            out[i] = p / p.sum()
+        return out
 
 
 def _strided(hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
@@ -496,6 +529,8 @@ class ImageEncoder:
                 weights = {k: npz[k] for k in npz.files}
             self.net = EfficientNetLite(weights, self.input_size, self.layer, classify=classify)
             self.net.load_weights(weights, self.ctx)
+            if classify:
+                self.classifier = HostClassifier(weights["_fc.weight"], weights["_fc.bias"])
             self.mean: np.ndarray = np.full((1, 1, 1, 1), 127.0, dtype=np.float32)
             self.std: np.ndarray = np.full((1, 1, 1, 1), 128.0, dtype=np.float32)
         else:
@@ -538,29 +573,30 @@ class ImageEncoder:
         return self._run(images, normalized)[0]
 
     def _run(self, images: np.ndarray, normalized: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """The network's raw output and, with a classifier, its logits ``(batch, classes)`` (else None)."""
+        """The network's raw output and, with a classifier, the head's output ``(batch, channels, h, w)`` (else
+        None)."""
         x = mx.nd.array(images, ctx=self.ctx) if normalized else self.preprocess(images)
         if not self._ready:
             self._prepare(x)
         out = self.net(x)
-        if self.has_classifier:
+        if not self.has_classifier:
+            return out.asnumpy(), None
+        if isinstance(out, (list, tuple)):
             return out[0].asnumpy(), out[1].asnumpy()
-        return out.asnumpy(), None
+        head = out.asnumpy()   # cut at the head: the features are the classifier's input
+        return head, head
 
     def encode_with_classes(self, images: np.ndarray, normalized: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """Region features and ImageNet class probabilities from one forward pass: ``(batch, H, W, 3)`` uint8 (or the
         output of :meth:`normalize`) → ``(batch, regions, channels)`` float32 and ``(batch, classes)`` float32 softmax
-        probabilities (each row sums to 1).
+        probabilities (each row sums to 1), computed image by image on the host (:class:`HostClassifier`), the same
+        bits in any batch.
 
         :raises ImcapError: if the encoder was not made with ``classify``.
         """
         check_condition(self.has_classifier, "this image encoder computes no class probabilities (classify=False)")
-        out, logits = self._run(images, normalized)
-        logits = cast(np.ndarray, logits).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        probabilities = np.exp(logits)
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
-        return to_regions(out), probabilities.astype(np.float32)
+        out, head = self._run(images, normalized)
+        return to_regions(out), self.classifier.probabilities(cast(np.ndarray, head))
 
     def encode(self, images: np.ndarray, normalized: bool = False) -> np.ndarray:
         """Region features: ``(batch, H, W, 3)`` uint8 (or, with ``normalized``, the output of :meth:`normalize`)
@@ -636,27 +672,34 @@ def load_image(path: str, size: Tuple[int, int]) -> np.ndarray:
     return decode_image(path, size)
 
 
-def decode_image(source: Union[str, bytes], size: Tuple[int, int]) -> np.ndarray:
+def decode_image(source: Union[str, bytes], size: Tuple[int, int], max_pixels: Optional[int] = None) -> np.ndarray:
     """Decode an image file (its path, or its encoded bytes, e.g. a JPEG upload) as ``(H, W, 3)`` uint8 RGB, resized
     to ``size`` = (H, W) pixels (bilinear) if needed.
 
-    Every mode is converted to RGB as :func:`to_rgb_array` says. Images larger than PIL's decompression-bomb limit
-    are still read (the limit is raised here), but decoded through ``draft`` at a reduced scale when the format
-    allows it.
+    Every mode is converted to RGB as :func:`to_rgb_array` says. Decompression is bounded by PIL's own
+    decompression-bomb check, which reads the size in the file's header before any pixel is decoded: the process's
+    ``PIL.Image.MAX_IMAGE_PIXELS`` (89.5 megapixels by default) is read, never changed; PIL warns above it and refuses
+    twice as many pixels. ``max_pixels`` bounds the image further (None: PIL's bound only). A large JPEG is decoded
+    through ``draft`` at a reduced scale.
 
-    :raises ImcapError: if the data are empty or not a readable image.
+    :raises ImcapError: if the data are empty or not a readable image, or the image has more pixels than
+        ``max_pixels`` or twice PIL's limit.
     """
-    from PIL import Image, ImageFile
-    Image.MAX_IMAGE_PIXELS = None
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    from PIL import Image
     if not isinstance(source, str):
         check_condition(len(source) > 0, "empty data")
     try:
         with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as opened:
+            width, height = opened.size
+            check_condition(max_pixels is None or width * height <= max_pixels,
+                            "the image has %d x %d = %d pixels, more than the limit of %d"
+                            % (width, height, width * height, max_pixels or 0))
             opened.draft("RGB", (size[1], size[0]))
             return to_rgb_array(opened, size)
     except ImcapError:
         raise
+    except Image.DecompressionBombError as e:
+        raise ImcapError("too many pixels to decode (%s)" % e) from e
     except Exception as e:  # PIL raises many types for broken files
         raise ImcapError("not a readable image (%s: %s)" % (type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
 

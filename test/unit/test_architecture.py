@@ -1,11 +1,16 @@
 """The import rules of docs/architecture.md, read off the source: model code never imports a command-line module,
-inference never imports training, and the two library cores import no argparse."""
+inference never imports training, the two library cores import no argparse, foundation modules import only each
+other; and its table of modules, which lists every module of imcap/ exactly once, in the layers the rules name."""
 import ast
+import collections
 import os
+import re
+from typing import Dict, List
 
 import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "imcap")
+ARCHITECTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "architecture.md")
 
 # The command-line tools: each is a thin layer over library modules, and no library module imports one.
 CLI = {"arguments", "train", "captioner", "extract_features", "average", "evaluate", "visualize", "prepare_data", "serve",
@@ -41,6 +46,49 @@ def imcap_imports(module: str):
 
 def modules():
     return sorted(name[:-3] for name in os.listdir(PACKAGE) if name.endswith(".py") and name != "__init__.py")
+
+
+def table() -> Dict[str, List[str]]:
+    """The modules of docs/architecture.md's table ("## The modules"), by layer, as the table names them: the
+    backticked names of each row's module cell (a row with an empty layer cell is in the layer above it)."""
+    with open(ARCHITECTURE, encoding="utf-8") as f:
+        section = f.read().split("## The modules", 1)[1].split("\n## ", 1)[0]
+    layers: Dict[str, List[str]] = collections.OrderedDict()
+    layer = None
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        if len(cells) < 3 or cells[:2] == ["layer", "module"] or set(cells[0] + cells[1]) <= set("-: "):
+            continue
+        layer = cells[0] or layer
+        assert layer, "the table's first row has no layer: %r" % line
+        names = re.findall(r"`([^`]+)`", cells[1])
+        assert names and re.sub(r"`[^`]+`|[, ]", "", cells[1]) == "", "not a list of `module` names: %r" % cells[1]
+        layers.setdefault(layer, []).extend(names)
+    return layers
+
+
+def test_the_table_lists_every_module_exactly_once():
+    listed = [name for names in table().values() for name in names]
+    twice = sorted(name for name, count in collections.Counter(listed).items() if count > 1)
+    assert not twice, "listed more than once in docs/architecture.md: %s" % twice
+    missing = sorted(set(modules()) - set(listed))
+    assert not missing, "modules of imcap/ missing from docs/architecture.md's table: %s" % missing
+    unknown = sorted(set(listed) - set(modules()))
+    assert not unknown, "docs/architecture.md's table names modules imcap/ does not have: %s" % unknown
+
+
+def test_the_rules_layers_are_the_tables():
+    layers = table()
+    assert set(layers) == {"foundation", "data", "model", "search", "library", "serving", "tools"}, list(layers)
+    assert set(layers["tools"]) == CLI, "the table's tools are not the CLI modules: %s" % (set(layers["tools"]) ^ CLI)
+    model = set(layers["model"]) | set(layers["search"])
+    assert model == MODEL, "the table's model and search modules are not MODEL: %s" % (model ^ MODEL)
+
+
+@pytest.mark.parametrize("module", sorted(table()["foundation"]))
+def test_foundation_modules_import_only_each_other(module):
+    names, _ = imcap_imports(module)
+    assert names <= set(table()["foundation"]), names - set(table()["foundation"])
 
 
 @pytest.mark.parametrize("module", sorted(MODEL))
