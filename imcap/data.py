@@ -4,6 +4,10 @@ Batches are drawn with GluonNLP's ``FixedBucketSampler`` (Khomenko et al. 2016-s
 each batch pads to its bucket's length; the order of every epoch is a function of ``(seed, epoch)``, which
 makes a resumed run see the same batches as an uninterrupted one. Each batch is made (its features gathered, read
 from their files when the store reads lazily) by a thread while the previous batch trains.
+
+A pair whose features cannot be read or hold NaN or infinite values is left out, with a warning naming its line: when
+the data are made, or, for NaN and infinities in features read lazily, from the first batch that reads the file on
+(that batch included, so a batch can be smaller than the batch size, even empty: ``len(batch) == 0``).
 """
 import concurrent.futures
 import logging
@@ -66,6 +70,10 @@ class Batch:
     def __len__(self) -> int:
         return self.target_in.shape[0]
 
+    def select(self, keep: np.ndarray) -> "Batch":
+        """The batch of the rows where ``keep (batch,)`` (bool) is true, padded to the same length."""
+        return Batch(self.features[keep], self.target_in[keep], self.target_out[keep])
+
 
 class ParallelData:
     """Feature rows paired with tokenized captions.
@@ -98,7 +106,7 @@ class ParallelData:
                 captions.append(tokens_to_ids(vocab, tokens))
         check_condition(len(rows) > 0, "no usable (features, caption) pairs in %s" % ", ".join(caption_files))
         if skipped:
-            logger.warning("%d pairs skipped (unreadable features or empty captions)", skipped)
+            logger.warning("%d pairs skipped (unreadable or non-finite features, or empty captions)", skipped)
         if truncated:
             logger.info("%d captions cut to --max-seq-len %d", truncated, max_seq_len)
         self.rows = np.array(rows, dtype=np.int64)
@@ -112,7 +120,11 @@ class ParallelData:
     def make_batch(self, indices: Sequence[int], length: Optional[int] = None,
                    views: Optional[np.ndarray] = None) -> Batch:
         """Pad the captions of ``indices`` to ``length`` (default: the longest) and gather their features, each
-        pair's in its view ``views (len(indices),)`` (default: the originals; see :meth:`FeatureStore.gather`)."""
+        pair's in its view ``views (len(indices),)`` (default: the originals; see :meth:`FeatureStore.read_batch`).
+        Pairs whose features turn out to hold NaN or infinite values (read lazily; the store warns) are left out.
+
+        :raises ImcapError: if a feature file cannot be read (read lazily).
+        """
         length = length or int(self.lengths[list(indices)].max())
         target_in = np.zeros((len(indices), length), dtype=np.int32)
         target_out = np.zeros((len(indices), length), dtype=np.int32)
@@ -122,7 +134,9 @@ class ParallelData:
             target_in[i, 1:len(caption) + 1] = caption
             target_out[i, :len(caption)] = caption
             target_out[i, len(caption)] = self.eos
-        return Batch(self.store.gather(self.rows[list(indices)], views), target_in, target_out)
+        features, usable = self.store.read_batch(self.rows[list(indices)], views)
+        batch = Batch(features, target_in, target_out)
+        return batch if usable.all() else batch.select(usable)
 
 
 class BucketBatcher:
@@ -166,7 +180,11 @@ class BucketBatcher:
 
     def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """Batches of ``epoch`` from batch number ``start`` on, each padded to its bucket's length; with augmented
-        views, each pair shows the view :func:`epoch_views` draws for it."""
+        views, each pair shows the view :func:`epoch_views` draws for it. Pairs whose features turn out to hold NaN
+        or infinite values are left out (:meth:`ParallelData.make_batch`).
+
+        :raises ImcapError: if a feature file cannot be read (read lazily), when its batch is reached.
+        """
         views = epoch_views(self.data.store, self.seed, epoch, len(self.data)) if self.shuffle else None
 
         def make(indices: List[int]) -> Batch:
@@ -179,7 +197,8 @@ class BucketBatcher:
 
 class ImageBatch:
     """A batch of images for self-critical training: ``features (images, regions, dim)`` float32 and the images'
-    numbers ``(images,)`` in :attr:`ImageBatcher.references`."""
+    numbers ``(images,)`` in :attr:`ImageBatcher.references` (images whose features hold NaN or infinite values
+    left out, see :meth:`ImageBatcher.iter_epoch`)."""
 
     def __init__(self, features: np.ndarray, images: np.ndarray) -> None:
         self.features = features
@@ -216,11 +235,15 @@ class ImageBatcher:
 
     def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[ImageBatch]:
         """Batches of ``epoch`` from batch number ``start`` on; with augmented views, each image shows the view
-        :func:`epoch_views` draws for it."""
+        :func:`epoch_views` draws for it. Images whose features turn out to hold NaN or infinite values (read
+        lazily; the store warns) are left out.
+
+        :raises ImcapError: if a feature file cannot be read (read lazily), when its batch is reached.
+        """
         views = epoch_views(self.data.store, self.seed, epoch, len(self.rows))
 
         def make(images: np.ndarray) -> ImageBatch:
-            return ImageBatch(self.data.store.gather(self.rows[images], None if views is None else views[images]),
-                              images)
+            features, usable = self.data.store.read_batch(self.rows[images], None if views is None else views[images])
+            return ImageBatch(features, images) if usable.all() else ImageBatch(features[usable], images[usable])
 
         return prefetched(make, self.epoch_batches(epoch)[start:])

@@ -12,11 +12,13 @@ A cache directory (``--output-root`` of :mod:`imcap.extract_features`) holds
 :class:`FeatureStore` gives the features of a list to training: read lazily, each batch reading the files of its
 images (:class:`LazyFeatures`), so that data larger than memory trains and a distributed worker reads only its
 batches; or, with ``load_all_to_memory`` (``imcap.train --load-all-features-to-memory``, as Sockeye), loaded once.
+A line whose file cannot be read (missing, no ``.npy``, truncated) is skipped with a warning naming it when the store
+is made; so is one whose file holds NaN or infinite values, loaded, or read lazily when a batch first reads it.
 """
 import json
 import logging
 import os
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from .utils import ImcapError, atomic_open, atomic_path, check_condition, read_l
 logger = logging.getLogger(__name__)
 
 CLASSES_SUFFIX = ".classes.npy"   # beside a feature file: the image's ImageNet class probabilities
+NON_FINITE = "contain NaN or infinite values"   # why a feature file is skipped, in the warning naming its line
 
 
 def feature_relpath(image_relpath: str, view: Optional[str] = None) -> str:
@@ -100,6 +103,20 @@ def save_feature(path: str, features: np.ndarray) -> None:
             np.save(f, features)
 
 
+def all_finite(features: np.ndarray) -> np.ndarray:
+    """Whether each item of ``features (n, ...)`` holds only finite values: bool ``(n,)``."""
+    return np.isfinite(features).all(axis=tuple(range(1, features.ndim)))
+
+
+def load_features(path: str, dtype: str) -> np.ndarray:
+    """One ``.npy`` file's features, cast to ``dtype``.
+
+    :raises OSError: if the file cannot be opened; ``ValueError`` (or ``EOFError``): if it is no ``.npy`` file or is
+        cut short.
+    """
+    return np.load(path, allow_pickle=False).astype(dtype, copy=False)
+
+
 def resolve(path: str, root: Optional[str]) -> str:
     """``path`` joined to ``root`` unless it is absolute or ``root`` is ``None``."""
     return path if root is None or os.path.isabs(path) else os.path.join(root, path)
@@ -114,22 +131,28 @@ class NpyHeader(NamedTuple):
 
 
 def read_header(path: str) -> NpyHeader:
-    """The header of a ``.npy`` file (its data is not read).
+    """The header of a ``.npy`` file (its data is not read, but the file's size is checked against it).
 
-    :raises OSError: if the file cannot be opened; ``ValueError``: if it is not a ``.npy`` file.
+    :raises OSError: if the file cannot be opened; ``ValueError``: if it is not a ``.npy`` file, or is shorter than
+        its header says (a truncated file).
     """
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
         shape, fortran_order, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
                                        else np.lib.format.read_array_header_2_0(f))
-        return NpyHeader(tuple(shape), dtype, fortran_order, f.tell())
+        header = NpyHeader(tuple(shape), dtype, fortran_order, f.tell())
+        size, expected = os.fstat(f.fileno()).st_size, header.offset + int(np.prod(shape)) * dtype.itemsize
+    if size < expected:
+        raise ValueError("%d bytes, not %d: a truncated file?" % (size, expected))
+    return header
 
 
 class LazyFeatures:
     """Features of a list of ``.npy`` files read from disk on each access, for data larger than memory: indexed like
     the ``(files, regions, channels)`` array the files would stack to (``lazy[rows]``, ``lazy[row]``,
     ``lazy[rows, 0, 0]``, slices), each access reads only the files of its rows (through the OS page cache), their
-    data straight into the array returned (the headers were read once, here).
+    data straight into the array returned (the headers were read once, here). The values are not checked here (NaN
+    and infinities are :meth:`FeatureStore.read_batch`'s concern).
 
     :param paths: one file per row.
     :param headers: each file's :func:`read_header`; all of shape ``(regions, channels)``. The files must not change
@@ -195,8 +218,14 @@ class FeatureStore:
         the files of its rows (:class:`LazyFeatures`), so memory holds only the batches in use.
 
     ``features`` is ``(unique images, regions, channels)`` (an array, or a :class:`LazyFeatures` indexed the same
-    way); ``index[line]`` is the row of each line, or -1 where the file could not be read (a warning names the line).
-    ``views`` is ``[features]`` followed by one such array per augmentation. Both modes give the same values.
+    way); ``index[line]`` is the row of each line, or -1 where the file could not be read or holds NaN or infinite
+    values (in any of its views; a warning names the line). ``views`` is ``[features]`` followed by one such array
+    per augmentation. Both modes give the same values.
+
+    Loaded, every file is checked for non-finite values here (after the cast to ``dtype``, which turns float32
+    values beyond float16's range into infinities). Read lazily, a file is checked when a batch first reads it
+    (:meth:`read_batch`): its row joins :attr:`non_finite_rows`, its lines get the warning then, and batches leave it
+    out from then on.
 
     :raises ImcapError: if no line could be read, files have different shapes, or an augmented view of a
         readable image is missing.
@@ -206,55 +235,81 @@ class FeatureStore:
                  augmentations: Sequence[str] = (), load_all_to_memory: bool = False) -> None:
         self.list_path = list_path
         self.load_all_to_memory = load_all_to_memory
-        root = source_root if source_root is not None else os.path.dirname(os.path.abspath(list_path))
+        self.dtype = dtype
+        self.root = source_root if source_root is not None else os.path.dirname(os.path.abspath(list_path))
+        self.augmentations = list(augmentations)
         lines = read_lines(list_path)
         rows: Dict[str, int] = {}
-        # per view, one entry per unique readable file: its array (loaded) or its path (lazy)
-        stacks: List[List] = [[] for _ in range(1 + len(augmentations))]
-        shape: Optional[Tuple[int, ...]] = None
+        skipped: Dict[str, str] = {}   # a line's text → why its features are skipped (each file is read once)
+        # per view, one entry per unique usable file: its array (loaded) or its path and header (lazy)
+        stacks: List[List] = [[] for _ in range(1 + len(self.augmentations))]
+        self._shape: Optional[Tuple[int, ...]] = None
         self.index = np.full(len(lines), -1, dtype=np.int64)
         self.paths = lines
+        #: rows found to hold NaN or infinite values by :meth:`read_batch` (read lazily), left out of batches
+        self.non_finite_rows: Set[int] = set()
         for number, line in enumerate(lines):
             key = line.strip()
             if key in rows:
                 self.index[number] = rows[key]
                 continue
-            views = []
-            for view in [None, *augmentations]:
-                name = key if view is None else view_path(key, view)
-                path = resolve(name, root)
-                try:
-                    if load_all_to_memory:
-                        item: object = np.load(path, allow_pickle=False)
-                        view_shape = item.shape  # type: ignore[attr-defined]
-                    else:
-                        header = read_header(path)
-                        item, view_shape = (path, header), header.shape
-                except (OSError, ValueError) as e:
-                    if view is None:
-                        logger.warning("%s:%d: cannot read features '%s' (%s); skipped", list_path, number + 1, key, e)
-                        break
-                    raise ImcapError("%s:%d: cannot read the '%s' features %s (%s); extract them with "
-                                     "imcap.extract_features --augmentations %s"
-                                     % (list_path, number + 1, view, name,
-                                        getattr(e, "strerror", None) or e, view)) from None
-                shape = shape or view_shape
-                check_condition(view_shape == shape, "%s:%d: features %s have shape %s, not %s"
-                                % (list_path, number + 1, name, view_shape, shape))
-                views.append(item)
-            if len(views) < len(stacks):  # the original could not be read
-                continue
-            rows[key] = len(stacks[0])
-            for stack, item in zip(stacks, views):
-                stack.append(item)
-            self.index[number] = rows[key]
+            if key not in skipped:
+                views = self._open_views(key, number)
+                if isinstance(views, str):
+                    skipped[key] = views
+                else:
+                    rows[key] = len(stacks[0])
+                    for stack, item in zip(stacks, views):
+                        stack.append(item)
+                    self.index[number] = rows[key]
+                    continue
+            logger.warning("%s:%d: %s; skipped", list_path, number + 1, skipped[key])
         check_condition(len(stacks[0]) > 0, "%s: no feature file could be read" % list_path)
-        assert shape is not None
-        self.augmentations = list(augmentations)
         self.views: List = [np.stack(stack).astype(dtype, copy=False) if load_all_to_memory
                             else LazyFeatures([p for p, _ in stack], [h for _, h in stack], dtype)
                             for stack in stacks]
         self.features = self.views[0]
+
+    def _open(self, path: str) -> Tuple[object, Tuple[int, ...], bool]:
+        """One file of the store: its item (loaded: its array, cast to :attr:`dtype`; lazy: ``(path, header)``), its
+        shape, and whether it holds only finite values (lazy: not known yet, ``True``).
+
+        :raises OSError, ValueError, EOFError: if the file cannot be read (see :func:`load_features`,
+            :func:`read_header`).
+        """
+        if self.load_all_to_memory:
+            array = load_features(path, self.dtype)
+            return array, array.shape, bool(np.isfinite(array).all())
+        header = read_header(path)
+        return (path, header), header.shape, True
+
+    def _open_views(self, key: str, number: int) -> Union[List[object], str]:
+        """The items of line ``number`` (0-based; its text ``key``), one per view (see :meth:`_open`); or, if the
+        line is to be skipped (its original cannot be read, or a file holds NaN or infinite values), the reason.
+
+        :raises ImcapError: if a file's shape is not that of the others, or an augmented view of a readable original
+            cannot be read.
+        """
+        items = []
+        for view in [None, *self.augmentations]:
+            name = key if view is None else view_path(key, view)
+            path = resolve(name, self.root)
+            try:
+                item, shape, finite = self._open(path)
+            except (OSError, ValueError, EOFError) as e:
+                if view is None:
+                    return "cannot read features '%s' (%s)" % (key, e)
+                raise ImcapError("%s:%d: cannot read the '%s' features %s (%s); extract them with "
+                                 "imcap.extract_features --augmentations %s"
+                                 % (self.list_path, number + 1, view, name, getattr(e, "strerror", None) or e,
+                                    view)) from None
+            self._shape = self._shape or shape
+            check_condition(shape == self._shape, "%s:%d: features %s have shape %s, not %s"
+                            % (self.list_path, number + 1, name, shape, self._shape))
+            if not finite:
+                return "features '%s' %s" % (name, NON_FINITE)
+            items.append(item)
+        return items
 
     @property
     def shape(self) -> Tuple[int, int]:
@@ -264,18 +319,64 @@ class FeatureStore:
     def __len__(self) -> int:
         return len(self.index)
 
-    def gather(self, rows: np.ndarray, views: Optional[np.ndarray] = None) -> np.ndarray:
+    def read_batch(self, rows: np.ndarray, views: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
         """The features of ``rows (n,)``, each in its view ``views (n,)`` (0: the original, ``1 + i``:
-        ``augmentations[i]``; default: all originals), as float32 ``(n, regions, channels)``; lazily read, only
-        the files of ``rows`` are read."""
-        if views is None or len(self.views) == 1:
+        ``augmentations[i]``; default: all originals), and which of them are usable.
+
+        Read lazily, only the files of ``rows`` are read (but those of :attr:`non_finite_rows`), and each is checked
+        for NaN and infinite values (``np.isfinite`` on the array read): a row found to hold any joins
+        :attr:`non_finite_rows`, and every line of it gets a warning naming the list file, the line and the file.
+        Loaded, the files were checked when the store was made.
+
+        :return: ``features`` float32 ``(n, regions, channels)`` (zeros where unusable) and ``usable`` bool ``(n,)``.
+        :raises ImcapError: if a file cannot be read or is shorter than its header says (read lazily).
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        views = (np.zeros(len(rows), dtype=np.int64) if views is None or len(self.views) == 1
+                 else np.asarray(views, dtype=np.int64))
+        usable = np.ones(len(rows), dtype=bool)
+        if self.non_finite_rows:
+            usable &= ~np.isin(rows, list(self.non_finite_rows))
+        out = self._read(rows, views, usable)
+        if not self.load_all_to_memory:
+            finite = all_finite(out)
+            for i in np.flatnonzero(~finite):
+                self._skip_non_finite(int(rows[i]), int(views[i]))
+                out[i] = 0
+            usable &= finite
+        return out, usable
+
+    def _read(self, rows: np.ndarray, views: np.ndarray, usable: np.ndarray) -> np.ndarray:
+        """The features of ``rows (n,)`` in their ``views (n,)`` as float32 ``(n, regions, channels)``, zeros where
+        not ``usable (n,)`` (those files are not read)."""
+        if usable.all() and not views.any():
             return self.features[rows].astype(np.float32)
-        out = np.empty((len(rows),) + tuple(self.features.shape[1:]), dtype=np.float32)
+        out = np.zeros((len(rows),) + tuple(self.shape), dtype=np.float32)
         for number, array in enumerate(self.views):
-            chosen = views == number
+            chosen = usable & (views == number)
             if chosen.any():
                 out[chosen] = array[rows[chosen]]
         return out
+
+    def _skip_non_finite(self, row: int, view: int) -> None:
+        """Leave ``row`` out of the batches from now on, with a warning for each of its lines naming the file of
+        ``view`` that holds non-finite values (the first time only)."""
+        if row in self.non_finite_rows:
+            return
+        self.non_finite_rows.add(row)
+        for number in np.flatnonzero(self.index == row):
+            key = self.paths[number].strip()
+            name = key if view == 0 else view_path(key, self.augmentations[view - 1])
+            logger.warning("%s:%d: features '%s' %s; skipped", self.list_path, number + 1, name, NON_FINITE)
+
+    def gather(self, rows: np.ndarray, views: Optional[np.ndarray] = None) -> np.ndarray:
+        """The features of ``rows (n,)``, each in its view ``views (n,)``, as float32 ``(n, regions, channels)``:
+        :meth:`read_batch`'s features (zeros for a row that holds NaN or infinite values); lazily read, only the
+        files of ``rows`` are read.
+
+        :raises ImcapError: if a file cannot be read or is shorter than its header says (read lazily).
+        """
+        return self.read_batch(rows, views)[0]
 
 
 def check_features_match(manifest: Optional[Dict], regions: int, channels: int, where: str) -> None:

@@ -7,13 +7,14 @@ checkpoint) and the time left to the next checkpoint and to the end of the budge
 """
 import contextlib
 import logging
-import math
 import sys
 import time
 from typing import Any, Iterator, Optional
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
+
+from .utils import perplexity
 
 logger = logging.getLogger("imcap.training")
 
@@ -70,7 +71,7 @@ class TrainingProgress:
         return left
 
     def _running_perplexity(self, state: Any) -> float:
-        return math.exp(state.train_nll / state.train_tokens) if state.train_tokens else float("nan")
+        return perplexity(state.train_nll, state.train_tokens) if state.train_tokens else float("nan")
 
     def _time_left(self, state: Any, seconds_per_update: float) -> str:
         """Time to the next checkpoint, and to the end of the budget when there is one."""

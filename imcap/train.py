@@ -11,7 +11,10 @@ improved for ``--max-num-checkpoint-not-improved`` checkpoints.
 
 A run started again with the same command resumes from its last checkpoint, so a resumed run writes the same
 metrics as an uninterrupted one; the options of a model dir's run are kept in its ``args.yaml``, and a run with
-other options (but those of ``constants.ARGS_MAY_DIFFER_ON_RESUME``) is refused.
+other options (but those of ``constants.ARGS_MAY_DIFFER_ON_RESUME``) is refused. Feature files that cannot be read
+or contain NaN or infinite values are skipped with a warning naming their line; a training that diverges (a loss, a
+parameter or a perplexity turns NaN or infinite) ends with one ``Error:`` line and exit code 1, the model dir left at
+its last good checkpoint, from which the same command resumes.
 
 ``--loss self-critical`` fine-tunes a model (``--params``) for CIDEr-D with self-critical sequence training
 (Rennie et al. 2017): per image, several captions sampled from the model, each rewarded by its CIDEr-D
@@ -427,7 +430,11 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
 
 def run_train(args: argparse.Namespace) -> TrainingState:
     """Train a model as ``args`` say (what the CLI and the tests call): :func:`build_trainer`, then
-    :meth:`Trainer.fit`."""
+    :meth:`Trainer.fit`.
+
+    :raises ImcapError: on bad options, data or model dir (:func:`build_trainer`), or if the training diverges
+        (:meth:`Trainer.fit`; the model dir keeps its last good checkpoint).
+    """
     return build_trainer(args).fit()
 
 

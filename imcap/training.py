@@ -8,6 +8,12 @@ perplexity (and, with ``decode_and_evaluate``, BLEU-4 and CIDEr-D of beam-search
 when the optimized metric has not improved for ``max_num_checkpoint_not_improved`` checkpoints. With
 ``loss="self-critical"`` the updates are those of self-critical sequence training (:mod:`imcap.self_critical`).
 
+A training that diverges stops with an :class:`imcap.utils.ImcapError` at the first update whose loss is NaN or
+infinite (checked before the optimizer applies it), or at a checkpoint whose parameters or perplexities are, without
+writing that checkpoint: the model dir keeps its last good one, consistent (params, ``metrics``, training state), and
+a run resumes from it. Feature files with NaN or infinite values never reach the model: the data leave their pairs out
+with a warning (:mod:`imcap.data`).
+
 A trainer whose model dir holds a training state resumes from its last checkpoint: parameters, optimizer state, data
 position, learning rate, early-stopping counters and random state (every checkpoint interval reseeds the random
 generators with ``seed + checkpoint``, and every epoch's batch order depends only on ``seed`` and the epoch), so a
@@ -22,7 +28,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gluonnlp as nlp
 import mxnet as mx
@@ -40,7 +46,7 @@ from .model import CaptionModel, ModelConfig, load_params, save_params
 from .progress import TrainingProgress, console_logging_above_bar
 from .reward import CiderD
 from .self_critical import SelfCritical
-from .utils import (ImcapError, atomic_open, atomic_path, check_condition, seed_checkpoint_interval,
+from .utils import (ImcapError, atomic_open, atomic_path, check_condition, perplexity, seed_checkpoint_interval,
                     seed_everything)
 from .vocab import load_vocab, save_vocab
 
@@ -424,22 +430,43 @@ class Trainer:
                 if os.path.isfile(path):
                     os.remove(path)
 
+    def _check_checkpoint(self) -> Tuple[float, float]:
+        """Check the parameters, then compute and check the training and validation perplexities of the checkpoint
+        to be written, before anything of it is written.
+
+        :return: ``(perplexity-train, perplexity-val)``.
+        :raises ImcapError: if a parameter or a perplexity is NaN or infinite: the training diverged (an update whose
+            loss was finite can still leave non-finite parameters).
+        """
+        what = "checkpoint %d (update %d)" % (self.state.checkpoint + 1, self.state.updates)
+        for name, param in self.params.items():
+            if not np.isfinite(param.data(self.ctx[0]).asnumpy()).all():
+                raise self._diverged("%s: parameter %s holds NaN or infinite values" % (what, name))
+        train, val = perplexity(self.state.train_nll, self.state.train_tokens), self.validation_perplexity()
+        for name, value in (("training", train), ("validation", val)):
+            if not math.isfinite(value):
+                raise self._diverged("%s: the %s perplexity is %s" % (what, name, value))
+        return train, val
+
     def _save_params(self, name: str) -> None:
         save_params(self.model, os.path.join(self.dir, name))
 
     # --- evaluation ---------------------------------------------------------------------------------------------
 
     def validation_perplexity(self) -> float:
-        """Perplexity of the validation captions (teacher forcing, no dropout): ``exp`` of the mean token nll."""
+        """Perplexity of the validation captions (teacher forcing, no dropout): ``exp`` of the mean token nll (inf
+        if that overflows, NaN if the model gives NaN)."""
         nll, tokens = 0.0, 0
         for indices in self.val_batches:
             batch = self.val_data.make_batch(indices)
+            if len(batch) == 0:   # its features held NaN or infinite values (the data warned)
+                continue
             ctx = self.ctx[0]
             logits, attention = self.model(mx.nd.array(batch.features, ctx=ctx), mx.nd.array(batch.target_in, ctx=ctx))
             _, batch_nll = sequence_loss(logits, attention, mx.nd.array(batch.target_out, ctx=ctx), 0.0, 0.0)
             nll += batch_nll.asscalar()
             tokens += batch.num_tokens
-        return math.exp(nll / max(tokens, 1))
+        return perplexity(nll, tokens)
 
     def validation_decode(self) -> Dict[str, float]:
         """BLEU-4 and CIDEr-D of beam-search captions of the first ``decode_and_evaluate`` validation lines
@@ -448,9 +475,12 @@ class Trainer:
         n = self.num_decoded
         search = BeamSearch([self.model], self.vocab, beam_size=self.config.decode_and_evaluate_beam_size,
                             max_output_length=self.config.max_seq_len, ctx=self.ctx[0])
-        # an unreadable line (row -1) is decoded from row 0 only to keep the lines aligned with the references
-        hypotheses = best_captions(search, self.vocab, self.val_store.features[np.maximum(self.val_store.index[:n], 0)],
-                                   64)
+        # an unreadable line (row -1) is decoded from row 0, one with non-finite features from zeros (read lazily),
+        # only to keep the lines aligned with the references
+        rows = np.maximum(self.val_store.index[:n], 0)
+        hypotheses = [caption for start in range(0, n, 64)
+                      for caption in best_captions(search, self.vocab, self.val_store.gather(rows[start:start + 64]),
+                                                   64)]
         with atomic_open(os.path.join(self.dir, C.DECODE_OUT_NAME % self.state.checkpoint)) as f:
             f.write("".join(h + "\n" for h in hypotheses))
         assert self.val_cider is not None
@@ -501,12 +531,12 @@ class Trainer:
     def _evaluate_and_save(self, train_start: float) -> None:
         """:meth:`checkpoint` of the worker that writes the model dir."""
         state, config = self.state, self.config
-        state.checkpoint += 1
         eval_start = time.time()
+        perplexities = self._check_checkpoint()
+        state.checkpoint += 1
         entry = {"checkpoint": state.checkpoint, "updates": state.updates, "epoch": state.epoch,
-                 "learning-rate": state.learning_rate,
-                 "perplexity-train": math.exp(state.train_nll / max(state.train_tokens, 1)),
-                 "perplexity-val": self.validation_perplexity()}
+                 "learning-rate": state.learning_rate, "perplexity-train": perplexities[0],
+                 "perplexity-val": perplexities[1]}
         if self.workers.distributed:
             entry["kvstore-seconds-per-update"] = self.kvstore_seconds / max(state.updates - self._updates_agreed, 1)
             self.kvstore_seconds = 0.0
@@ -572,8 +602,10 @@ class Trainer:
                 losses.append(loss * (weight / total_tokens))
                 nlls.append(nll * weight)
         autograd.backward(losses)
+        nll = sum(x.asscalar() for x in nlls)   # waits for the forward pass only; the backward goes on
+        self._check_update(sum(x.asscalar() for x in losses), nll)
         self._step_optimizer()
-        self.state.train_nll += sum(x.asscalar() for x in nlls)
+        self.state.train_nll += nll
         self.state.train_tokens += batch.num_tokens
         return len(batch)
 
@@ -582,12 +614,33 @@ class Trainer:
         step); returns the number of sampled captions."""
         assert self.self_critical is not None
         stats = self.self_critical.forward_backward(batch)
+        self._check_update(stats.nll, stats.nll)
         self._step_optimizer()
         self.state.train_nll += stats.nll
         self.state.train_tokens += stats.tokens
         self.state.train_reward += stats.reward
         self.state.train_sequences += stats.captions
         return stats.captions
+
+    def _check_update(self, loss: float, nll: float) -> None:
+        """Check the loss and the negative log-likelihood of the update being made, before the optimizer applies it.
+
+        :raises ImcapError: if either is NaN or infinite: the training diverged (:meth:`_diverged`).
+        """
+        if not (math.isfinite(loss) and math.isfinite(nll)):
+            raise self._diverged("update %d: the training loss is %s (negative log-likelihood %s)"
+                                 % (self.state.updates + 1, loss, nll))
+
+    def _diverged(self, what: str) -> ImcapError:
+        """The error that stops a diverged training: ``what`` happened, nothing of it was saved, and what the model dir
+        holds."""
+        if not self.state.checkpoint:
+            return ImcapError("%s: the training diverged and stopped; %s holds no checkpoint yet; try a lower learning "
+                              "rate or gradient clipping threshold" % (what, self.dir))
+        return ImcapError("%s: the training diverged and stopped without saving it; %s keeps checkpoint %d, from which "
+                          "a run resumes; a lower learning rate or gradient clipping threshold needs a new model dir "
+                          "(which can start from %s)" % (what, self.dir, self.state.checkpoint,
+                                                         os.path.join(self.dir, C.PARAMS_BEST_NAME)))
 
     def _step_optimizer(self) -> None:
         """Gradient clipping, the learning-rate warm-up, then one optimizer step on the recorded gradients."""
@@ -656,6 +709,17 @@ class Trainer:
                 for g in p.list_grad():
                     g *= scale
 
+    def _skip_empty_batch(self) -> None:
+        """Pass over a batch the data left without pairs: no update, the data position moves on.
+
+        :raises ImcapError: under a dist kvstore, whose workers must make every update together.
+        """
+        check_condition(not self.workers.distributed, "batch %d of epoch %d has no pair left (their features contain "
+                        "NaN or infinite values; see the warnings): a dist kvstore cannot skip it; remove those lines "
+                        "from the training data" % (self.state.batch_in_epoch, self.state.epoch))
+        logger.warning("batch %d of epoch %d skipped: no pair left", self.state.batch_in_epoch, self.state.epoch)
+        self.state.batch_in_epoch += 1
+
     def _should_stop(self) -> bool:
         config, state = self.config, self.state
         return (state.converged or (config.max_updates is not None and state.updates >= config.max_updates)
@@ -685,6 +749,9 @@ class Trainer:
         progress.start_interval(state)
         while not self._should_stop():
             for batch in self.batcher.iter_epoch(state.epoch, state.batch_in_epoch):
+                if len(batch) == 0:   # every pair's features held NaN or infinite values (the data warned)
+                    self._skip_empty_batch()
+                    continue
                 samples = self._update_self_critical(batch) if config.self_critical else self._update(batch)
                 state.samples += samples
                 state.updates += 1
@@ -714,13 +781,22 @@ class Trainer:
     def fit(self) -> TrainingState:
         """Train until a stopping criterion holds (convergence, ``max_updates``, ``max_num_epochs``,
         ``max_seconds``), checkpointing on the way; return the final state. A model dir whose training has
-        already stopped is left as it is."""
+        already stopped is left as it is.
+
+        :raises ImcapError: if the training diverges (:meth:`_check_update`, :meth:`_check_checkpoint`): the model
+            dir then holds its last good checkpoint, from which a run resumes; if a feature file cannot be read (read
+            lazily); or, under a dist kvstore, if a batch is left without any pair.
+        """
         config, state = self.config, self.state
         if self._should_stop():
             logger.info("nothing to do: the training in %s has already stopped", self.dir)
             return state
+        progress = TrainingProgress(config, self.progress_bar)
         with console_logging_above_bar():
-            self._fit(TrainingProgress(config, self.progress_bar))
+            try:
+                self._fit(progress)
+            finally:
+                progress.close()
         logger.info("training stopped after %d updates (%d epochs, %.0f s); best checkpoint %d (%s %.4f)",
                     state.updates, state.epoch, state.elapsed, state.best_checkpoint, config.optimized_metric,
                     state.best_metric if state.best_metric is not None else float("nan"))

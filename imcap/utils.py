@@ -1,6 +1,7 @@
 """Small helpers used everywhere: user errors, atomic file writes, logging and seeding."""
 import contextlib
 import logging
+import math
 import os
 import random
 import sys
@@ -106,3 +107,10 @@ def run_main(run, args) -> None:
     except ImcapError as e:
         sys.stderr.write("Error: %s\n" % e)
         sys.exit(1)
+
+
+def perplexity(nll: float, tokens: int) -> float:
+    """``exp`` of the mean negative log-likelihood ``nll / tokens`` (nats; 1 for no tokens), ``inf`` where it
+    overflows a float and NaN for a NaN ``nll``."""
+    mean = nll / max(tokens, 1)
+    return math.exp(mean) if mean < 700 or math.isnan(mean) else math.inf

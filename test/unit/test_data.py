@@ -417,3 +417,147 @@ def test_self_critical_batches_draw_views_too(augmented):
     assert 0.25 < np.mean([shown >= 100 for _, shown in values]) < 0.75
     again = [b.features.tolist() for b in ImageBatcher(data, batch_size=3, seed=7).iter_epoch(2)]
     assert again == [b.features.tolist() for b in batcher.iter_epoch(2)]
+
+
+# --- non-finite and truncated feature files ---------------------------------------------------------------------
+
+NAN_LINE, INF_LINE = 3, 8   # 0-based lines of write_cache's list whose files get a NaN, an infinity
+
+
+def spoil(root, line, value, dtype=np.float16):
+    """Put ``value`` into one region of the file of ``write_cache``'s line ``line`` (written as ``dtype``)."""
+    path = os.path.join(root, "img/%02d.jpg.npy" % line)
+    features = np.full((REGIONS, DIM), line, dtype=dtype)
+    features[1, 2] = value
+    np.save(path, features)
+
+
+def non_finite_warnings(caplog, when=("call",)):
+    """The messages of the warnings about non-finite features logged in the test phases ``when``."""
+    return [r.getMessage() for phase in when for r in caplog.get_records(phase)
+            if r.levelno == logging.WARNING and "contain NaN or infinite values; skipped" in r.getMessage()]
+
+
+@pytest.fixture(params=[False, True], ids=["lazy", "loaded"])
+def spoiled(tmp_path, request):
+    """(ParallelData, vocab) of write_cache's pairs, whose NAN_LINE file holds a NaN and whose INF_LINE file a
+    float32 value beyond float16's range (infinite in the float16 store); read lazily or loaded."""
+    root = str(tmp_path)
+    list_path = write_cache(root)
+    spoil(root, NAN_LINE, np.nan)
+    spoil(root, INF_LINE, 1e6, dtype=np.float32)
+    captions = [" ".join(caption_of(i)) for i in range(NUM_IMAGES)]
+    caption_path = write_lines(tmp_path / "train.captions", captions)
+    vocab = build_vocab([c.split() for c in captions])
+    store = FeatureStore(list_path, load_all_to_memory=request.param)
+    return ParallelData(store, [caption_path], vocab, 40), vocab
+
+
+def test_non_finite_files_are_skipped_with_a_warning_naming_their_line(spoiled, caplog):
+    """Loaded, the store skips the files with NaN or infinite values when it is made; read lazily, each is found by
+    the first batch that reads it, which leaves its pair out, and skipped from then on. Either way every pair of a
+    good file is trained on, no other, and each spoiled line gets one warning naming the list file and the line."""
+    data, vocab = spoiled
+    store = data.store
+    loaded = store.load_all_to_memory
+    good = [i for i in range(NUM_IMAGES) if i not in (MISSING_LINE, NAN_LINE, INF_LINE)]
+    with caplog.at_level(logging.WARNING):
+        batcher = BucketBatcher(data, batch_size=3, bucket_width=3, seed=7)
+        epochs = [[pair_number(vocab, row) for batch in batcher.iter_epoch(epoch) for row in batch.target_in]
+                  for epoch in range(2)]
+    for numbers in epochs:
+        assert sorted(numbers) == good
+    for batch in batcher.iter_epoch(0):
+        assert np.isfinite(batch.features).all()
+        assert len(batch.features) == len(batch.target_in) == len(batch.target_out)
+        assert all((feature == pair_number(vocab, row)).all() for feature, row in zip(batch.features, batch.target_in))
+    if loaded:   # the store was made (and warned) in the fixture; the lines are left out of the pairs
+        assert (store.index[[NAN_LINE, INF_LINE]] == -1).all() and len(data) == len(good)
+        assert non_finite_warnings(caplog) == []
+    else:   # the lines had rows; the reads found them
+        assert store.non_finite_rows == {int(store.index[NAN_LINE]), int(store.index[INF_LINE])}
+        assert non_finite_warnings(caplog, ["setup"]) == []
+    warnings = non_finite_warnings(caplog, ["setup", "call"])
+    assert len(warnings) == 2, warnings   # once each (lazily: though two epochs read them)
+    for line in (NAN_LINE, INF_LINE):
+        assert any("train.features:%d: features 'img/%02d.jpg.npy' contain NaN or infinite values; skipped"
+                   % (line + 1, line) in w for w in warnings), warnings
+
+
+@LOAD_MODES
+def test_store_warns_for_non_finite_files_naming_every_line(tmp_path, caplog, load_all):
+    """Lines that name the same spoiled file are each warned about, the file is read once (lazily: by the first
+    read of it, which gives zeros for it and says it is unusable)."""
+    root = str(tmp_path)
+    write_cache(root, num_images=3, missing=())
+    spoil(root, 1, -np.inf)
+    list_path = write_lines(tmp_path / "dup.features", ["img/00.jpg.npy", "img/01.jpg.npy", "img/02.jpg.npy",
+                                                        "img/01.jpg.npy"])
+    with caplog.at_level(logging.WARNING):
+        store = FeatureStore(list_path, load_all_to_memory=load_all)
+        rows = np.unique(store.index[store.index >= 0])
+        features, usable = store.read_batch(rows)
+        assert store.gather(rows).tolist() == features.tolist()
+    warnings = non_finite_warnings(caplog)
+    assert [w.split(": features")[0].rsplit("/", 1)[-1] for w in warnings] == ["dup.features:2", "dup.features:4"]
+    assert np.isfinite(features).all() and features.dtype == np.float32
+    if load_all:
+        assert store.index.tolist() == [0, -1, 1, -1] and usable.all()
+        assert features[:, 0, 0].tolist() == [0, 2]
+    else:
+        assert store.index.tolist() == [0, 1, 2, 1] and usable.tolist() == [True, False, True]
+        assert features[:, 0, 0].tolist() == [0, 0, 2]
+
+
+def test_a_lazy_batch_of_non_finite_files_only_is_empty(tmp_path):
+    root = str(tmp_path)
+    list_path = write_cache(root, num_images=4, missing=())
+    for line in (1, 2):
+        spoil(root, line, np.nan)
+    vocab = build_vocab([["a"]])
+    data = ParallelData(FeatureStore(list_path), [write_lines(tmp_path / "c", ["a"] * 4)], vocab, 10)
+    empty = data.make_batch([1, 2])
+    assert len(empty) == 0 and empty.features.shape == (0, REGIONS, DIM) and empty.num_tokens == 0
+    assert len(data.make_batch([0, 1, 3])) == 2
+    images = ImageBatcher(data, batch_size=4, seed=1)
+    (batch,) = list(images.iter_epoch(0))
+    assert sorted(batch.images.tolist()) == [0, 3] and len(batch.features) == 2
+
+
+@LOAD_MODES
+def test_a_non_finite_view_skips_its_line(tmp_path, caplog, load_all):
+    root = str(tmp_path)
+    list_path = write_cache(root)
+    write_views(root)
+    features = np.full((REGIONS, DIM), 104, dtype=np.float16)
+    features[0, 0] = np.nan
+    np.save(os.path.join(root, "img/04.jpg.hflip.npy"), features)
+    with caplog.at_level(logging.WARNING):
+        store = FeatureStore(list_path, augmentations=[C.AUGMENTATION_HFLIP], load_all_to_memory=load_all)
+        rows = np.arange(len(store.features))
+        _, usable = store.read_batch(rows, np.ones(len(rows), dtype=np.int64))
+    assert any("train.features:5: features 'img/04.jpg.hflip.npy' contain NaN" in w
+               for w in non_finite_warnings(caplog))
+    assert (store.index[4] == -1) == load_all
+    assert usable.sum() == len(rows) - (0 if load_all else 1)
+
+
+@LOAD_MODES
+def test_a_truncated_file_is_skipped_with_a_warning(tmp_path, caplog, load_all):
+    """A file cut short before the store is made is skipped with a warning naming its line, lazily too (its size is
+    checked against its header); cut short later, a lazy read fails naming it
+    (test_lazy_store_casts_and_checks_truncated_files)."""
+    list_path = write_cache(str(tmp_path), missing=())
+    path = str(tmp_path / "img/06.jpg.npy")
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:-2])
+    with caplog.at_level(logging.WARNING):
+        store = FeatureStore(list_path, load_all_to_memory=load_all)
+    assert store.index[6] == -1 and (np.delete(store.index, 6) >= 0).all()
+    assert any(":7: cannot read features 'img/06.jpg.npy'" in r.getMessage() for r in caplog.records), caplog.text
+    with open(path, "wb") as f:
+        f.write(b"")
+    with caplog.at_level(logging.WARNING):
+        assert FeatureStore(list_path, load_all_to_memory=load_all).index[6] == -1   # an empty file too
