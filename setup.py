@@ -31,6 +31,6 @@ setup(
                  "httpx", "playwright"],                    # API and browser tests (the browser: Debian's chromium)
         "serve": ["gradio==6.31.0",  # python -m imcap.serve; Gradio 3.x and 4.x break on today's dependencies
                   "pillow<13",       # what gradio 6.31 accepts
-                  "fastapi", "uvicorn", "python-multipart"],  # imported by imcap.http_api and imcap.serve
+                  "fastapi", "uvicorn", "python-multipart"],  # imported by imcap.serving.http_api and imcap.serve
     },
 )

@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from imcap.metrics import read_metrics  # noqa: E402
+from imcap.metrics_file import read_metrics  # noqa: E402
 from benchlib import append_row  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import imcap  # noqa: E402,F401
 from imcap.arguments import DEFAULT_FLICKR8K  # noqa: E402
 from imcap.extract_features import extract  # noqa: E402
-from imcap.image_encoder import ImageEncoder  # noqa: E402
+from imcap.vision.image_encoder import ImageEncoder  # noqa: E402
 from benchlib import append_row  # noqa: E402
 
 

@@ -32,7 +32,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import imcap  # noqa: E402,F401
 from imcap.features import classes_path, load_classes, resolve  # noqa: E402
 from imcap.guide import read_class_words  # noqa: E402
-from imcap.image_encoder import ImageEncoder, load_image  # noqa: E402
+from imcap.vision.image_encoder import ImageEncoder  # noqa: E402
+from imcap.vision.images import load_image  # noqa: E402
 from imcap.constraints import count_occurrences  # noqa: E402
 from imcap.inference import CaptionInput, CaptionResult, Captioner  # noqa: E402
 from imcap.scoring import KEY_CIDER_D, bleu_scores, cider_scores  # noqa: E402

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from imcap.diversity import diversity_scores  # noqa: E402
 from imcap.scoring import evaluate  # noqa: E402
 from imcap.model import ModelConfig  # noqa: E402
-from imcap.metrics import read_metrics  # noqa: E402
+from imcap.metrics_file import read_metrics  # noqa: E402
 from imcap.utils import LOG_DATE_FORMAT, read_lines  # noqa: E402
 from benchlib import append_row  # noqa: E402
 

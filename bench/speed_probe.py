@@ -54,7 +54,8 @@ def image_list(root: str, count: int) -> list:
 
 def encoder_forward(args) -> dict:
     import mxnet as mx
-    from imcap.image_encoder import ImageEncoder, load_image
+    from imcap.vision.image_encoder import ImageEncoder
+    from imcap.vision.images import load_image
     encoder = ImageEncoder(args.encoder)
     names = image_list(args.image_root, args.images + args.batch_size)
     images = np.stack([load_image(os.path.join(args.image_root, n), encoder.input_size) for n in names])
@@ -76,7 +77,7 @@ def encoder_forward(args) -> dict:
 
 def extract(args) -> dict:
     from imcap.extract_features import extract as run_extract
-    from imcap.image_encoder import ImageEncoder
+    from imcap.vision.image_encoder import ImageEncoder
     encoder = ImageEncoder(args.encoder)
     names = image_list(args.image_root, args.images + args.batch_size)
     warm, timed = names[:args.batch_size], names[args.batch_size:]

@@ -5,6 +5,7 @@ from typing import Any, Callable, List, Optional
 
 from . import constants as C
 from .paths import DEFAULT_FLICKR8K, DEFAULT_MODELS  # noqa: F401  (the tools' defaults)
+from .search_options import SearchOptions
 
 
 def regular_file(value: str) -> str:
@@ -71,20 +72,25 @@ def add_logging_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_search_args(group: argparse._ArgumentGroup, nbest_help: str) -> None:
-    """The beam-search options shared by the captioner and the server (``nbest_help`` says where the n-best goes)."""
-    group.add_argument("--beam-size", "-b", type=int_greater_or_equal(1), default=5, help="Beam size.")
-    group.add_argument("--max-output-length", type=int_greater_or_equal(1), default=30,
+    """The beam-search options shared by the captioner and the server (``nbest_help`` says where the n-best goes):
+    the fields of :class:`imcap.search_options.SearchOptions`, with its defaults (its checks run when the options
+    are read, :func:`imcap.search_options.search_options_from_args`)."""
+    defaults = SearchOptions()
+    group.add_argument("--beam-size", "-b", type=int_greater_or_equal(1), default=defaults.beam_size,
+                       help="Beam size.")
+    group.add_argument("--max-output-length", type=int_greater_or_equal(1), default=defaults.max_output_length,
                        help="Most words per caption (</s> included).")
-    group.add_argument("--length-penalty-alpha", type=float_greater_or_equal(0.0), default=1.0,
-                       help="GNMT length penalty alpha (0: none).")
-    group.add_argument("--length-penalty-beta", type=float_greater_or_equal(0.0), default=0.0,
+    group.add_argument("--length-penalty-alpha", type=float_greater_or_equal(0.0),
+                       default=defaults.length_penalty_alpha, help="GNMT length penalty alpha (0: none).")
+    group.add_argument("--length-penalty-beta", type=float_greater_or_equal(0.0), default=defaults.length_penalty_beta,
                        help="GNMT length penalty beta.")
-    group.add_argument("--allow-unk", action="store_true", help="Let captions contain <unk>.")
-    group.add_argument("--no-repeat-ngram-size", type=int_greater_or_equal(0), default=0,
+    group.add_argument("--allow-unk", action="store_true", default=defaults.allow_unk,
+                       help="Let captions contain <unk>.")
+    group.add_argument("--no-repeat-ngram-size", type=int_greater_or_equal(0), default=defaults.no_repeat_ngram_size,
                        help="No caption repeats an n-gram of this many words: a word that would is blocked in its "
                             "hypothesis (fairseq's option; 3 stops 'a white shirt and a white shirt'). 0: off; 1 is "
                             "refused.")
-    group.add_argument("--nbest-size", type=int_greater_or_equal(1), default=1, help=nbest_help)
+    group.add_argument("--nbest-size", type=int_greater_or_equal(1), default=defaults.nbest_size, help=nbest_help)
 
 
 def add_image_encoder_args(parser: argparse.ArgumentParser, from_model: bool = False) -> None:

@@ -13,7 +13,7 @@ import mxnet as mx
 
 from . import arguments
 from . import constants as C
-from .metrics import read_metrics
+from .metrics_file import read_metrics
 from .utils import atomic_path, check_condition
 
 logger = logging.getLogger("imcap.average")

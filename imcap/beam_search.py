@@ -11,14 +11,23 @@ GNMT length penalty ``lp(n) = ((beta + n) / (beta + 1)) ** alpha`` (Wu et al. 20
 Lexical constraints (:mod:`imcap.constraints`): phrases each image's caption must contain, found by dynamic beam
 allocation (Post & Vilar 2018, vectorized as Hu et al. 2019), and phrases it must not contain (its own and a global
 avoid list). A batch without any takes the plain path, unchanged.
-"""
-from typing import Any, List, NamedTuple, Optional, Sequence, Union, cast
 
-import mxnet as mx
+The search is a loop over named steps (:meth:`BeamSearch.search`): **score** (the models' next-word
+log-probabilities, restricted by the rules: words never written, repeat blocking, avoided phrases, ``</s>`` before the
+constraints are met), **select** (the ``beam`` best continuations of each image, or dynamic beam allocation),
+**advance** (the beam's bookkeeping: lengths, finished hypotheses, history, the constraints' progress, the exact
+early stop), **shrink** (images whose hypotheses have all ended leave the computation) and **collect** (each image's
+n best). The models sit behind the step contract of :mod:`imcap.search_steps`, which another runtime can implement.
+This module imports no MXNet.
+"""
+from dataclasses import dataclass
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
+
 import numpy as np
 
 from . import constants as C
 from .constraints import NEG_INF, AvoidTrie, Constraint, Phrase, SearchConstraints, as_alternatives
+from .search_options import SearchOptions
 from .vocab import ids_to_tokens, never_generated, never_generated_bias
 
 
@@ -130,55 +139,108 @@ class Hypothesis(NamedTuple):
     constraints_met: Optional[bool] = None
 
 
+@dataclass
+class BeamState:
+    """The beam of one batch search between steps; rows ``i * beam + j`` are hypothesis ``j`` of image ``i``.
+
+    :param scores: ``(batch, beam)`` float64 summed log-probabilities (``NEG_INF``: no hypothesis).
+    :param finished: ``(rows,)`` bool, the hypothesis has written ``</s>`` (or was stopped).
+    :param lengths: ``(rows,)`` int64 words written, ``</s>`` included.
+    :param history: ``(rows, t)`` int64 words written (``<pad>`` after ``</s>``).
+    :param attention: per step, ``(rows, regions)`` float32 attention (empty unless kept).
+    :param computed: ``(computed rows,)`` int64, the rows the models step: those of images still searched.
+    :param words: ``(rows,)`` int64 the last word of each row (``<s>`` at the start).
+    """
+    scores: np.ndarray
+    finished: np.ndarray
+    lengths: np.ndarray
+    history: np.ndarray
+    attention: List[np.ndarray]
+    computed: np.ndarray
+    words: np.ndarray
+
+    @classmethod
+    def start(cls, batch: int, beam: int, bos: int) -> "BeamState":
+        """The beam before the first word: one live hypothesis per image (the others start at ``NEG_INF``, as all
+        would be the same)."""
+        rows = batch * beam
+        scores = np.zeros((batch, beam), dtype=np.float64)
+        scores[:, 1:] = NEG_INF
+        return cls(scores, np.zeros(rows, dtype=bool), np.zeros(rows, dtype=np.int64),
+                   np.zeros((rows, 0), dtype=np.int64), [], np.arange(rows), np.full(rows, bos, dtype=np.int64))
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        """``(batch, beam)``."""
+        return cast(Tuple[int, int], self.scores.shape)
+
+
+class Scored(NamedTuple):
+    """The **score** step's output: ``log_probs (rows, width)`` float64 next-word log-probabilities (the members'
+    mean; forbidden words at ``NEG_INF``), ``words (rows, width)`` int64 the word of each column (None: column =
+    word id, ``width`` = vocabulary size) and ``attention (rows, regions)`` (None unless kept)."""
+    log_probs: np.ndarray
+    words: Optional[np.ndarray]
+    attention: Optional[np.ndarray]
+
+
+class Selected(NamedTuple):
+    """The **select** step's output, each ``(rows,)``: the row each new hypothesis extends (``origin``), its word,
+    its summed log-probability, its length, and whether it is a real hypothesis (``active``; None without dynamic
+    beam allocation, where all are)."""
+    origin: np.ndarray
+    words: np.ndarray
+    scores: np.ndarray
+    lengths: np.ndarray
+    active: Optional[np.ndarray]
+
+
 class BeamSearch:
     """Beam search over ``models`` (an ensemble averages their log-probabilities), each on one or several views of
     the images (test-time augmentation: every model on every view is a member of the ensemble).
 
-    :param models: :class:`imcap.model.CaptionModel` objects with the same vocabulary.
+    :param models: :class:`imcap.model.CaptionModel` objects with the same vocabulary (stepped by
+        :class:`imcap.search_steps.MXNetSteps`), or a ready runtime of the step contract (:mod:`imcap.search_steps`).
     :param vocab: the target vocabulary.
-    :param beam_size: hypotheses kept per image.
-    :param max_output_length: most words generated per caption (``</s>`` included).
-    :param length_penalty_alpha: GNMT alpha (0 = rank by raw log-probability).
-    :param length_penalty_beta: GNMT beta.
-    :param nbest_size: hypotheses returned per image (best first), at most ``beam_size``.
+    :param options: the search settings (:class:`imcap.search_options.SearchOptions`; default: its defaults). Keywords
+        named as its fields (``beam_size=3``, ...) override them. ``nbest_size`` above ``beam_size`` is lowered to it.
     :param keep_attention: also return per-word attention over the regions.
-    :param allow_unk: let hypotheses contain ``<unk>`` (``<s>`` and ``<pad>`` are never generated).
-    :param no_repeat_ngram_size: no hypothesis repeats an n-gram of this size (0: off; see
-        :func:`block_repeated_ngrams`). ``</s>`` is never blocked by it (it occurs once), nor is a word that
-        advances a required phrase (so a phrase required twice, or one that repeats an n-gram itself, is still
-        written).
+    :param ctx: the MXNet device of the models (with models, not with a runtime).
     :param avoid_list: phrases (word id lists) no caption contains, whatever the image (the global avoid list).
     :param constraint_only: word ids the search writes only where they advance a required phrase (words added to the
         vocabulary for guided captioning, :func:`imcap.guide.expand_vocabulary`): elsewhere they are never written.
-    :raises ValueError: for ``no_repeat_ngram_size`` 1 or negative, or an avoid list phrase that is not a list of
-        word ids the search can write.
+    :raises TypeError: for an unknown setting or a value of the wrong type (:class:`SearchOptions`).
+    :raises ValueError: for a setting out of its range (``no_repeat_ngram_size`` 1 or negative, ...), or an avoid list
+        phrase that is not a list of word ids the search can write.
     """
 
-    def __init__(self, models: Sequence, vocab, beam_size: int = 5, max_output_length: int = 30,
-                 length_penalty_alpha: float = 1.0, length_penalty_beta: float = 0.0, nbest_size: int = 1,
-                 keep_attention: bool = False, allow_unk: bool = False, ctx: Optional[mx.Context] = None,
-                 no_repeat_ngram_size: int = 0, avoid_list: Sequence[Phrase] = (),
-                 constraint_only: Sequence[int] = ()) -> None:
-        if no_repeat_ngram_size == 1 or no_repeat_ngram_size < 0:
-            raise ValueError("no_repeat_ngram_size must be 0 (off) or at least 2, not %d" % no_repeat_ngram_size)
-        self.no_repeat_ngram_size = no_repeat_ngram_size
-        self.models = list(models)
-        self.beam_size = beam_size
-        self.max_output_length = max_output_length
-        self.alpha = length_penalty_alpha
-        self.beta = length_penalty_beta
-        self.nbest_size = min(nbest_size, beam_size)
+    def __init__(self, models: Any, vocab, options: Optional[SearchOptions] = None, *, keep_attention: bool = False,
+                 ctx: Any = None, avoid_list: Sequence[Phrase] = (), constraint_only: Sequence[int] = (),
+                 **settings: Any) -> None:
+        self.options = SearchOptions.of(options, **settings)
+        if hasattr(models, "step") and hasattr(models, "start"):
+            self.steps = models
+        else:
+            from .search_steps import MXNetSteps
+            self.steps = MXNetSteps(models, ctx)
+        self.models = getattr(self.steps, "models", [])
         self.keep_attention = keep_attention
-        self.ctx = ctx or mx.cpu()
         self.bos, self.eos, self.pad = vocab[C.BOS_SYMBOL], vocab[C.EOS_SYMBOL], vocab[C.PAD_SYMBOL]
         self.vocab_size = len(vocab)
-        self.blocked = never_generated(vocab, allow_unk)
+        self.blocked = never_generated(vocab, self.options.allow_unk)
         self.constraint_only = np.array(sorted({int(w) for w in constraint_only}), dtype=np.int64)
-        self._blocked_bias_host = never_generated_bias(vocab, NEG_INF, allow_unk)   # (1, vocab)
-        self._blocked_bias_host[0, self.constraint_only] = NEG_INF
-        self._blocked_bias: Optional[mx.nd.NDArray] = None                           # its copy on the device
+        self._blocked_bias = never_generated_bias(vocab, NEG_INF, self.options.allow_unk)   # (1, vocab)
+        self._blocked_bias[0, self.constraint_only] = NEG_INF
         self.avoid_list = frozenset(tuple(self._check_phrase(p, "avoid list")) for p in avoid_list)
         self._avoid_trie = AvoidTrie([sorted(self.avoid_list)]) if self.avoid_list else None
+
+    # the settings, by their old attribute names
+    beam_size = property(lambda self: self.options.beam_size)
+    max_output_length = property(lambda self: self.options.max_output_length)
+    alpha = property(lambda self: self.options.length_penalty_alpha)
+    beta = property(lambda self: self.options.length_penalty_beta)
+    nbest_size = property(lambda self: self.options.nbest_size)
+    no_repeat_ngram_size = property(lambda self: self.options.no_repeat_ngram_size)
 
     def _check_phrase(self, phrase: Phrase, what: str) -> List[int]:
         """``phrase`` as a list of ints, checked to be non-empty word ids the search may write.
@@ -212,43 +274,6 @@ class BeamSearch:
                               for phrases in given])
         return SearchConstraints(lists[0], lists[1], self.beam_size, self._avoid_trie, self.avoid_list)
 
-    def _row_best(self, log_probs: mx.nd.NDArray, computed: np.ndarray, rows: int, members: int):
-        """The ``beam_size`` best words of each computed row, found on the device (so only ``(rows, beam)`` values
-        reach the host, not ``(rows, vocab)``), the words the search never writes excluded.
-
-        :param log_probs: ``(computed rows, vocab)`` float32, the sum over the ``members`` of the ensemble.
-        :return: ``(rows, beam)`` float64 log-probabilities (the members' mean), best first, and their ``(rows,
-            beam)`` int64 word ids; zeros for rows not computed.
-        """
-        if self._blocked_bias is None or self._blocked_bias.context != log_probs.context:
-            self._blocked_bias = mx.nd.array(self._blocked_bias_host, ctx=log_probs.context)
-        values, words = mx.nd.topk(mx.nd.broadcast_add(log_probs, self._blocked_bias), axis=-1, k=self.beam_size,
-                                   ret_typ="both", dtype="int32")
-        values = self._all_rows(values.asnumpy().astype(np.float64), computed, rows)
-        if members > 1:
-            values /= members
-        return values, self._all_rows(words.asnumpy().astype(np.int64), computed, rows)
-
-    def _block_constraint_only(self, log_probs: np.ndarray, dba: Optional[SearchConstraints]) -> None:
-        """Forbid, in place, the :attr:`constraint_only` words of ``log_probs (rows, vocab)`` except in the rows
-        where they advance a required phrase."""
-        keep_rows, keep_words = dba.constraint_words() if dba is not None else (np.zeros(0, int), np.zeros(0, int))
-        kept = np.isin(keep_words, self.constraint_only)
-        keep_rows, keep_words = keep_rows[kept], keep_words[kept]
-        values = log_probs[keep_rows, keep_words]
-        log_probs[:, self.constraint_only] = NEG_INF
-        log_probs[keep_rows, keep_words] = values
-
-    @staticmethod
-    def _all_rows(values: np.ndarray, computed: np.ndarray, rows: int) -> np.ndarray:
-        """Per-row ``values`` of the ``computed`` rows → all ``rows`` (zeros for the others, rows of images whose
-        hypotheses have all ended: the search masks them)."""
-        if len(computed) == rows:
-            return values
-        full = np.zeros((rows,) + values.shape[1:], dtype=values.dtype)
-        full[computed] = values
-        return full
-
     def search(self, features: Union[np.ndarray, Sequence[np.ndarray]],
                constraints: Optional[Sequence[Sequence[Union[Phrase, Constraint]]]] = None,
                avoid: Optional[Sequence[Sequence[Phrase]]] = None) -> List[List[Hypothesis]]:
@@ -270,108 +295,177 @@ class BeamSearch:
             caption may contain.
         """
         views = [features] if isinstance(features, np.ndarray) else list(features)
-        batch, k, vocab = views[0].shape[0], self.beam_size, self.vocab_size
-        rows = batch * k
+        batch = views[0].shape[0]
         guide = self._constraints(batch, constraints, avoid)                  # None: the plain search
         dba = guide if guide is not None and guide.has_required else None      # dynamic beam allocation
-        members, states = [], []
-        for view in views:
-            x = mx.nd.array(view, ctx=self.ctx, dtype="float32")
-            for model in self.models:
-                static, dynamic = model.encode(x)
-                members.append(model)
-                states.append(([s.repeat(k, axis=0) for s in static], [d.repeat(k, axis=0) for d in dynamic]))
-        scores = np.zeros((batch, k), dtype=np.float64)
-        scores[:, 1:] = NEG_INF  # all hypotheses start identical: expand only the first
-        finished = np.zeros(rows, dtype=bool)
-        lengths = np.zeros(rows, dtype=np.int64)
-        history = np.zeros((rows, 0), dtype=np.int64)
-        attention_history: List[np.ndarray] = []  # per step (rows, regions)
-        prev = mx.nd.full((rows,), self.bos, ctx=self.ctx, dtype="int32")
-        offsets = (np.arange(batch) * k)[:, None]
-        full_static = [static for static, _ in states]
-        computed = np.arange(rows)   # the rows the models step: those of images with an open hypothesis
+        self.steps.start(views, self.beam_size)
+        beam = BeamState.start(batch, self.beam_size, self.bos)
         for t in range(self.max_output_length):
-            log_probs: Any = None
-            attention: Any = None
-            for i, model in enumerate(members):
-                lp, att, dynamic = model.step(prev, states[i][0], states[i][1])
-                states[i] = (states[i][0], dynamic)
-                log_probs = lp if log_probs is None else log_probs + lp
-                if i < len(self.models):  # the attention reported is over the regions of the first view
-                    attention = att if attention is None else attention + att
-            if len(members) > 1:
-                attention = attention / len(self.models)
-            if self.keep_attention:
-                attention = self._all_rows(attention.asnumpy(), computed, rows)
             last = t + 1 == self.max_output_length
-            if guide is None and not self.no_repeat_ngram_size and not last and k < vocab:
-                # the plain step: only each row's k best words can be among its image's k best continuations
-                log_probs, row_words = self._row_best(log_probs, computed, rows, len(members))   # (rows, k) each
-            else:  # every word of every row: the blocking below looks at all of them
-                log_probs, row_words = self._all_rows(log_probs.asnumpy().astype(np.float64), computed, rows), None
-                if len(members) > 1:
-                    log_probs /= len(members)
-                log_probs[:, self.blocked] = NEG_INF
-                if len(self.constraint_only):
-                    self._block_constraint_only(log_probs, dba)
-                if self.no_repeat_ngram_size:
-                    block_repeated_ngrams(log_probs, history, self.no_repeat_ngram_size,
-                                          dba.constraint_words() if dba is not None else None)
-                if guide is not None:  # avoided phrases; </s> before every required phrase is met (but at the end)
-                    guide.block(log_probs, None if last else self.eos)
-                if last:  # the last step must end every open hypothesis
-                    forced = np.full_like(log_probs, NEG_INF)
-                    forced[:, self.eos] = log_probs[:, self.eos]
-                    log_probs = forced
-            log_probs = mask_finished(log_probs, finished, self.pad, row_words)
-            width = log_probs.shape[1]                                         # vocab, or k preselected words
-            new_lengths = lengths + (~finished)
-            candidates = (scores.reshape(rows, 1) + log_probs)
-            normalized = candidates / length_penalty(new_lengths, self.alpha, self.beta)[:, None]
-            if dba is not None:
-                best, active = dba.candidates(normalized, candidates, k)        # (batch, k) each
-            else:
-                _, best = top_k(normalized.reshape(batch, k * width), k)      # (batch, k)
-            origin = (best // width + offsets).reshape(rows)                   # row each new hypothesis extends
-            words = (best % width if row_words is None else
-                     row_words.reshape(batch, k * width)[np.arange(batch)[:, None], best]).reshape(rows)
-            scores = candidates.reshape(batch, k * width)[np.arange(batch)[:, None], best]
-            lengths = new_lengths[origin]
-            finished = finished[origin] | (words == self.eos)
-            history = np.concatenate([history[origin], words[:, None]], axis=1)
-            if guide is not None:
-                guide.update(origin, words)
-            if dba is not None:  # inactive rows, and open rows of images whose search is over, stop
-                scores = np.where(active, scores, NEG_INF)
-                stop = ~active.reshape(rows) | dba.finished_images(
-                    scores.reshape(rows), scores.reshape(rows) / length_penalty(lengths, self.alpha, self.beta),
-                    finished, self.nbest_size)
-                scores = np.where(stop.reshape(batch, k), NEG_INF, scores)
-                finished = finished | stop
-            else:
-                finished = finished | beaten_hypotheses(scores, lengths.reshape(batch, k), finished.reshape(batch, k),
-                                                        self.nbest_size, self.max_output_length, self.alpha,
-                                                        self.beta)
-            if self.keep_attention:
-                attention_history = [a[origin] for a in attention_history] + [attention[origin]]
-            if finished.all():
+            scored = self.score(beam, guide, dba, last)
+            selected = self.select(beam, scored, dba)
+            self.advance(beam, selected, scored.attention, guide, dba)
+            if beam.finished.all():
                 break
-            # An image whose every hypothesis has ended only extends them with padding at no cost: its rows leave
-            # the computation (the batch shrinks to the images still open; their states are taken from the rows
-            # they extend, which were computed, as an open image was open the step before).
-            open_rows = np.flatnonzero(~finished.reshape(batch, k).all(axis=1).repeat(k))
-            position = np.empty(rows, dtype=np.int64)
-            position[computed] = np.arange(len(computed))
-            origin_nd = mx.nd.array(position[origin[open_rows]], ctx=self.ctx, dtype="int32")
-            if len(open_rows) < len(computed):
-                rows_nd = mx.nd.array(open_rows, ctx=self.ctx, dtype="int32")
-                states = [([mx.nd.take(s, rows_nd) for s in static_all], dynamic)
-                          for static_all, (_, dynamic) in zip(full_static, states)]
-            states = [(static, [mx.nd.take(d, origin_nd) for d in dynamic]) for static, dynamic in states]
-            computed = open_rows
-            prev = mx.nd.array(words[open_rows], ctx=self.ctx, dtype="int32")
-        final = scores.reshape(rows) / length_penalty(lengths, self.alpha, self.beta)
+            self.shrink(beam, selected.origin)
+        return self.collect(beam, dba)
+
+    # -- score -------------------------------------------------------------------------------------------------
+
+    def score(self, beam: BeamState, guide: Optional[SearchConstraints], dba: Optional[SearchConstraints],
+              last: bool) -> Scored:
+        """**Score**: step the models on each computed row's last word, and restrict the next words by the rules.
+
+        Without any rule to apply (no constraints, no repeat blocking, not the last step) only each row's ``beam``
+        best words can be among its image's ``beam`` best continuations, so they are found on the device
+        (:meth:`preselect`); otherwise every word of every row is scored on the host (:meth:`restrict`).
+        Finished rows may only be continued by ``<pad>`` at no cost (:func:`mask_finished`).
+        """
+        summed, attention = self.steps.step(beam.words[beam.computed], self.keep_attention)
+        rows, k = beam.finished.shape[0], self.beam_size
+        if attention is not None:
+            attention = self._all_rows(attention, beam.computed, rows)
+        if guide is None and not self.no_repeat_ngram_size and not last and k < self.vocab_size:
+            log_probs, words = self.preselect(summed, beam.computed, rows)     # (rows, k) each
+        else:
+            log_probs, words = self.restrict(summed, beam, guide, dba, last), None
+        return Scored(mask_finished(log_probs, beam.finished, self.pad, words), words, attention)
+
+    def preselect(self, summed: Any, computed: np.ndarray, rows: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The ``beam`` best words of each computed row, found by the runtime (so only ``(rows, beam)`` values reach
+        the host), the words the search never writes excluded.
+
+        :param summed: the runtime's sum of the members' log-probabilities ``(computed rows, vocab)``.
+        :return: ``(rows, beam)`` float64 log-probabilities (the members' mean), best first, and their ``(rows,
+            beam)`` int64 word ids; zeros for rows not computed.
+        """
+        values, words = self.steps.row_best(summed, self._blocked_bias, self.beam_size)
+        values = self._all_rows(values.astype(np.float64), computed, rows)
+        if self.steps.num_members > 1:
+            values /= self.steps.num_members
+        return values, self._all_rows(words.astype(np.int64), computed, rows)
+
+    def restrict(self, summed: Any, beam: BeamState, guide: Optional[SearchConstraints],
+                 dba: Optional[SearchConstraints], last: bool) -> np.ndarray:
+        """Every word of every row, ``(rows, vocab)`` float64 (the members' mean), with the words the rules forbid at
+        ``NEG_INF``: those never written, constraint-only words that advance no required phrase, repeated n-grams
+        (except words that advance a required phrase), avoided phrases, ``</s>`` before every required phrase is met;
+        at the ``last`` step every word but ``</s>``."""
+        rows = beam.finished.shape[0]
+        log_probs = self._all_rows(self.steps.to_host(summed).astype(np.float64), beam.computed, rows)
+        if self.steps.num_members > 1:
+            log_probs /= self.steps.num_members
+        log_probs[:, self.blocked] = NEG_INF
+        if len(self.constraint_only):
+            self._block_constraint_only(log_probs, dba)
+        if self.no_repeat_ngram_size:
+            block_repeated_ngrams(log_probs, beam.history, self.no_repeat_ngram_size,
+                                  dba.constraint_words() if dba is not None else None)
+        if guide is not None:  # avoided phrases; </s> before every required phrase is met (but at the end)
+            guide.block(log_probs, None if last else self.eos)
+        if last:  # the last step must end every open hypothesis
+            forced = np.full_like(log_probs, NEG_INF)
+            forced[:, self.eos] = log_probs[:, self.eos]
+            log_probs = forced
+        return log_probs
+
+    def _block_constraint_only(self, log_probs: np.ndarray, dba: Optional[SearchConstraints]) -> None:
+        """Forbid, in place, the :attr:`constraint_only` words of ``log_probs (rows, vocab)`` except in the rows
+        where they advance a required phrase."""
+        keep_rows, keep_words = dba.constraint_words() if dba is not None else (np.zeros(0, int), np.zeros(0, int))
+        kept = np.isin(keep_words, self.constraint_only)
+        keep_rows, keep_words = keep_rows[kept], keep_words[kept]
+        values = log_probs[keep_rows, keep_words]
+        log_probs[:, self.constraint_only] = NEG_INF
+        log_probs[keep_rows, keep_words] = values
+
+    @staticmethod
+    def _all_rows(values: np.ndarray, computed: np.ndarray, rows: int) -> np.ndarray:
+        """Per-row ``values`` of the ``computed`` rows → all ``rows`` (zeros for the others, rows of images whose
+        hypotheses have all ended: the search masks them)."""
+        if len(computed) == rows:
+            return values
+        full = np.zeros((rows,) + values.shape[1:], dtype=values.dtype)
+        full[computed] = values
+        return full
+
+    # -- select ------------------------------------------------------------------------------------------------
+
+    def select(self, beam: BeamState, scored: Scored, dba: Optional[SearchConstraints]) -> Selected:
+        """**Select**: the ``beam`` best continuations of each image by length-normalized score (the GNMT penalty
+        of the new lengths), or by dynamic beam allocation into banks when the batch has required phrases."""
+        (batch, k), log_probs = beam.shape, scored.log_probs
+        rows, width = batch * k, log_probs.shape[1]                         # width: vocab, or k preselected words
+        new_lengths = beam.lengths + (~beam.finished)
+        candidates = beam.scores.reshape(rows, 1) + log_probs
+        normalized = candidates / length_penalty(new_lengths, self.alpha, self.beta)[:, None]
+        active = None
+        if dba is not None:
+            best, active = dba.candidates(normalized, candidates, k)        # (batch, k) each
+        else:
+            _, best = top_k(normalized.reshape(batch, k * width), k)      # (batch, k)
+        origin = (best // width + (np.arange(batch) * k)[:, None]).reshape(rows)
+        words = (best % width if scored.words is None else
+                 scored.words.reshape(batch, k * width)[np.arange(batch)[:, None], best]).reshape(rows)
+        scores = candidates.reshape(batch, k * width)[np.arange(batch)[:, None], best]
+        return Selected(origin, words, scores, new_lengths[origin], active)
+
+    # -- advance -----------------------------------------------------------------------------------------------
+
+    def advance(self, beam: BeamState, selected: Selected, attention: Optional[np.ndarray],
+                guide: Optional[SearchConstraints], dba: Optional[SearchConstraints]) -> None:
+        """**Advance** ``beam`` in place to the selected hypotheses: their scores, lengths, words and history, the
+        constraints' progress, and the hypotheses that end: those that wrote ``</s>``, and those that can no longer
+        reach their image's n best (:func:`beaten_hypotheses`; with constraints,
+        :meth:`imcap.constraints.SearchConstraints.finished_images`, and inactive places)."""
+        origin, words = selected.origin, selected.words
+        beam.scores, beam.lengths, beam.words = selected.scores, selected.lengths, words
+        beam.finished = beam.finished[origin] | (words == self.eos)
+        beam.history = np.concatenate([beam.history[origin], words[:, None]], axis=1)
+        if guide is not None:
+            guide.update(origin, words)
+        if dba is not None:
+            beam.finished = beam.finished | self._stopped_by_constraints(beam, cast(np.ndarray, selected.active), dba)
+        else:
+            batch, k = beam.shape
+            beam.finished = beam.finished | beaten_hypotheses(
+                beam.scores, beam.lengths.reshape(batch, k), beam.finished.reshape(batch, k), self.nbest_size,
+                self.max_output_length, self.alpha, self.beta)
+        if attention is not None:
+            beam.attention = [a[origin] for a in beam.attention] + [attention[origin]]
+
+    def _stopped_by_constraints(self, beam: BeamState, active: np.ndarray, dba: SearchConstraints) -> np.ndarray:
+        """``(rows,)`` bool: inactive places, and open rows of constrained images whose search is over; their
+        scores become ``NEG_INF`` in ``beam``."""
+        batch, k = beam.shape
+        beam.scores = np.where(active, beam.scores, NEG_INF)
+        flat = beam.scores.reshape(batch * k)
+        stop = ~active.reshape(batch * k) | dba.finished_images(
+            flat, flat / length_penalty(beam.lengths, self.alpha, self.beta), beam.finished, self.nbest_size)
+        beam.scores = np.where(stop.reshape(batch, k), NEG_INF, beam.scores)
+        return stop
+
+    # -- shrink ------------------------------------------------------------------------------------------------
+
+    def shrink(self, beam: BeamState, origin: np.ndarray) -> None:
+        """**Shrink**: an image whose every hypothesis has ended only extends them with padding at no cost, so its
+        rows leave the computation; the runtime reorders the states of the rows still computed (each from the row it
+        extends, which was computed, as an open image was open the step before)."""
+        batch, k = beam.shape
+        open_rows = np.flatnonzero(~beam.finished.reshape(batch, k).all(axis=1).repeat(k))
+        position = np.empty(batch * k, dtype=np.int64)
+        position[beam.computed] = np.arange(len(beam.computed))
+        self.steps.reorder(open_rows, position[origin[open_rows]])
+        beam.computed = open_rows
+
+    # -- collect -----------------------------------------------------------------------------------------------
+
+    def collect(self, beam: BeamState, dba: Optional[SearchConstraints]) -> List[List[Hypothesis]]:
+        """**Collect** each image's ``nbest_size`` best hypotheses by length-normalized score; with required
+        phrases, those that met them all if any did (else the best found), inactive places last."""
+        batch, k = beam.shape
+        scores = beam.scores.reshape(batch * k)
+        final = scores / length_penalty(beam.lengths, self.alpha, self.beta)
         met = dba.all_met() if dba is not None else None
         constrained = dba.constrained_images() if dba is not None else np.zeros(batch, dtype=bool)
         results = []
@@ -379,15 +473,20 @@ class BeamSearch:
             row_ids = range(i * k, (i + 1) * k)
             if met is None:
                 ranked = sorted(row_ids, key=lambda r: -final[r])[:self.nbest_size]
-            else:  # those that met every constraint if any did, else the best found; inactive ones (NEG_INF) last
+            else:
                 ranked = sorted(row_ids, key=lambda r: (not met[r], -final[r]))
-                ranked = [r for r in ranked if scores.reshape(rows)[r] > NEG_INF / 2] or ranked
+                ranked = [r for r in ranked if scores[r] > NEG_INF / 2] or ranked
                 ranked = [r for r in ranked if met[r] == met[ranked[0]]][:self.nbest_size]
-            hyps = []
-            for r in ranked:
-                ids = [int(w) for w in history[r][:lengths[r]] if w != self.eos and w != self.pad]
-                att = np.stack([a[r] for a in attention_history])[:lengths[r]] if self.keep_attention else None
-                hyps.append(Hypothesis(ids, float(scores.reshape(rows)[r]), float(final[r]), att,
-                                       bool(met[r]) if met is not None and constrained[i] else None))
-            results.append(hyps)
+            results.append([self._hypothesis(beam, r, scores, final, met if constrained[i] else None)
+                            for r in ranked])
         return results
+
+    def _hypothesis(self, beam: BeamState, row: int, scores: np.ndarray, final: np.ndarray,
+                    met: Optional[np.ndarray]) -> Hypothesis:
+        """Row ``row`` of the finished ``beam`` as a :class:`Hypothesis` (``met``: None for an image without required
+        phrases)."""
+        length = beam.lengths[row]
+        ids = [int(w) for w in beam.history[row][:length] if w != self.eos and w != self.pad]
+        attention = np.stack([a[row] for a in beam.attention])[:length] if self.keep_attention else None
+        return Hypothesis(ids, float(scores[row]), float(final[row]), attention,
+                          bool(met[row]) if met is not None else None)

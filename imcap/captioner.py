@@ -9,7 +9,8 @@ every caption, and :mod:`imcap.lexical_constraints` writes such JSON lines from 
 line per input line, in input order: a line that cannot be read (missing file, broken image, bad UTF-8, empty line,
 features with NaN) gives an empty caption and a one-line warning on STDERR naming the line; a phrase that cannot be
 used as given (no words, a word outside the vocabulary, too many constraint words for ``--max-output-length``, not a
-string, both required and avoided) gives the line's best caption and such a warning; a summary ends the run.
+string or a list of alternative strings, both required and avoided) gives the line's best caption and such a warning;
+a summary ends the run.
 
 This module is a loop over :class:`imcap.inference.Captioner`, which does the work: batched beam search
 (:mod:`imcap.beam_search`), ensembles of several ``--models``, ``--test-time-augmentations hflip`` adding each model
@@ -28,6 +29,7 @@ from . import arguments
 from . import constants as C
 from .inference import CaptionInput, CaptionResult, Captioner
 from .output_handler import get_output_handler
+from .phrases import lenient_phrases
 from .utils import ImcapError, check_condition
 
 logger = logging.getLogger("imcap.captioner")
@@ -93,8 +95,10 @@ def read_input_lines(stream: IO[bytes]) -> Iterator[InputLine]:
 
 def parse_input(text: str, json_input: bool, line: Optional[int] = None) -> CaptionInput:
     """The input a line names: a path, or with ``json_input`` ``{"image": PATH}`` (or Sockeye's ``{"text": PATH}``)
-    with optional ``constraints`` and ``avoid`` lists of phrases (other keys are ignored; bad phrases are the
-    Captioner's to warn about, see :meth:`imcap.inference.Captioner.caption`).
+    with optional ``constraints`` and ``avoid`` lists of phrases (other keys are ignored). A phrase of the wrong type
+    costs the line only itself: :func:`imcap.phrases.lenient_phrases` keeps it as an ignored phrase whose warning (the
+    library's ``TypeError`` or ``ValueError``, ``...: ignored``) the line's result carries; phrases that cannot be
+    used are the Captioner's to warn about (:meth:`imcap.inference.Captioner.caption`).
 
     :raises ImcapError: on empty lines, bad JSON, or a JSON line without a path.
     """
@@ -108,7 +112,9 @@ def parse_input(text: str, json_input: bool, line: Optional[int] = None) -> Capt
         path_key = "image" if isinstance(obj, dict) and "image" in obj else "text"
         check_condition(isinstance(obj, dict) and isinstance(obj.get(path_key), str),
                         'a JSON input line needs {"image": PATH} (or {"text": PATH})')
-        text, constraints, avoid = obj[path_key], obj.get("constraints", []), obj.get("avoid", [])
+        text = obj[path_key]
+        constraints = lenient_phrases("constraints", obj.get("constraints"), alternatives=True)
+        avoid = lenient_phrases("avoid", obj.get("avoid"))
     path = text.strip()
     check_condition(bool(path), "empty line")
     return CaptionInput(path=path, constraints=constraints, avoid=avoid, line=line)

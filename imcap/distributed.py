@@ -9,7 +9,9 @@ A job is a scheduler, one or more servers and ``W`` workers (``python -m imcap.l
   epoch's batch list and the ragged tail of ``len % W`` batches is dropped, so that every worker does the same number
   of updates per epoch (a ``dist_sync`` push waits for every worker's: unequal counts would deadlock),
 - agreement: :meth:`WorkerGroup.broadcast` (a JSON value from rank 0 to every worker) and :meth:`WorkerGroup.sum`
-  (a small vector summed over the workers, ``dist_sync`` only).
+  (a small vector summed over the workers, ``dist_sync`` only),
+- its updates (:class:`DistributedUpdates`): the kvstore's keys initialized before the first push, the gradients
+  summed by the servers and clipped, the update applied, the seconds spent in the kvstore counted.
 
 A single-process training uses :data:`LOCAL`, the group of one worker, so the trainer has one code path.
 """
@@ -17,10 +19,12 @@ import functools
 import json
 import os
 import sys
-from typing import Any, List, Optional, Sequence
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
+from mxnet import gluon
 
 from . import constants as C
 from .data import BucketBatcher, ImageBatcher
@@ -200,3 +204,81 @@ def worker_group(kvstore: str) -> WorkerGroup:
         return WorkerGroup(kvstore)
     except mx.base.MXNetError as e:
         raise ImcapError("kvstore %s: %s" % (kvstore, str(e).splitlines()[0]))
+
+
+def make_trainer(workers: WorkerGroup, params: Any, optimizer: str, optimizer_params: Dict[str, Any], kvstore: str,
+                 num_devices: int) -> gluon.Trainer:
+    """The ``gluon.Trainer`` of a worker: on a dist kvstore synchronous workers let the servers only sum, and each
+    applies the same update to the same parameters (clipping the summed gradient); asynchronous ones let the servers
+    update (gluon allows nothing else). Without one, ``kvstore`` (``device``, ``local``) sums the gradients of the
+    process's devices, if it has several."""
+    if workers.distributed:
+        return gluon.Trainer(params, optimizer, optimizer_params, kvstore=workers.kvstore,
+                             update_on_kvstore=not workers.synchronous)
+    return gluon.Trainer(params, optimizer, optimizer_params, kvstore=kvstore if num_devices > 1 else None)
+
+
+class DistributedUpdates:
+    """The updates of one worker of a dist kvstore, made with ``trainer`` (:func:`make_trainer`) on ``params``
+    (``gluon.ParameterDict``) on the devices ``ctx``.
+
+    :attr bytes_per_update: the bytes of gradients a worker pushes to the servers per update (as many are pulled).
+    :attr seconds: the seconds spent in the kvstore's push and pull since the caller last reset it.
+    """
+
+    def __init__(self, workers: WorkerGroup, trainer: gluon.Trainer, params: Any, ctx: Sequence[mx.Context]) -> None:
+        self.workers, self.trainer, self.ctx = workers, trainer, list(ctx)
+        self.params = [p for p in params.values() if p.grad_req != "null"]
+        self.bytes_per_update = 4 * sum(p.data(self.ctx[0]).size for p in self.params)
+        self.seconds = 0.0
+
+    def init_kvstore(self) -> None:
+        """Initialize the dist kvstore's keys with the parameters (rank 0's values, pulled by every worker) and wait
+        for the pulls, before any gradient is pushed. MXNet 1.9.1's ``gluon.Trainer`` does it lazily inside the
+        first ``allreduce_grads``/``step``, queueing each key's init-and-pull just before that key's first gradient
+        pushpull; the engine may send the push first, and when every worker's push reaches the servers before a
+        worker's pull, that worker pulls the summed gradient as the parameter (seen as the word embedding of rank 0
+        holding a gradient after update 1, in 2 runs of 10 alike). Resumed runs call it too, after the checkpoint's
+        parameters are loaded.
+
+        :raises ImcapError: if a parameter's shape is still unknown.
+        """
+        trainer = self.trainer
+        if not trainer._kv_initialized:
+            trainer._init_kvstore()
+        if trainer._params_to_init:
+            trainer._init_params()
+        check_condition(not trainer._params_to_init, "parameters of unknown shape: %s"
+                        % [p.name for p in trainer._params_to_init])
+        mx.nd.waitall()
+
+    def step(self, clip_norm: Optional[float], before_update: Callable[[], None]) -> None:
+        """One update. Synchronous: the servers sum the gradients of the ``W`` workers (each the mean over its own
+        batch's tokens), every device of every worker then holds that sum; its global norm is clipped to ``W x
+        clip_norm`` (None: no clipping), ``before_update`` runs (e.g. the learning-rate warm-up), and every worker
+        applies the update of the mean ``sum / W`` (``rescale_grad = 1 / W``) to its copy of the (identical)
+        parameters. Asynchronous: the worker pushes its gradients and pulls the servers' updated parameters
+        (``gluon.Trainer.step``)."""
+        mx.nd.waitall()   # the backward pass is done: the time below is the kvstore's
+        start = time.time()
+        if not self.workers.synchronous:
+            self.trainer.step(1)
+            mx.nd.waitall()
+            self.seconds += time.time() - start
+            return
+        self.trainer.allreduce_grads()
+        mx.nd.waitall()
+        self.seconds += time.time() - start
+        if clip_norm is not None:
+            self._clip(clip_norm * self.workers.num_workers)
+        before_update()
+        self.trainer.update(self.workers.num_workers)
+
+    def _clip(self, threshold: float) -> None:
+        """Clip the global norm of the summed gradient, identically on every device."""
+        norm = gluon.utils.clip_global_norm([p.grad(self.ctx[0]) for p in self.params], threshold,
+                                            check_isfinite=False)
+        if len(self.ctx) > 1 and norm > threshold:
+            for p in self.params:
+                for g in p.list_grad()[1:]:
+                    g *= threshold / norm

@@ -15,7 +15,7 @@ device of ``--device-ids``/``--use-cpu`` (:mod:`imcap.devices`: the first GPU if
 that finds it complete at its end (the last to finish, on a shared filesystem), or by a run without ``--shard``
 after the shards' files were copied together, which then computes nothing else. An image's features and class
 probabilities do not depend on the batch it was computed in (the classifier runs image by image on the host,
-:class:`imcap.image_encoder.HostClassifier`), so on one machine type the cache is the same byte for byte however it
+:class:`imcap.vision.efficientnet.HostClassifier`), so on one machine type the cache is the same byte for byte however it
 was sharded; across CPU types it is within the bounds docs/scaling.md states.
 
 After Sockeye 1.x's ``image_captioning/extract_features.py`` (same option names).
@@ -117,16 +117,17 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
             workers: int = 2, dtype: str = "float16", progress: bool = True,
             augmentations: Sequence[str] = ()) -> Dict[str, str]:
     """Compute and cache the features of every image of ``image_paths`` (and of each of its ``augmentations``
-    views, see :func:`imcap.image_encoder.augment`) not yet in the cache; with an encoder that has its classifier
+    views, see :func:`imcap.vision.images.augment`) not yet in the cache; with an encoder that has its classifier
     (``has_classifier``), also each original's ImageNet class probabilities from the same forward pass, beside its
     features (:func:`imcap.features.classes_path`).
 
-    :param encoder: an :class:`imcap.image_encoder.ImageEncoder`.
+    :param encoder: an :class:`imcap.vision.image_encoder.ImageEncoder`.
     :param image_paths: unique image paths relative to ``image_root``.
     :return: image path → reason, for the images that could not be read (their features are not written).
     :raises ImcapError: if a feature file cannot be written (the files written before it stay).
     """
-    from .image_encoder import augment, load_image, to_regions
+    from .vision.images import augment, load_image
+    from .vision.image_encoder import to_regions
     num_items = len(image_paths) * (1 + len(augmentations))
     classify = bool(getattr(encoder, "has_classifier", False))
     todo = uncached(image_paths, output_root, augmentations, classify)
@@ -199,7 +200,7 @@ def extract(encoder, image_paths: List[str], image_root: str, output_root: str, 
 def run_extract_features(args: argparse.Namespace) -> None:
     """Extract features for every ``--input`` list and write the parallel ``--output`` lists."""
     from .devices import get_context
-    from .image_encoder import ImageEncoder
+    from .vision.image_encoder import ImageEncoder
     outputs = args.output or [default_output(p, args.output_root) for p in args.input]
     check_condition(len(outputs) == len(args.input), "--output needs one file per --input (%d != %d)"
                     % (len(outputs), len(args.input)))
@@ -248,7 +249,7 @@ def weights_location(encoder) -> Dict[str, str]:
     captioner the CNN's); ``{}`` for the other encoders, whose weights are looked up by name in the shared models
     folder. Only the run that creates the manifest records it, and later runs do not compare it (the shards of one
     cache may read the weights at other paths on other machines; caches made before it was recorded stay valid)."""
-    from .image_encoder import is_zoo_encoder
+    from .vision.zoo import is_zoo_encoder
     if encoder.model_path and is_zoo_encoder(encoder.name):
         return {"model_file": os.path.abspath(encoder.model_path)}
     return {}

@@ -14,9 +14,14 @@ images (:class:`LazyFeatures`), so that data larger than memory trains and a dis
 batches; or, with ``load_all_to_memory`` (``imcap.train --load-all-features-to-memory``, as Sockeye), loaded once.
 A line whose file cannot be read (missing, no ``.npy``, truncated) is skipped with a warning naming it when the store
 is made; so is one whose file holds NaN or infinite values, loaded, or read lazily when a batch first reads it.
+
+:func:`region_grid` is the one rule of how an image's regions lie on the CNN's map (rows and columns, row-major), for
+whoever shows or reports attention over them (:mod:`imcap.plots.attention`, :mod:`imcap.visualize`,
+:mod:`imcap.serving.http_api`).
 """
 import json
 import logging
+import math
 import os
 from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
@@ -29,6 +34,21 @@ logger = logging.getLogger(__name__)
 
 CLASSES_SUFFIX = ".classes.npy"   # beside a feature file: the image's ImageNet class probabilities
 NON_FINITE = "contain NaN or infinite values"   # why a feature file is skipped, in the warning naming its line
+
+
+def region_grid(num_regions: int, known: Optional[Tuple[int, int]] = None) -> Optional[Tuple[int, int]]:
+    """``(rows, columns)`` of the grid of ``num_regions`` regions (a CNN's ``H x W`` map flattened row-major, region
+    ``i`` at row ``i // columns``, column ``i % columns``), or None when it is unknown.
+
+    :param known: a grid known from elsewhere (a CNN tail's output map, ``--grid HxW``): the answer when it holds
+        ``num_regions`` regions, None when it does not. Without it, the square of side ``sqrt(num_regions)`` when
+        that is a whole number, else None.
+    """
+    if known is not None:
+        rows, columns = int(known[0]), int(known[1])
+        return (rows, columns) if rows * columns == num_regions else None
+    side = math.isqrt(max(num_regions, 0))
+    return (side, side) if num_regions > 0 and side * side == num_regions else None
 
 
 def feature_relpath(image_relpath: str, view: Optional[str] = None) -> str:

@@ -15,10 +15,10 @@ from mxnet.gluon import Block, HybridBlock, nn
 from . import constants as C
 from .config import Config
 from . import rnn, transformer, convolution  # noqa: F401  (register the decoders, in the order of --decoder's choices)
-from .decoder import decoder_config_type, decoder_names, get_decoder
+from .decoder import Decoder, decoder_config_type, decoder_name, decoder_names, get_decoder
 from .rnn import RNNDecoderConfig
 from .encoder import EncoderConfig, ImageFeatureEncoder
-from .encoder_tail import EncoderTail, EncoderTailConfig
+from .vision.tail import EncoderTail, EncoderTailConfig
 from .utils import ImcapError, atomic_path, check_condition
 
 logger = logging.getLogger(__name__)
@@ -32,8 +32,8 @@ class ModelConfig(Config):
     :param encoder: image encoder config (feature shape and projection).
     :param decoder: config of a registered decoder (:class:`imcap.rnn.RNNDecoderConfig`,
         :class:`imcap.transformer.TransformerDecoderConfig` or :class:`imcap.convolution.ConvolutionalDecoderConfig`).
-    :param decoder_name: the ``--decoder`` name it was registered under; it says which config type ``decoder``
-        loads back as.
+    :param decoder_name: the ``--decoder`` name ``decoder``'s config type is registered under, derived from it (a
+        value given is replaced); saved so that ``decoder`` loads back as its type.
     :param num_embed: target embedding size.
     :param embed_dropout: dropout on target embeddings.
     :param weight_tying: share the target embedding and the output layer (needs ``num_embed`` equal to the
@@ -41,7 +41,7 @@ class ModelConfig(Config):
     :param feature_extraction: how the cached features were made (the cache manifest), so that the captioner
         can run the same CNN on raw images.
     :param encoder_tail: the rest of the pretrained CNN after the cached layer, run (and fine-tuned) before
-        ``encoder`` (:mod:`imcap.encoder_tail`); None: the cached features go to ``encoder`` as they are.
+        ``encoder`` (:mod:`imcap.vision.tail`); None: the cached features go to ``encoder`` as they are.
     """
     vocab_size: int = 0
     encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
@@ -71,6 +71,28 @@ class ModelConfig(Config):
         elif "decoder" not in values:
             values["decoder"] = config_type()
         return super().from_dict(values)
+
+    def __post_init__(self) -> None:
+        if type(self.decoder) in Decoder._registry:
+            self.decoder_name = decoder_name(self.decoder)
+
+
+def check_sizes(config: ModelConfig) -> None:
+    """Check that the parts of ``config`` fit together: the decoder reads embeddings of ``num_embed`` and regions of
+    the encoder's ``num_hidden``; weight tying needs ``num_embed`` equal to the decoder's output size.
+
+    :raises ImcapError: naming the sizes that differ.
+    """
+    decoder: Any = config.decoder   # every registered decoder config has these fields
+    check_condition(decoder.num_embed == config.num_embed, "the %s decoder reads embeddings of %d, the model's "
+                    "--num-embed is %d" % (config.decoder_name, decoder.num_embed, config.num_embed))
+    check_condition(decoder.encoder_num_hidden == config.encoder.num_hidden, "the %s decoder attends to regions of "
+                    "%d, the encoder makes %d (--image-encoder-num-hidden)" % (config.decoder_name,
+                                                                             decoder.encoder_num_hidden,
+                                                                             config.encoder.num_hidden))
+    check_condition(not config.weight_tying or config.num_embed == decoder.output_num_hidden,
+                    "weight tying needs --num-embed == the decoder output size (%d != %d)"
+                    % (config.num_embed, decoder.output_num_hidden))
 
 
 class _Encode(HybridBlock):
@@ -111,17 +133,15 @@ class CaptionModel(Block):
 
     :param config: the model config.
     :param models_dir: where the weights of a CNN tail (``config.encoder_tail``) are looked for; default: the shared
-        models folder (:func:`imcap.image_encoder.weights_dir`).
-    :raises ImcapError: if weight tying is asked for with mismatching sizes, or a CNN tail's weights are missing.
+        models folder (:func:`imcap.vision.image_encoder.weights_dir`).
+    :raises ImcapError: if the parts' sizes do not fit (:func:`check_sizes`), or a CNN tail's weights are missing.
     """
 
     def __init__(self, config: ModelConfig, models_dir: Optional[str] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
         decoder_config: Any = config.decoder  # every registered decoder config has output_num_hidden
-        check_condition(not config.weight_tying or config.num_embed == decoder_config.output_num_hidden,
-                        "weight tying needs --num-embed == the decoder output size (%d != %d)"
-                        % (config.num_embed, decoder_config.output_num_hidden))
+        check_sizes(config)
         with self.name_scope():
             self.encoder_tail = None if config.encoder_tail is None else \
                 EncoderTail(config.encoder_tail, models_dir, prefix="encoder_tail_")

@@ -1,11 +1,11 @@
 """Serving: ``python -m imcap.serve --models DIR [DIR ...] [--host 127.0.0.1] [--port 8080]``.
 
 One process: a web page (Gradio) at ``/`` and a JSON API (``POST /v1/caption``, ``GET /v1/health``,
-``GET /v1/model``, :mod:`imcap.http_api`) over one :class:`imcap.inference.Captioner`. One worker thread owns the
-models; requests that arrive together are captioned in one batched beam search (:mod:`imcap.batching`,
+``GET /v1/model``, :mod:`imcap.serving.http_api`) over one :class:`imcap.inference.Captioner`. One worker thread owns the
+models; requests that arrive together are captioned in one batched beam search (:mod:`imcap.serving.batching`,
 ``--max-batch-size``, ``--max-wait-ms``). The search options below are the defaults of a request, which may change
 them within ``--max-beam-size`` and ``--max-output-length-limit``. Uploads are bounded (``--max-upload-mb``,
-``--max-image-pixels``) and sniffed (:mod:`imcap.uploads`); no request names a server-side file. Binds 127.0.0.1
+``--max-image-pixels``) and sniffed (:mod:`imcap.serving.uploads`); no request names a server-side file. Binds 127.0.0.1
 unless ``--host`` says otherwise.
 """
 import argparse
@@ -74,22 +74,17 @@ def build_app(args: argparse.Namespace) -> Any:
 
     :raises ImcapError: if a model dir or the CNN cannot be loaded, or an option is out of range.
     """
-    from .batching import BatchingCaptioner, SearchLimits, SearchOptions
+    from .serving.batching import BatchingCaptioner, SearchLimits
     from .devices import get_context
-    from .http_api import create_app, describe_models
+    from .serving.http_api import create_app, describe_models
     from .inference import Captioner
-    from .uploads import UploadLimits
+    from .search_options import search_options_from_args
+    from .serving.uploads import UploadLimits
     from .utils import check_condition
     check_condition(args.nbest_size <= args.beam_size, "--nbest-size (%d) must be at most --beam-size (%d)"
                     % (args.nbest_size, args.beam_size))
-    defaults = SearchOptions(beam_size=args.beam_size, nbest_size=args.nbest_size,
-                             max_output_length=args.max_output_length, length_penalty_alpha=args.length_penalty_alpha,
-                             length_penalty_beta=args.length_penalty_beta,
-                             no_repeat_ngram_size=args.no_repeat_ngram_size, allow_unk=args.allow_unk)
-    captioner = Captioner(args.models, args.checkpoints, beam_size=args.beam_size, batch_size=args.max_batch_size,
-                          max_output_length=args.max_output_length, length_penalty_alpha=args.length_penalty_alpha,
-                          length_penalty_beta=args.length_penalty_beta, nbest_size=args.nbest_size,
-                          allow_unk=args.allow_unk, no_repeat_ngram_size=args.no_repeat_ngram_size,
+    defaults = search_options_from_args(args)
+    captioner = Captioner(args.models, args.checkpoints, search=defaults, batch_size=args.max_batch_size,
                           keep_attention=True, test_time_augmentations=args.test_time_augmentations,
                           extract_image_features=True, image_encoder=args.image_encoder,
                           image_encoder_model_path=args.image_encoder_model_path,
@@ -106,8 +101,8 @@ def build_app(args: argparse.Namespace) -> Any:
     info = describe_models(captioner, args.models, args.checkpoints)
     app = create_app(service, info, limits, request_timeout=args.request_timeout)
     if not args.no_page:
-        from .visualize import render_attention
-        from .web_page import CaptionPage, build_page, example_images, model_summary, mount_page
+        from .plots.attention import render_attention
+        from .serving.web_page import CaptionPage, build_page, example_images, model_summary, mount_page
         examples = args.examples if args.examples is not None else example_images(
             DEFAULT_CHECK_IMAGES, DEFAULT_FLICKR8K)
         page = CaptionPage(service, limits, draw_attention=render_attention, timeout=args.request_timeout)

@@ -1,4 +1,4 @@
-"""The one tokenizer of imcap: captions (:mod:`imcap.prepare_data`) and constraint phrases (:mod:`imcap.inference`)
+"""The one tokenizer of imcap: captions (:mod:`imcap.prepare_data`) and constraint phrases (:mod:`imcap.phrases`)
 are split into words by the same :func:`tokenize`, so a phrase matches the words a caption is made of."""
 import unicodedata
 from typing import List

@@ -40,7 +40,7 @@ from .decoder import decoder_config_from_options, decoder_names
 from .devices import get_contexts
 from .distributed import worker_group
 from .encoder import EncoderConfig
-from .encoder_tail import EncoderTailConfig, set_learning_rate_multiplier
+from .vision.tail import EncoderTailConfig, set_learning_rate_multiplier
 from .features import FeatureStore, read_manifest
 from .model import CaptionModel, ModelConfig, load_params
 from .training import (GRADIENT_CLIPPING_CHOICES, Trainer, TrainerConfig, TrainingState, build_model,

@@ -39,9 +39,10 @@ from . import constants as C
 from .beam_search import BeamSearch, best_captions
 from .config import Config
 from .data import BucketBatcher, ImageBatcher, ParallelData
-from .distributed import ShardedBucketBatcher, ShardedImageBatcher, check_kvstore_name, worker_group
+from .distributed import (DistributedUpdates, ShardedBucketBatcher, ShardedImageBatcher, check_kvstore_name,
+                          make_trainer, worker_group)
 from .loss import sequence_loss
-from .metrics import read_metrics, write_metrics
+from .metrics_file import read_metrics, write_metrics
 from .model import CaptionModel, ModelConfig, load_params, save_params
 from .progress import TrainingProgress, console_logging_above_bar
 from .reward import CiderD
@@ -272,44 +273,20 @@ class Trainer:
         if config.gradient_clipping_type == "abs":
             optimizer_params["clip_gradient"] = config.gradient_clipping_threshold
         self.params = self.model.collect_params()
-        if self.workers.distributed:
-            # synchronous: the servers only sum, every worker applies the same update to the same parameters (and
-            # clips the summed gradient); asynchronous: the servers update (gluon allows nothing else)
-            self.trainer = gluon.Trainer(self.params, config.optimizer, optimizer_params, kvstore=self.workers.kvstore,
-                                         update_on_kvstore=not self.workers.synchronous)
-        else:
-            self.trainer = gluon.Trainer(self.params, config.optimizer, optimizer_params,
-                                         kvstore=config.kvstore if len(self.ctx) > 1 else None)
-        #: per worker and update, the bytes of gradients pushed to the servers (as many are pulled back), and the
-        #: seconds spent in the kvstore's push and pull since the last checkpoint (dist kvstores)
-        self.kvstore_bytes = 4 * sum(p.data(self.ctx[0]).size for p in self.params.values() if p.grad_req != "null")
-        self.kvstore_seconds = 0.0
+        self.trainer = make_trainer(self.workers, self.params, config.optimizer, optimizer_params, config.kvstore,
+                                    len(self.ctx))
+        #: a worker's updates on a dist kvstore (None without one)
+        self.distributed = (DistributedUpdates(self.workers, self.trainer, self.params, self.ctx)
+                            if self.workers.distributed else None)
         self.metrics: List[Dict[str, Any]] = []
         if self.resume:
             self._load_state()
         self._samples_agreed, self._updates_agreed = self.state.samples, self.state.updates
-        if self.workers.distributed:
-            self._init_dist_kvstore()
+        if self.distributed is not None:
+            self.distributed.init_kvstore()
             logger.info("kvstore %s: worker rank %d of %d; per update a worker pushes %.2f MB of gradients and "
                         "pulls %.2f MB", config.kvstore, self.workers.rank, self.workers.num_workers,
-                        self.kvstore_bytes / 1e6, self.kvstore_bytes / 1e6)
-
-    def _init_dist_kvstore(self) -> None:
-        """Initialize the dist kvstore's keys with the parameters (rank 0's values, pulled by every worker) and wait
-        for the pulls, before any gradient is pushed. MXNet 1.9.1's ``gluon.Trainer`` does it lazily inside the
-        first ``allreduce_grads``/``step``, queueing each key's init-and-pull just before that key's first gradient
-        pushpull; the engine may send the push first, and when every worker's push reaches the servers before a
-        worker's pull, that worker pulls the summed gradient as the parameter (seen as the word embedding of rank 0
-        holding a gradient after update 1, in 2 runs of 10 alike). Resumed runs go through here too, after the
-        checkpoint's parameters are loaded."""
-        trainer = self.trainer
-        if not trainer._kv_initialized:
-            trainer._init_kvstore()
-        if trainer._params_to_init:
-            trainer._init_params()
-        check_condition(not trainer._params_to_init, "parameters of unknown shape: %s"
-                        % [p.name for p in trainer._params_to_init])
-        mx.nd.waitall()
+                        self.distributed.bytes_per_update / 1e6, self.distributed.bytes_per_update / 1e6)
 
     def _check_fit(self, validation_references: Sequence[Sequence[str]]) -> None:
         """Raise :class:`ImcapError` unless the model, vocabulary, data and devices fit together."""
@@ -537,9 +514,10 @@ class Trainer:
         entry = {"checkpoint": state.checkpoint, "updates": state.updates, "epoch": state.epoch,
                  "learning-rate": state.learning_rate, "perplexity-train": perplexities[0],
                  "perplexity-val": perplexities[1]}
-        if self.workers.distributed:
-            entry["kvstore-seconds-per-update"] = self.kvstore_seconds / max(state.updates - self._updates_agreed, 1)
-            self.kvstore_seconds = 0.0
+        if self.distributed is not None:
+            entry["kvstore-seconds-per-update"] = (self.distributed.seconds
+                                                   / max(state.updates - self._updates_agreed, 1))
+            self.distributed.seconds = 0.0
         if config.self_critical:
             entry["cider-train"] = state.train_reward / max(state.train_sequences, 1)
         if config.decode_and_evaluate != 0:
@@ -645,8 +623,9 @@ class Trainer:
     def _step_optimizer(self) -> None:
         """Gradient clipping, the learning-rate warm-up, then one optimizer step on the recorded gradients."""
         config, ctx = self.config, self.ctx
-        if self.workers.distributed:
-            self._step_distributed()
+        if self.distributed is not None:
+            self.distributed.step(config.gradient_clipping_threshold if config.gradient_clipping_type == "norm"
+                                  else None, self._set_warmup_learning_rate)
             return
         if config.gradient_clipping_type == "norm":
             grads = [p.grad(c) for p in self.params.values() if p.grad_req != "null" for c in ctx]
@@ -665,35 +644,6 @@ class Trainer:
                                            / config.learning_rate_warmup)
         elif config.learning_rate_warmup and self.state.updates == config.learning_rate_warmup:
             self.trainer.set_learning_rate(self.state.learning_rate)
-
-    def _step_distributed(self) -> None:
-        """One update of a worker of a dist kvstore. Synchronous: the servers sum the gradients of the ``W``
-        workers (each the mean over its own batch's tokens), every device of every worker then holds that sum; the
-        global norm is clipped on it (threshold ``W x`` the configured one) and every worker applies the update of
-        the mean ``sum / W`` (``rescale_grad = 1 / W``) to its copy of the (identical) parameters. Asynchronous: the
-        worker pushes its gradients and pulls the servers' updated parameters (``gluon.Trainer.step``)."""
-        config, workers = self.config, self.workers
-        mx.nd.waitall()   # the backward pass is done: the time below is the kvstore's
-        start = time.time()
-        if not workers.synchronous:
-            self.trainer.step(1)
-            mx.nd.waitall()
-            self.kvstore_seconds += time.time() - start
-            return
-        self.trainer.allreduce_grads()
-        mx.nd.waitall()
-        self.kvstore_seconds += time.time() - start
-        if config.gradient_clipping_type == "norm":
-            threshold = config.gradient_clipping_threshold * workers.num_workers
-            params = [p for p in self.params.values() if p.grad_req != "null"]
-            norm = gluon.utils.clip_global_norm([p.grad(self.ctx[0]) for p in params], threshold,
-                                                check_isfinite=False)
-            if len(self.ctx) > 1 and norm > threshold:
-                for p in params:
-                    for g in p.list_grad()[1:]:
-                        g *= threshold / norm
-        self._set_warmup_learning_rate()
-        self.trainer.update(workers.num_workers)
 
     def _clip_norm_multi_device(self) -> None:
         """Clip the norm of the gradient summed over devices, identically on every device."""

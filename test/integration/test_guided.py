@@ -90,7 +90,7 @@ def test_images_through_the_cnn_are_guided_by_the_same_forward_pass(model, small
                           guide_min_probability=0.0)
     results = captioner.caption([CaptionInput(path=p) for p in paths])
     encoder = captioner.get_image_encoder()
-    from imcap.image_encoder import load_image
+    from imcap.vision.images import load_image
     for path, result in zip(paths, results):
         _, probabilities = encoder.encode_with_classes(load_image(path, encoder.input_size)[None])
         expected, _ = captioner.guide.choose(probabilities[0])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from imcap import constants as C
-from imcap.metrics import read_metrics
+from imcap.metrics_file import read_metrics
 from imcap.utils import ImcapError
 from test.common import requires_shared
 from test.integration.conftest import read_lines, run_cli, train_args

@@ -16,8 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imcap.plots.captions import PANEL_WIDTH
+from imcap.plots.curves import CURVE_PANEL_SIZE
+from imcap.plots.figure import DPI, FIGURE_MARGIN
 from imcap.features import CLASSES_SUFFIX, classes_path
 from test.common import IMAGES, requires_shared
+from test.figures import check_captions_grid, drawn_curves, read_png
 from test.integration.conftest import NUM_REFERENCES, SUBSET_SIZES, read_lines, run_cli
 
 pytestmark = requires_shared
@@ -413,27 +417,35 @@ def test_evaluate(test_captions, small_data):
     assert values["bleu1"] >= values["bleu4"]
 
 
-def open_png(path: str) -> Tuple[int, int]:
-    with Image.open(path) as img:
-        assert img.format == "PNG"
-        img.load()
-        return img.size
-
-
 def test_visualize_captions(test_captions, small_data, tmp_path):
     output = str(tmp_path / "captions.png")
     run_cli("visualize", "captions", "--images", os.path.join(small_data.data, "test.images"), "--image-root",
             IMAGES, "--hypotheses", test_captions.path, "--references", *references(small_data), "--output", output,
             "--quiet")
-    width, height = open_png(output)
-    assert width > 200 and height > 200
+    # the 8 test images in order, 4 a row (the default), each with its name, its caption and its 5 references
+    pixels = read_png(output)
+    assert pixels.shape[1] == round((4 * PANEL_WIDTH + 2 * FIGURE_MARGIN) * DPI)
+    images = read_lines(os.path.join(small_data.data, "test.images"))
+    assert len(images) == SUBSET_SIZES["test"]
+    check_captions_grid(output, images, IMAGES, columns=4, dpi=DPI, title=False,
+                        references=NUM_REFERENCES)
 
 
 def test_visualize_curves(model, tmp_path):
     output = str(tmp_path / "curves.png")
     run_cli("visualize", "curves", "--model", model.dir, "--output", output, "--quiet")
-    width, height = open_png(output)
-    assert width > 200 and height > 200
+    # a panel per family of the model's metrics (perplexity, BLEU, CIDEr-D, perplexity against time), each with
+    # a curve per column of the family (train and val perplexity: two colours)
+    keys = {key for _, columns in parse_metrics(os.path.join(model.dir, "metrics")) for key in columns}
+    families = [[k for k in sorted(keys) if k.startswith(prefix)] for prefix in ("perplexity-", "bleu-", "cider-")]
+    panels = [family for family in families if family]
+    if "time-elapsed" in keys:
+        panels.append(families[0])
+    assert len(families[0]) == 2 and len(panels) >= 2, keys   # perplexity-train and -val, and another panel
+    pixels = read_png(output)
+    assert pixels.shape[:2] == (round(CURVE_PANEL_SIZE[1] * DPI),
+                                round(len(panels) * CURVE_PANEL_SIZE[0] * DPI))
+    assert drawn_curves(pixels, len(panels)) == [["C0", "C1"][:len(family)] for family in panels], panels
 
 
 # --- 7. every CLI's help ----------------------------------------------------------------------------------------

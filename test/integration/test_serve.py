@@ -83,6 +83,10 @@ def test_captions_are_the_clis(api, model, test_images):
         assert [n["caption"] for n in default["nbest"]] == [cli_default["caption"]]
 
 
+def contains(tokens, words):
+    return any(tokens[i:i + len(words)] == words for i in range(len(tokens) - len(words) + 1))
+
+
 def png_bytes(image):
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -123,16 +127,16 @@ def test_every_bad_request_gets_its_status_and_the_next_good_one_works(api, test
         assert message in response.json()["error"], response.json()
         after = api.post("/v1/caption", content=good)
         assert after.status_code == 200 and after.json()["caption"] == expected
-    # constraints: passed through; until lexical constraints exist the captioner refuses them (422)
+    # constraints and avoided phrases are passed through to the search, which meets them
+    plain_tokens = api.post("/v1/caption", content=good).json()["tokens"]
     constrained = api.post("/v1/caption", params=[("constraints", "a dog"), ("avoid", "the")], content=good)
-    if constrained.status_code == 200:
-        body = constrained.json()
-        assert [c["phrase"] for c in body["constraints"]] == ["a dog"]
-        assert [a["phrase"] for a in body["avoid"]] == ["the"] and "the" not in body["tokens"]
-        assert isinstance(body["constraints_met"], bool)
-        assert body["constraints_met"] == all(p["met"] for p in body["constraints"] + body["avoid"])
-    else:
-        assert constrained.status_code == 422 and "constraints" in constrained.json()["error"]
+    assert constrained.status_code == 200, constrained.text
+    body = constrained.json()
+    assert body["constraints"] == [{"phrase": "a dog", "met": True}]
+    assert body["avoid"] == [{"phrase": "the", "met": True}]
+    assert contains(body["tokens"], ["a", "dog"]) and "the" not in body["tokens"]
+    assert body["constraints_met"] is True and body["warnings"] == []
+    assert body["tokens"] != plain_tokens   # the plain caption does not meet them: the search was constrained
     assert api.get("/v1/caption").status_code == 405 and "error" in api.get("/v1/caption").json()
     assert api.get("/v1/health").json()["status"] == "ok"
 

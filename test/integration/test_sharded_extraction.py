@@ -11,7 +11,7 @@ import pytest
 
 from imcap.extract_features import extract as extract_images
 from imcap.features import CLASSES_SUFFIX
-from imcap.image_encoder import ImageEncoder
+from imcap.vision.image_encoder import ImageEncoder
 from test.common import FLICKR8K, IMAGES, MODELS, requires_shared
 from test.integration.conftest import read_lines, run_cli
 

@@ -11,7 +11,7 @@ import pytest
 from imcap import constants as C
 from imcap.data import ParallelData
 from imcap.features import FeatureStore, read_manifest
-from imcap.metrics import read_metrics
+from imcap.metrics_file import read_metrics
 from imcap.model import ModelConfig, load_model
 from imcap.rnn import RNNDecoderConfig
 from imcap.encoder import EncoderConfig
@@ -120,3 +120,22 @@ def test_library_trainer_does_what_the_command_line_does(small_data, library_run
     assert cli.config == library.config and cli.model.config == library.model.config
     cli.fit()
     assert_same_run(library, cli)
+
+
+def test_a_captioner_takes_the_trained_model_from_memory(library_run, small_data):
+    """Captioner([trainer.model], vocab=trainer.vocab): the model fresh from fit() captions without a reload, as its
+    last checkpoint loaded from disk does."""
+    from imcap.inference import CaptionInput, Captioner
+    from imcap.utils import ImcapError
+    trainer, _ = library_run
+    features = FeatureStore(os.path.join(small_data.data, "test.features"), small_data.cache, load_all_to_memory=True)
+    inputs = [CaptionInput(features=features.features[i].astype(np.float32)) for i in range(4)]
+    in_memory = Captioner([trainer.model], vocab=trainer.vocab, beam_size=3).caption(inputs)
+    from_disk = Captioner(trainer.dir, "params.%05d" % trainer.state.checkpoint, beam_size=3).caption(inputs)
+    assert [r.tokens for r in in_memory] == [r.tokens for r in from_disk]
+    assert [r.score for r in in_memory] == pytest.approx([r.score for r in from_disk], rel=1e-5)
+    assert all(r.tokens for r in in_memory)
+    with pytest.raises(ImcapError, match="models in memory need their vocab"):
+        Captioner([trainer.model])
+    with pytest.raises(ImcapError, match="vocab is given with models in memory, not with model dirs"):
+        Captioner(trainer.dir, vocab=trainer.vocab)

@@ -105,7 +105,7 @@ def test_data_was_prepared(subset):
 
 
 def test_training_learns(trained):
-    from imcap.metrics import read_metrics
+    from imcap.metrics_file import read_metrics
     from imcap.vocab import load_vocab
     model = trained["model"]
     metrics = read_metrics(str(model / "metrics"))

@@ -1,11 +1,14 @@
 """The import rules of docs/architecture.md, read off the source: model code never imports a command-line module,
-inference never imports training, the two library cores import no argparse, foundation modules import only each
-other; and its table of modules, which lists every module of imcap/ exactly once, in the layers the rules name."""
+inference never imports training, the library cores import no argparse, foundation modules import only each
+other, the figures (imcap/plots/) import no command line, no training and no MXNet; and its table of modules, which
+lists every module of imcap/ and of its subpackages (``plots.attention``) exactly once, in the layers the rules name."""
 import ast
 import collections
 import os
 import re
-from typing import Dict, List
+import subprocess
+import sys
+from typing import Dict, List, Optional, Set
 
 import pytest
 
@@ -15,37 +18,75 @@ ARCHITECTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".
 # The command-line tools: each is a thin layer over library modules, and no library module imports one.
 CLI = {"arguments", "train", "captioner", "extract_features", "average", "evaluate", "visualize", "prepare_data", "serve",
        "launch", "lexical_constraints"}
-MODEL = {"layers", "encoder", "encoder_tail", "decoder", "rnn", "rnn_teacher_forcing", "transformer", "convolution",
-         "model", "image_encoder", "beam_search", "constraints"}
+VISION = {"vision.images", "vision.efficientnet", "vision.zoo", "vision.image_encoder", "vision.tail"}
+MODEL = {"layers", "encoder", "decoder", "rnn", "rnn_teacher_forcing", "transformer", "convolution", "model",
+         "beam_search", "search_steps", "constraints"} | VISION
 TRAINING = {"training", "loss", "self_critical"}
 
 
+def _source(module: str) -> ast.Module:
+    """The syntax tree of ``imcap/<module>.py`` (``plots.attention``: imcap/plots/attention.py)."""
+    with open(os.path.join(PACKAGE, module.replace(".", os.sep) + ".py"), encoding="utf-8") as f:
+        return ast.parse(f.read())
+
+
+def _imported(base: List[str], name: Optional[str], known: Set[str]) -> str:
+    """The module of imcap an import names, relative to imcap: ``base.name`` when that is a module (``from . import
+    constants``, ``from .plots import attention``), else ``base`` (``from .utils import check_condition``)."""
+    candidate = ".".join(base + [name]) if name else ".".join(base)
+    return candidate if candidate in known or not base else ".".join(base)
+
+
 def imcap_imports(module: str):
-    """The imcap modules ``imcap/<module>.py`` imports (anywhere in the file, functions included), and whether it
+    """The imcap modules ``imcap/<module>.py`` imports (anywhere in the file, functions included), named as the
+    table names them (``plots.figure``, relative imports resolved from the module's package), and whether it
     imports argparse."""
-    with open(os.path.join(PACKAGE, module + ".py"), encoding="utf-8") as f:
-        tree = ast.parse(f.read())
+    known, package = set(modules()), module.split(".")[:-1]
     names, argparse = set(), False
-    for node in ast.walk(tree):
+    for node in ast.walk(_source(module)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 argparse |= alias.name == "argparse"
                 if alias.name.startswith("imcap."):
-                    names.add(alias.name.split(".")[1])
+                    names.add(_imported(alias.name.split(".")[1:], None, known))
         elif isinstance(node, ast.ImportFrom):
             argparse |= node.module == "argparse"
-            if node.level == 1:   # from .x import y / from . import x
-                if node.module:
-                    names.add(node.module.split(".")[0])
-                else:
-                    names.update(alias.name for alias in node.names)
+            if node.level:   # from .x import y / from . import x / from ..x import y
+                base = package[:len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
             elif node.module and node.module.startswith("imcap."):
-                names.add(node.module.split(".")[1])
+                base = node.module.split(".")[1:]
+            else:
+                continue
+            names.update(_imported(base, alias.name, known) for alias in node.names)
     return names, argparse
 
 
-def modules():
-    return sorted(name[:-3] for name in os.listdir(PACKAGE) if name.endswith(".py") and name != "__init__.py")
+def third_party_imports(module: str) -> Set[str]:
+    """The top-level names of the packages other than imcap that ``imcap/<module>.py`` imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(_source(module)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found - {"imcap"}
+
+
+def modules() -> List[str]:
+    """Every module of imcap/ and of its subpackages (folders with an ``__init__.py``), relative to imcap: ``utils``,
+    ``plots.attention``. A package's ``__init__.py`` is not a module of the table."""
+    found = []
+    for folder, folders, files in os.walk(PACKAGE):
+        folders[:] = sorted(d for d in folders if os.path.isfile(os.path.join(folder, d, "__init__.py")))
+        package = os.path.relpath(folder, PACKAGE)
+        prefix = "" if package == os.curdir else package.replace(os.sep, ".") + "."
+        found.extend(prefix + name[:-3] for name in files if name.endswith(".py") and name != "__init__.py")
+    return sorted(found)
+
+
+def plotting_modules() -> List[str]:
+    """The modules of imcap/plots/: the figures."""
+    return [module for module in modules() if module.startswith("plots.")]
 
 
 def table() -> Dict[str, List[str]]:
@@ -79,10 +120,16 @@ def test_the_table_lists_every_module_exactly_once():
 
 def test_the_rules_layers_are_the_tables():
     layers = table()
-    assert set(layers) == {"foundation", "data", "model", "search", "library", "serving", "tools"}, list(layers)
+    assert set(layers) == {"foundation", "data", "vision", "model", "search", "library", "plotting", "serving",
+                           "tools"}, \
+        list(layers)
+    assert set(layers["plotting"]) == set(plotting_modules()), "the table's plotting modules are not imcap/plots/: %s" \
+        % (set(layers["plotting"]) ^ set(plotting_modules()))
     assert set(layers["tools"]) == CLI, "the table's tools are not the CLI modules: %s" % (set(layers["tools"]) ^ CLI)
-    model = set(layers["model"]) | set(layers["search"])
-    assert model == MODEL, "the table's model and search modules are not MODEL: %s" % (model ^ MODEL)
+    model = set(layers["vision"]) | set(layers["model"]) | set(layers["search"])
+    assert model == MODEL, "the table's vision, model and search modules are not MODEL: %s" % (model ^ MODEL)
+    assert set(layers["vision"]) == VISION, "the table's vision modules are not imcap/vision/: %s" % (
+        set(layers["vision"]) ^ VISION)
 
 
 @pytest.mark.parametrize("module", sorted(table()["foundation"]))
@@ -97,14 +144,15 @@ def test_model_code_imports_no_cli_module_and_no_training(module):
     assert not names & CLI and not names & TRAINING and not argparse, names
 
 
-@pytest.mark.parametrize("module", ["inference", "training"])
+@pytest.mark.parametrize("module", ["inference", "phrases", "training"])
 def test_library_cores_read_no_command_line(module):
     names, argparse = imcap_imports(module)
     assert not argparse and not names & CLI, names
 
 
-def test_inference_never_imports_training():
-    names, _ = imcap_imports("inference")
+@pytest.mark.parametrize("module", ["inference", "phrases"])
+def test_inference_never_imports_training(module):
+    names, _ = imcap_imports(module)
     assert not names & TRAINING and "reward" not in names, names
 
 
@@ -114,3 +162,33 @@ def test_no_library_module_imports_a_cli_module():
             continue
         names, _ = imcap_imports(module)
         assert not names & CLI, (module, names & CLI)
+
+
+@pytest.mark.parametrize("module", plotting_modules())
+def test_the_figures_import_no_cli_module_no_training_and_no_mxnet(module):
+    names, argparse = imcap_imports(module)
+    assert not names & CLI and not names & TRAINING and not argparse, names
+    assert not third_party_imports(module) & {"mxnet", "gluonnlp"}, third_party_imports(module)
+
+
+def test_the_figures_and_the_region_grid_load_without_mxnet():
+    """Importing every module of imcap.plots loads neither MXNet nor GluonNLP, transitively (a notebook draws figures
+    without them); imcap.features, whose region_grid the server's API shares, loads no matplotlib either."""
+    code = ("import sys\nimport imcap.features\nassert 'matplotlib' not in sys.modules\n"
+            + "".join("import imcap.%s\n" % module for module in plotting_modules())
+            + "loaded = sorted(m for m in ('mxnet', 'gluonnlp') if m in sys.modules)\nassert not loaded, loaded\n")
+    root = os.path.dirname(os.path.abspath(PACKAGE))
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+LONGEST_FUNCTION = 60   # lines, docstring included: a function that reads at once
+
+
+@pytest.mark.parametrize("module", ["beam_search", "search_steps", "search_options", "constraints", "inference",
+                                    "phrases", "visualize"] + plotting_modules())
+def test_no_function_of_the_search_inference_phrase_and_figure_code_is_longer_than_a_screen(module):
+    long = ["%s (%d lines)" % (node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(_source(module))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > LONGEST_FUNCTION]
+    assert not long, "%s: %s" % (module, ", ".join(long))

@@ -8,7 +8,7 @@ import pytest
 import imcap  # noqa: F401
 from imcap import constants as C
 from imcap.average import average, main, select_checkpoints
-from imcap.metrics import write_metrics
+from imcap.metrics_file import write_metrics
 from imcap.utils import ImcapError
 
 

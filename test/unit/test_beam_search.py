@@ -140,9 +140,9 @@ def test_ensemble_averages_log_probabilities():
     m1 = table_with({2: {4: 0.6, 5: 0.01, 6: 0.39}, 4: {3: 1}, 5: {3: 1}, 6: {3: 1}})
     m2 = table_with({2: {4: 0.01, 5: 0.6, 6: 0.39}, 4: {3: 1}, 5: {3: 1}, 6: {3: 1}})
     features = np.zeros((1, 1, 1))
-    assert BeamSearch([MarkovModel(m1)], vocab, 3, 3).search(features)[0][0].ids == [4]
-    assert BeamSearch([MarkovModel(m2)], vocab, 3, 3).search(features)[0][0].ids == [5]
-    ensemble = BeamSearch([MarkovModel(m1), MarkovModel(m2)], vocab, 3, 3, keep_attention=True)
+    assert BeamSearch([MarkovModel(m1)], vocab, beam_size=3, max_output_length=3).search(features)[0][0].ids == [4]
+    assert BeamSearch([MarkovModel(m2)], vocab, beam_size=3, max_output_length=3).search(features)[0][0].ids == [5]
+    ensemble = BeamSearch([MarkovModel(m1), MarkovModel(m2)], vocab, beam_size=3, max_output_length=3, keep_attention=True)
     best = ensemble.search(features)[0][0]
     assert best.ids == [6]
     assert np.allclose(best.attention.sum(axis=1), 1.0)  # averaged over the models, not summed

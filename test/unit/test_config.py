@@ -69,3 +69,27 @@ def test_unknown_key_raises(where):
     (values if where == "top" else values[where])["no_such_option"] = 3
     with pytest.raises(ImcapError, match="no_such_option"):
         ModelConfig.from_dict(values)
+
+
+def test_the_decoder_name_is_derived_from_the_decoder_config(tmp_path):
+    from imcap.transformer import TransformerDecoderConfig
+    config = ModelConfig(vocab_size=10, decoder=TransformerDecoderConfig(model_size=32, num_embed=32),
+                         num_embed=32, decoder_name="rnn")   # a stale name given by hand is replaced
+    assert config.decoder_name == "transformer"
+    path = str(tmp_path / "config.yaml")
+    config.save(path)
+    loaded = ModelConfig.load(path)
+    assert isinstance(loaded.decoder, TransformerDecoderConfig) and loaded == config
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(num_embed=16), "the rnn decoder reads embeddings of 24, the model's --num-embed is 16"),
+    (dict(encoder=EncoderConfig(num_hidden=32)), "the rnn decoder attends to regions of 64, the encoder makes 32"),
+])
+def test_a_model_whose_sizes_do_not_fit_is_refused_when_built(changes, message):
+    import dataclasses
+    from imcap.model import CaptionModel
+    config = dataclasses.replace(example_config(), weight_tying=False, **changes)
+    with pytest.raises(ImcapError, match=message):
+        CaptionModel(config)
+    CaptionModel(example_config())   # the example fits

@@ -1,4 +1,4 @@
-"""imcap.image_encoder.decode_image bounds decompression by PIL's own check of the header's size and by its
+"""imcap.vision.images.decode_image bounds decompression by PIL's own check of the header's size and by its
 ``max_pixels``, and leaves PIL's process-wide limit, ``PIL.Image.MAX_IMAGE_PIXELS``, as it found it (it used to
 lift it for the whole process on every call)."""
 import io
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imcap.image_encoder import decode_image, to_rgb_array
+from imcap.vision.images import decode_image, to_rgb_array
 from imcap.utils import ImcapError
 
 PIL_DEFAULT = Image.MAX_IMAGE_PIXELS

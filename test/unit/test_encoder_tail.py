@@ -1,4 +1,4 @@
-"""The CNN tail of partial fine-tuning (:mod:`imcap.encoder_tail`): a cache cut at a block plus the tail is the whole
+"""The CNN tail of partial fine-tuning (:mod:`imcap.vision.tail`): a cache cut at a block plus the tail is the whole
 CNN, BatchNorm statistics stay frozen unless asked, the learning-rate multiplier, and a model holding a tail; the same
 for Gluon model-zoo nets (cut at ``features[:K]``), and models that load without the CNN's weight file."""
 import dataclasses
@@ -11,8 +11,9 @@ from mxnet import autograd
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from imcap.encoder import EncoderConfig
-from imcap.encoder_tail import EncoderTail, EncoderTailConfig, set_learning_rate_multiplier
-from imcap.image_encoder import ImageEncoder, load_image
+from imcap.vision.tail import EncoderTail, EncoderTailConfig, set_learning_rate_multiplier
+from imcap.vision.image_encoder import ImageEncoder
+from imcap.vision.images import load_image
 from imcap.model import CaptionModel, ModelConfig, load_params, save_params
 from imcap.rnn import RNNDecoderConfig
 from imcap.utils import ImcapError

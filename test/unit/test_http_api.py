@@ -1,16 +1,18 @@
-"""imcap.http_api's request parsing, without a model: options from query parameters and the JSON field, multipart
+"""imcap.serving.http_api's request parsing, without a model: options from query parameters and the JSON field, multipart
 bodies read in memory, and the status of each refusal; the attention grid ``GET /v1/model`` reports."""
 from types import SimpleNamespace
 
 import pytest
 
-from imcap.batching import SearchOptions
+from imcap.serving.batching import SearchOptions
 from imcap.encoder import EncoderConfig
-from imcap.encoder_tail import EncoderTailConfig
-from imcap.http_api import ApiError, attention_grid, parse_options, split_request
+from imcap.vision.tail import EncoderTailConfig
+from imcap.serving.http_api import ApiError, attention_grid, parse_options, split_request
+from imcap.inference import CaptionInput
 from imcap.model import CaptionModel, ModelConfig
+from imcap.phrases import IgnoredPhrase
 from imcap.rnn import RNNDecoderConfig
-from imcap.web_page import split_phrases
+from imcap.serving.web_page import split_phrases
 
 DEFAULTS = SearchOptions(beam_size=5, nbest_size=1)
 
@@ -45,6 +47,10 @@ def test_options_from_query_and_json():
     ([], '{"beam_size": 2.5}', "beam_size: not an integer"),
     ([], '{"beam_size": true}', "beam_size: not an integer"),
     ([], '{"constraints": "a dog"}', "constraints: not a list of phrases"),
+    ([], '{"constraints": null}', "constraints: not a list of phrases"),
+    ([], '{"constraints": [["cat"], []]}', "constraints: not a list of phrases or of lists of alternative phrases"),
+    ([], '{"constraints": [["cat", 3]]}', "constraints: not a list of phrases or of lists of alternative phrases"),
+    ([], '{"avoid": [["cat"]]}', "avoid: not a list of phrases"),
     ([], '[1, 2]', "not a JSON object"),
     ([], '{"beam_size": ', "not JSON"),
     ([("avoid", "x")] * 21, None, "at most 20 phrases"),
@@ -86,6 +92,18 @@ def test_bad_multipart_bodies():
     content_type, body = multipart(("image", b"x" * 2000, "a.jpg"))
     assert status_of(split_request, content_type, body, 1000)[0] == 413
     assert status_of(split_request, "multipart/form-data", b"--x\r\n", 1000)[0] == 400
+
+
+def test_disjunctive_constraints_from_query_and_json_are_what_a_caption_input_takes():
+    options = parse_options([("constraints", "cat | kitten"), ("constraints", " | "), ("constraints", "red")], None,
+                            DEFAULTS)
+    assert options.constraints == (["cat", "kitten"], IgnoredPhrase(" | ", "constraint ' | ' has no alternative "
+                                                                          "phrase: ignored"), "red")
+    assert CaptionInput(data=b"x", constraints=list(options.constraints)).constraints[1].shown == " | "
+    options = parse_options([], '{"constraints": [["cat", "kitten"], "red"], "avoid": ["grass"]}', DEFAULTS)
+    assert options.constraints == (["cat", "kitten"], "red") and options.avoid == ("grass",)
+    status, text = status_of(parse_options, [("constraints", "|" * 201)], None, DEFAULTS)
+    assert status == 422 and "at most 20 phrases of at most 200 characters" in text
 
 
 def test_split_phrases():

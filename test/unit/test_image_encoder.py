@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 import imcap  # noqa: F401
-from imcap.image_encoder import (EfficientNetLite, ImageEncoder, ZooFeatures, _same_padding, efficientnet_lite_shapes,
-                                 load_image, read_class_names, read_zoo_weights, zoo_feature_end)
+from imcap.vision.efficientnet import EfficientNetLite, _same_padding, efficientnet_lite_shapes
+from imcap.vision.image_encoder import ImageEncoder, read_class_names
+from imcap.vision.zoo import ZooFeatures, read_zoo_weights, zoo_feature_end
+from imcap.vision.images import load_image
 from imcap.utils import ImcapError
 from test.common import CHECK_IMAGES, IMAGES, MODELS, requires_shared
 

@@ -1,6 +1,8 @@
 """The library API of captioning (imcap.inference): CaptionInput validation, and a Captioner over the tiny model dir
 of ``test/data/models/rnn-0.1.0`` (features ``(4, 8)``) fed feature arrays and files, broken ones included: one
-result per input, in order, never an exception."""
+result per input, in order, never an exception; phrases of the wrong type are refused by CaptionInput, and the
+captioner CLI's reading of its JSON lines turns them into warnings of their line."""
+import json
 import os
 import subprocess
 import sys
@@ -9,8 +11,11 @@ import numpy as np
 import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
-from imcap import output_handler
+from imcap import inference, output_handler, phrases
+from imcap.captioner import caption_lines
 from imcap.inference import CaptionInput, CaptionResult, Captioner
+from imcap.phrases import IgnoredPhrase
+from imcap.search_options import SearchOptions
 from imcap.utils import ImcapError
 from test.common import requires_shared
 
@@ -45,15 +50,35 @@ def test_caption_input_defaults():
     item = CaptionInput(path="dir/a.jpg.npy", constraints=("a dog",))
     assert item.source == "dir/a.jpg.npy" and item.line is None
     assert item.constraints == ["a dog"] and item.avoid == []
-    # bad phrases are kept for the Captioner to warn about (an input is never refused for its phrases)
-    assert CaptionInput(path="a.npy", constraints="a dog", avoid=None).constraints == "a dog"
-    assert CaptionInput(path="a.npy", avoid=None).avoid == []
+    assert CaptionInput(path="a.npy", constraints=None, avoid=None).avoid == []
+    phrases = ["a dog", ["cat", "kitten"], "", IgnoredPhrase("3", "3 is not a phrase: ignored")]
+    assert CaptionInput(path="a.npy", constraints=phrases).constraints is phrases   # well-typed: kept as given
     assert CaptionInput(data=b"\xff\xd8").source is None
     assert CaptionInput(features=np.zeros(SHAPE, dtype=np.float16), source="upload 3").source == "upload 3"
 
 
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"constraints": "a dog"}, TypeError, r"^constraints is not a list of phrases but a str \('a dog'\)$"),
+    ({"constraints": {"a": 1}}, TypeError, r"^constraints is not a list of phrases but a dict"),
+    ({"constraints": 3}, TypeError, r"^constraints is not a list of phrases but a int \(3\)$"),
+    ({"constraints": ["a dog", 3]}, TypeError,
+     r"^constraints\[1\] must be a phrase \(a string\) or a list of alternative phrases, got 3$"),
+    ({"constraints": [("cat", "kitten")]}, TypeError, r"^constraints\[0\] must be a phrase"),
+    ({"constraints": [["cat", 3]]}, TypeError, r"^constraints\[0\]\[1\] must be a phrase \(a string\), got 3$"),
+    ({"constraints": [["cat", ["kitten"]]]}, TypeError, r"^constraints\[0\]\[1\] must be a phrase"),
+    ({"constraints": ["red", []]}, ValueError, r"^constraints\[1\] is an empty list of alternative phrases"),
+    ({"avoid": "grass"}, TypeError, r"^avoid is not a list of phrases but a str"),
+    ({"avoid": ["grass", None]}, TypeError, r"^avoid\[1\] must be a phrase \(a string\), got None$"),
+    ({"avoid": [["cat", "kitten"]]}, TypeError, r"^avoid\[0\] must be a phrase \(a string\), got \['cat'"),
+])
+def test_phrases_of_the_wrong_type_are_refused_naming_the_field(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        CaptionInput(path="a.npy", **kwargs)
+
+
 def test_caption_result_lives_in_inference_and_output_handler_uses_it():
     assert output_handler.CaptionResult is CaptionResult
+    assert inference.PhraseResult is phrases.PhraseResult   # PhraseResult lives in phrases, importable from both
     result = CaptionResult(2, ["a", "dog"], -0.5)
     assert result.caption == "a dog" and result.nbest == [] and result.error is None and result.source == ""
     assert CaptionResult(3, [], error="no such file").caption == ""
@@ -184,8 +209,12 @@ def test_test_time_augmentation_needs_the_views(features, tmp_path):
 def test_captioner_options_are_checked():
     with pytest.raises(ImcapError, match="one params file name per model"):
         Captioner([MODEL, MODEL], ["params.best"])
-    with pytest.raises(ImcapError, match="beam_size must be >= 1"):
+    with pytest.raises(ValueError, match="beam_size must be at least 1, got 0"):
         Captioner(MODEL, beam_size=0)
+    with pytest.raises(TypeError, match="unknown search options beam"):
+        Captioner(MODEL, beam=3)
+    with pytest.raises(TypeError, match="max_output_length must be an integer, got '30'"):
+        Captioner(MODEL, search=SearchOptions(), max_output_length="30")
     with pytest.raises(ImcapError, match="unknown test-time augmentation vflip"):
         Captioner(MODEL, test_time_augmentations=["vflip"])
     with pytest.raises(ImcapError, match="at least one model dir"):
@@ -241,26 +270,33 @@ def test_constraints_and_avoided_phrases_are_met_and_reported(features):
 def test_bad_phrases_cost_only_themselves(features):
     captioner = Captioner(MODEL, beam_size=3, max_output_length=5)
     plain = captioner.caption([CaptionInput(features=features[0])])[0]
-    cases = [("a dog", [], "constraints is not a list of phrases but a str ('a dog'): ignored"),
-             ([3], [], "constraint 3 is not a string or a list of alternative phrases: ignored"),
+    cases = [([IgnoredPhrase("3", "the caller's warning")], [], "the caller's warning"),
              (["zebra"], [], "constraint 'zebra' has words outside the vocabulary (zebra): it cannot be met"),
              (["..."], [], "constraint '...' has no words: ignored"),
+             ([["zebra", "!"]], [], "constraint alternative 'zebra' has words outside the vocabulary (zebra): "
+                                    "ignored"),
              (["a dog on the grass"], [], "constraint 'a dog on the grass' does not fit: 5 constraint words and "
                                           "</s> exceed max_output_length 5; not enforced"),
              (["the cat"], ["the cat"], "avoid phrase 'the cat' occurs in a constraint: not avoided"),
-             ([], {"a": 1}, "avoid is not a list of phrases but a dict ({'a': 1}): ignored"),
+             ([], ["..."], "avoid phrase '...' has no words: ignored"),
              ([], ["zebra"], None)]   # an avoided word the model cannot write: nothing to say
     results = captioner.caption([CaptionInput(features=features[0], constraints=c, avoid=a) for c, a, _ in cases])
     for result, (_, _, warning) in zip(results, cases):
-        assert result.error is None and result.tokens is not None
-        assert result.warnings == ([warning] if warning else [])
-        assert result.constraints_met is (warning is None or warning.startswith("avoid phrase") and False)
-    # what could not be used is as if it were not given: the plain caption
-    for i in (0, 1, 2, 3, 6, 7):
-        assert results[i].caption == plain.caption and results[i].score == pytest.approx(plain.score, abs=1e-5)
-    assert contains(results[5].tokens, "the cat")
-    assert [(p.phrase, p.met) for p in results[1].constraints] == [("3", False)]
-    assert [(p.phrase, p.met) for p in results[7].avoid] == [("zebra", True)]
+        assert result.error is None
+        assert result.warnings[:1] == ([warning] if warning else [])
+    assert results[3].warnings[1:] == ["constraint alternative '!' has no words: ignored",
+                                       "constraint 'zebra | !' has no alternative the model can write: it cannot be "
+                                       "met"]
+    # each phrase is reported, unmet when it could not be used; the caption meets them all only in the last case
+    # ("the cat" is not avoided: the constraint wins)
+    assert [[(p.phrase, p.met) for p in r.constraints + r.avoid] for r in results] == [
+        [("3", False)], [("zebra", False)], [("...", False)], [("zebra | !", False)], [("a dog on the grass", False)],
+        [("the cat", True), ("the cat", False)], [("...", False)], [("zebra", True)]]
+    assert [r.constraints_met for r in results] == [False] * 7 + [True]
+    # what could not be used (or not enforced) is as if it were not given: the plain caption
+    for i in (0, 1, 2, 3, 4, 6, 7):
+        assert results[i].tokens == plain.tokens and results[i].score == pytest.approx(plain.score, abs=1e-5)
+    assert contains(results[5].tokens, "the cat") and results[5].tokens != plain.tokens
 
 
 def test_inputs_without_phrases_caption_as_before_beside_constrained_ones(features):
@@ -289,12 +325,44 @@ def test_constraints_with_test_time_augmentation_and_nbest(features, tmp_path):
     assert_same([b], [plain_b])   # a batch of one and of two: float32 rounding apart
 
 
-def test_an_enforced_constraint_the_caption_lacks_gets_a_warning():
-    from imcap.inference import _Phrases
-    phrases = _Phrases(required=[[4, 6]], checks=[["constraints", "A dog", ["a", "dog"], True, True],
-                                                  ["constraints", "a dog", ["a", "dog"], True, True],
-                                                  ["avoid", "cat", ["cat"], True, False]])
-    required, avoided, met, warnings = phrases.results(["a", "dog", "runs"])
-    assert [p.met for p in required] == [True, False] and [p.met for p in avoided] == [True] and met is False
-    assert warnings == ["constraint 'a dog' is not in the best caption found: no caption met every constraint "
-                        "within max_output_length"]   # the phrase given twice occurs once
+def test_phrases_changed_to_the_wrong_type_after_the_input_was_made_are_refused_before_any_search(features):
+    captioner = Captioner(MODEL, beam_size=2, max_output_length=4)
+    bad = CaptionInput(features=features[1])
+    bad.avoid = [3]   # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"avoid\[0\] must be a phrase"):
+        captioner.caption([CaptionInput(features=features[0]), bad])
+
+
+# --- the captioner CLI: a phrase of the wrong type in a JSON line is a warning of that line ------------------------
+
+def test_the_cli_warns_about_phrases_of_the_wrong_type_and_captions_the_rest_of_the_line(features, tmp_path):
+    np.save(str(tmp_path / "a.npy"), features[0])
+    captioner = Captioner(MODEL, beam_size=3, max_output_length=5, source_root=str(tmp_path))
+    lines = [{"image": "a.npy", "constraints": "a dog", "avoid": ["the"]},
+             {"image": "a.npy", "constraints": [3, "dog"], "avoid": {"a": 1}},
+             {"image": "a.npy", "constraints": [["cat", 3], []], "avoid": [["x"], None]},
+             {"image": "a.npy", "constraints": None, "avoid": None},
+             {"image": "a.npy", "constraints": ["dog"]},
+             {"image": "a.npy", "avoid": ["the"]}]
+    results = caption_lines(captioner, [(n, json.dumps(line), None) for n, line in enumerate(lines, 1)], True)
+    assert all(r.error is None for r in results) and [r.line for r in results] == [1, 2, 3, 4, 5, 6]
+    assert [r.warnings for r in results] == [
+        ["constraints is not a list of phrases but a str ('a dog'): ignored"],
+        ["constraints[0] must be a phrase (a string) or a list of alternative phrases, got 3: ignored",
+         "avoid is not a list of phrases but a dict ({'a': 1}): ignored"],
+        ["constraints[0][1] must be a phrase (a string), got 3: ignored",
+         "constraints[1] is an empty list of alternative phrases (a disjunctive constraint needs one at least): "
+         "ignored",
+         "avoid[0] must be a phrase (a string), got ['x']: ignored",
+         "avoid[1] must be a phrase (a string), got None: ignored"],
+        [], [], []]
+    # the rest of each line is still used: its good phrases enforced, the bad ones reported unmet in their place
+    assert [(p.phrase, p.tokens, p.met) for p in results[0].constraints] == [("a dog", ["a", "dog"], False)]
+    assert results[0].tokens == results[5].tokens and "the" not in results[0].tokens
+    assert [(p.phrase, p.met) for p in results[1].constraints] == [("3", False), ("dog", True)]
+    assert results[1].tokens == results[4].tokens and [(p.phrase, p.met) for p in results[1].avoid] == [
+        ("{'a': 1}", False)]
+    assert [(p.phrase, p.alternatives) for p in results[2].constraints] == [("cat | 3", ["cat", "3"]), ("[]", [])]
+    assert [(p.phrase, p.met) for p in results[2].avoid] == [("['x']", False), ("None", False)]
+    assert [r.constraints_met for r in results] == [False, False, False, None, True, True]
+    assert "cat" in results[2].tokens   # the disjunction's string alternative is enforced

@@ -11,6 +11,7 @@ from imcap import arguments
 from imcap import constants as C
 from imcap.captioner import add_captioner_args, chunks, parse_input, parse_line, read_input_lines
 from imcap.inference import PhraseResult
+from imcap.phrases import IgnoredPhrase
 from imcap.output_handler import (CaptionOutputHandler, CaptionResult, CaptionWithScoreOutputHandler,
                                   JSONOutputHandler, get_output_handler)
 from imcap.utils import ImcapError
@@ -79,9 +80,12 @@ def test_parse_input_keeps_constraints_for_the_captioner():
     assert parse_input('{"image": "x.npy", "constraints": []}', json_input=True).constraints == []
     assert parse_input('{"image": "x.npy", "constraints": null}', json_input=True).constraints == []
     assert parse_input("x.npy", json_input=False).constraints == []
-    # a bad value is not the line's error: the Captioner captions the line and warns about the value
-    assert parse_input('{"image": "x.npy", "constraints": "a dog"}', json_input=True).constraints == "a dog"
-    assert parse_input('{"image": "x.npy", "avoid": [1, ""]}', json_input=True).avoid == [1, ""]
+    # a value of the wrong type is not the line's error: it is kept as an ignored phrase whose warning the line's
+    # result carries (the library's TypeError as a warning), and the rest of the line is captioned
+    assert parse_input('{"image": "x.npy", "constraints": "a dog"}', json_input=True).constraints == [IgnoredPhrase(
+        "a dog", "constraints is not a list of phrases but a str ('a dog'): ignored", ("a", "dog"))]
+    assert parse_input('{"image": "x.npy", "avoid": [1, ""]}', json_input=True).avoid == [
+        IgnoredPhrase("1", "avoid[0] must be a phrase (a string), got 1: ignored"), ""]
 
 
 def test_image_encoder_options_default_to_the_model_in_the_captioner_only():

@@ -1,4 +1,4 @@
-"""imcap.uploads: uploads are bounded in bytes and pixels, sniffed from their bytes (no file name or path is read),
+"""imcap.serving.uploads: uploads are bounded in bytes and pixels, sniffed from their bytes (no file name or path is read),
 and decoded in memory exactly as the captioner decodes a file."""
 import io
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imcap.image_encoder import decode_image
-from imcap.uploads import UploadError, UploadLimits, decode_preview, decode_upload, sniff_image
+from imcap.vision.images import decode_image
+from imcap.serving.uploads import UploadError, UploadLimits, decode_preview, decode_upload, sniff_image
 
 
 def encoded(image, fmt="PNG", **kwargs):

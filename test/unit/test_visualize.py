@@ -1,4 +1,5 @@
-"""Tests of imcap.visualize on real Flickr8k images: captions grid, training curves, attention maps, errors."""
+"""Tests of the figures (imcap.plots) and their command line (imcap.visualize) on real Flickr8k images: captions grid,
+training curves, attention maps, errors."""
 import json
 import os
 from collections import defaultdict
@@ -8,8 +9,17 @@ import pytest
 from PIL import Image
 
 from imcap import visualize
+from imcap.features import region_grid
+from imcap.metrics_file import read_metrics
+from imcap.plots.attention import ATTENTION_PANEL_WIDTH, check_attention_record, grid_shape, plot_attention, \
+    render_attention, upsample_attention
+from imcap.plots.captions import IMAGE_HEIGHT, LABEL_HEIGHT, PANEL_WIDTH, plot_captions
+from imcap.plots.curves import CURVE_PANEL_SIZE
+from imcap.plots.figure import FIGURE_MARGIN
+from imcap.plots.text import text_width, wrap_text
 from imcap.utils import ImcapError
 from test.common import IMAGES, requires_shared
+from test.figures import check_captions_grid, drawn_curves, read_png
 
 SHARED = os.environ.get("IMCAP_SHARED",
                         os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared"))
@@ -37,26 +47,29 @@ def flickr_test():
 
 
 def _check_png(path, expected_size, tolerance=4):
-    with Image.open(path) as image:
-        width, height = image.size
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    """The PNG at ``path`` has (about) ``expected_size`` and is no blank page: the pixels of the whole figure."""
+    pixels = read_png(path)
+    height, width = pixels.shape[:2]
     assert abs(width - expected_size[0]) <= tolerance and abs(height - expected_size[1]) <= tolerance
-    assert pixels.var() > 0
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100   # many colours, not a blank or flat figure
     # No temporary file of the atomic write is left behind.
     assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
+    return pixels
 
 
 def test_captions_grid(tmp_path, flickr_test):
     images, references = flickr_test
     hypotheses = [refs[0] for refs in references]
     output = str(tmp_path / "out" / "captions.png")
-    size = visualize.plot_captions(images, output, hypotheses=hypotheses, references=references,
+    size = plot_captions(images, output, hypotheses=hypotheses, references=references,
                                    image_root=IMAGE_ROOT, columns=4, title="test", dpi=50)
-    width = 4 * visualize.PANEL_WIDTH + 2 * visualize.FIGURE_MARGIN
+    width = 4 * PANEL_WIDTH + 2 * FIGURE_MARGIN
     assert size[0] == pytest.approx(width * 50, abs=1)
     # Two rows, each at least label + image high, plus five references of text.
-    assert 2 * (visualize.LABEL_HEIGHT + visualize.IMAGE_HEIGHT + 0.5) * 50 < size[1] < 2 * 8 * 50
+    assert 2 * (LABEL_HEIGHT + IMAGE_HEIGHT + 0.5) * 50 < size[1] < 2 * 8 * 50
     _check_png(output, size)
+    # the images in order, 4 a row, each with its name, caption and five references; the title on top
+    check_captions_grid(output, images, IMAGE_ROOT, columns=4, dpi=50, title=True, references=5)
 
 
 def test_captions_cli_with_sample(tmp_path, flickr_test):
@@ -73,10 +86,15 @@ def test_captions_cli_with_sample(tmp_path, flickr_test):
          "--hypotheses", ref_files[0], "--references"] + ref_files
         + ["--num-images", "3", "--sample", "--columns", "2", "--output", output, "--dpi", "40"])
     size = visualize.run_visualize(args)
-    assert size[0] == pytest.approx((2 * visualize.PANEL_WIDTH + 2 * visualize.FIGURE_MARGIN) * 40, abs=1)
+    assert size[0] == pytest.approx((2 * PANEL_WIDTH + 2 * FIGURE_MARGIN) * 40, abs=1)
     _check_png(output, size)
-    assert visualize.select_lines(8, 3, True, 1) == visualize.select_lines(8, 3, True, 1)
+    sample = visualize.select_lines(8, 3, True, 1)   # --seed 1, the default
+    assert sample == visualize.select_lines(8, 3, True, 1) and sample != [0, 1, 2]   # seeded, not the first lines
+    assert len(set(sample)) == 3 and sample == sorted(sample) and all(0 <= i < 8 for i in sample)
     assert visualize.select_lines(8, 3, False, 1) == [0, 1, 2]
+    # the grid shows the sampled images in file order, 2 a row (the fourth cell blank), with both references
+    check_captions_grid(output, [images[i] for i in sample], IMAGE_ROOT, columns=2, dpi=40, title=False,
+                        references=2)
 
 
 def test_curves(tmp_path):
@@ -92,44 +110,48 @@ def test_curves(tmp_path):
             fields.append("time-elapsed=%.1f" % (checkpoint * 70.0))
         lines.append("\t".join(fields))
     (model / "metrics").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    entries = visualize.read_metrics(str(model / "metrics"))
+    entries = read_metrics(str(model / "metrics"))
     assert len(entries) == 6 and "bleu-val" not in entries[0] and entries[1]["bleu-val"] == 6.0
 
     output = str(tmp_path / "out" / "curves.png")
     args = visualize.create_parser().parse_args(["curves", "--model", str(model), "--output", output, "--dpi", "50"])
     size = visualize.run_visualize(args)
     # Three panels: perplexity and BLEU against updates, perplexity against time.
-    assert size == (int(3 * visualize.CURVE_PANEL_SIZE[0] * 50), int(visualize.CURVE_PANEL_SIZE[1] * 50))
-    _check_png(output, size)
+    assert size == (int(3 * CURVE_PANEL_SIZE[0] * 50), int(CURVE_PANEL_SIZE[1] * 50))
+    pixels = _check_png(output, size)
+    # each panel draws its series: two perplexities (train, val), one BLEU (val), two perplexities against time
+    assert drawn_curves(pixels, 3) == [["C0", "C1"], ["C0"], ["C0", "C1"]]
 
     # with CIDEr-D columns (--decode-and-evaluate, self-critical training), a fourth panel
     (model / "metrics").write_text("".join(line + "\tcider-val=%.3f\tcider-train=%.3f\n" % (0.1 * n, 0.2 * n)
                                            for n, line in enumerate(lines)), encoding="utf-8")
     size = visualize.run_visualize(args)
-    assert size == (int(4 * visualize.CURVE_PANEL_SIZE[0] * 50), int(visualize.CURVE_PANEL_SIZE[1] * 50))
-    _check_png(output, size)
+    assert size == (int(4 * CURVE_PANEL_SIZE[0] * 50), int(CURVE_PANEL_SIZE[1] * 50))
+    with_cider = _check_png(output, size)
+    # the third panel is CIDEr-D with its two series (cider-train, cider-val); the others as before
+    assert drawn_curves(with_cider, 4) == [["C0", "C1"], ["C0"], ["C0", "C1"], ["C0", "C1"]]
 
 
 def test_bad_metrics_line(tmp_path):
     (tmp_path / "metrics").write_text("1\tupdates=100\n2\tupdates\n", encoding="utf-8")
     with pytest.raises(ImcapError, match="metrics line 2"):
-        visualize.read_metrics(str(tmp_path / "metrics"))
+        read_metrics(str(tmp_path / "metrics"))
 
 
 def test_missing_image_names_the_file(tmp_path, flickr_test):
     images, _ = flickr_test
     with pytest.raises(ImcapError, match="no_such_image.jpg"):
-        visualize.plot_captions([images[0], "no_such_image.jpg"], str(tmp_path / "x.png"), image_root=IMAGE_ROOT)
+        plot_captions([images[0], "no_such_image.jpg"], str(tmp_path / "x.png"), image_root=IMAGE_ROOT)
     assert not os.path.exists(str(tmp_path / "x.png"))
 
 
 def test_wrap_text_fits():
     text = "a man in a red shirt and blue jeans is riding a very small bicycle down a steep hill"
-    lines = visualize.wrap_text(text, 2.0, 9, prefix="GT: ")
+    lines = wrap_text(text, 2.0, 9, prefix="GT: ")
     assert len(lines) > 1 and lines[0].startswith("GT: ")
     assert " ".join(" ".join(lines)[4:].split()) == text
     for line in lines:
-        assert visualize._text_width(line, 9) <= 2.0
+        assert text_width(line, 9) <= 2.0
 
 
 # Attention maps: a hand-built captioner JSON line for a real Flickr8k image.
@@ -179,7 +201,7 @@ def test_attention_figure(tmp_path):
     # The image with the caption, then one panel per word and <end>: 5 panels on one row.
     assert plot.titles == ["a dog runs", "a", "dog", "runs", "<end>"]
     assert len(plot.boxes) == 5 and len({(b[2] - b[0], b[3] - b[1]) for b in plot.boxes}) == 1
-    width = 5 * visualize.ATTENTION_PANEL_WIDTH + 2 * visualize.FIGURE_MARGIN
+    width = 5 * ATTENTION_PANEL_WIDTH + 2 * FIGURE_MARGIN
     assert plot.size[0] == pytest.approx(width * 50, abs=1)
     assert 2.0 * 50 < plot.size[1] < 4.5 * 50  # one row: title, word, image
     _check_png(output, plot.size)
@@ -201,12 +223,12 @@ def test_attention_figure(tmp_path):
 
 @requires_shared
 def test_render_attention_draws_in_memory_what_plot_attention_writes(tmp_path):
-    record = visualize.parse_caption_json(json.dumps(_attention_record(ATTENTION_IMAGE)), "x.json", 1)
+    record = check_attention_record(_attention_record(ATTENTION_IMAGE))
     output = str(tmp_path / "attention.png")
-    plot = visualize.plot_attention(record, output, image_root=IMAGES, title="", dpi=50)
+    plot = plot_attention(record, output, image_root=IMAGES, title="", dpi=50)
     with Image.open(os.path.join(IMAGES, ATTENTION_IMAGE)) as image:
         pixels = np.asarray(image.convert("RGB"))
-    drawn = visualize.render_attention(pixels, record["tokens"], record["attention"], dpi=50)  # nothing written
+    drawn = render_attention(pixels, record["tokens"], record["attention"], dpi=50)  # nothing written
     assert drawn.dtype == np.uint8 and drawn.shape[2] == 3
     assert abs(drawn.shape[0] - plot.size[1]) <= 1 and abs(drawn.shape[1] - plot.size[0]) <= 1
     with Image.open(output) as image:
@@ -230,7 +252,7 @@ def test_attention_all_lines_absolute_image_and_grid(tmp_path):
          "--output", str(out_dir), "--dpi", "30"])
     plot, = visualize.run_visualize(args)  # the failed line 1 is skipped, --max-images stops after line 2
     assert os.listdir(str(out_dir)) == ["line2_1000268201_693b08cb0e.png"]
-    assert plot.size[0] == pytest.approx((2 * visualize.ATTENTION_PANEL_WIDTH + 2 * visualize.FIGURE_MARGIN) * 30,
+    assert plot.size[0] == pytest.approx((2 * ATTENTION_PANEL_WIDTH + 2 * FIGURE_MARGIN) * 30,
                                          abs=1)
     assert visualize.attention_output_path("a/{image}-{line}.png", 7, "x/y.jpg.npy") == "a/y-7.png"
 
@@ -266,13 +288,30 @@ def test_attention_errors(tmp_path):
         parser.parse_args(["attention", "--json", json_path, "--grid", "7by7", "--output", "x.png"])
 
 
-def test_upsample_attention_and_grid_shape():
+def test_upsample_attention_and_parse_grid():
     weights = np.zeros((7, 7), dtype=np.float32)
     weights[0, 0] = 1.0
-    heat = visualize.upsample_attention(weights, (70, 50))
+    heat = upsample_attention(weights, (70, 50))
     assert heat.shape == (50, 70)
     # Cell (0, 0) is the top-left 10x7 pixels; bicubic overshoot is clipped to the weights' range.
     assert heat[3, 5] == pytest.approx(1.0, abs=0.05) and heat[-10:, -10:].max() == 0.0
     assert heat.min() >= 0.0 and heat.max() <= 1.0
-    assert visualize.attention_grid_shape(49) == (7, 7) and visualize.attention_grid_shape(48, (6, 8)) == (6, 8)
     assert visualize.parse_grid("6X8") == (6, 8)
+
+
+def test_one_region_grid_rule():
+    """imcap.features.region_grid is the rule; the figures and the command line word its None as their errors."""
+    assert region_grid(49) == (7, 7) and region_grid(196) == (14, 14) and region_grid(1) == (1, 1)
+    assert region_grid(48) is None and region_grid(0) is None
+    assert region_grid(48, (6, 8)) == (6, 8) and region_grid(49, (6, 8)) is None
+    assert grid_shape(49) == (7, 7) and grid_shape(48, (6, 8)) == (6, 8)
+    with pytest.raises(ImcapError, match=r"48 attention regions fit no square grid: give the grid \(rows, columns\)"):
+        grid_shape(48)
+    with pytest.raises(ImcapError, match="48 attention regions fit no 7x7 grid"):
+        grid_shape(48, (7, 7))
+    record = check_attention_record(_attention_record(ATTENTION_IMAGE, regions=48))
+    assert visualize.attention_grid(record, (8, 6)) == (8, 6)
+    with pytest.raises(ImcapError, match="48 attention regions is not a square grid: give --grid HxW"):
+        visualize.attention_grid(record, None)
+    with pytest.raises(ImcapError, match="--grid 7x7 has 49 regions, the attention has 48"):
+        visualize.attention_grid(record, (7, 7))

@@ -1,7 +1,7 @@
 """Dynamic batching of caption requests: one worker thread owns the models, and the requests that arrive together
 are captioned in one batched beam search.
 
-A server (:mod:`imcap.http_api`, :mod:`imcap.web_page`) calls :meth:`BatchingCaptioner.submit` from any thread with
+A server (:mod:`imcap.serving.http_api`, :mod:`imcap.serving.web_page`) calls :meth:`BatchingCaptioner.submit` from any thread with
 one :class:`imcap.inference.CaptionInput` and its :class:`SearchOptions`, and gets a
 :class:`concurrent.futures.Future` of its :class:`Captioned` (the :class:`imcap.inference.CaptionResult` and how it
 was batched). Once free, the worker takes the oldest waiting request, then every request already waiting or
@@ -28,39 +28,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
-from .inference import CaptionInput, CaptionResult, Captioner
-from .utils import ImcapError, check_condition
+from ..inference import CaptionInput, CaptionResult, Captioner
+from ..search_options import SearchOptions  # noqa: F401  (part of this module's interface: submit's options)
+from ..utils import ImcapError, check_condition
 
 logger = logging.getLogger(__name__)
 
 MAX_CACHED_SEARCHES = 32  # option sets whose beam search is kept (the least recently used one goes first)
 PREPARING_POLL = 0.002    # seconds between looks at the count of requests being prepared
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """The beam-search settings of one request (the captioner CLI's options of the same names); requests with equal
-    options are searched together.
-
-    :param beam_size: hypotheses kept per image.
-    :param nbest_size: hypotheses returned per image, best first (at most ``beam_size``).
-    :param max_output_length: most words per caption (``</s>`` included).
-    :param length_penalty_alpha: GNMT length penalty alpha (0: none).
-    :param length_penalty_beta: GNMT length penalty beta.
-    :param no_repeat_ngram_size: no caption repeats an n-gram of this many words (0: off, else >= 2).
-    :param allow_unk: let captions contain ``<unk>``.
-    """
-    beam_size: int = 5
-    nbest_size: int = 1
-    max_output_length: int = 30
-    length_penalty_alpha: float = 1.0
-    length_penalty_beta: float = 0.0
-    no_repeat_ngram_size: int = 0
-    allow_unk: bool = False
-
-    def to_dict(self) -> Dict[str, Any]:
-        """The options by name (JSON-ready)."""
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -74,23 +49,18 @@ class SearchLimits:
     max_output_length: int = 100
 
     def check(self, options: SearchOptions) -> None:
-        """Check ``options`` against these limits and the ranges of the search.
+        """Check ``options`` (whose ranges :class:`SearchOptions` checked when it was made) against these limits.
 
-        :raises ImcapError: naming the first option out of range.
+        :raises ImcapError: naming the first option above its limit.
         """
-        check_condition(1 <= options.beam_size <= self.max_beam_size,
+        check_condition(options.beam_size <= self.max_beam_size,
                         "beam_size must be between 1 and %d, got %s" % (self.max_beam_size, options.beam_size))
-        check_condition(1 <= options.nbest_size <= options.beam_size,
-                        "nbest_size must be between 1 and beam_size (%d), got %s"
-                        % (options.beam_size, options.nbest_size))
-        check_condition(1 <= options.max_output_length <= self.max_output_length,
+        check_condition(options.max_output_length <= self.max_output_length,
                         "max_output_length must be between 1 and %d, got %s"
                         % (self.max_output_length, options.max_output_length))
-        check_condition(options.no_repeat_ngram_size == 0 or options.no_repeat_ngram_size >= 2,
-                        "no_repeat_ngram_size must be 0 (off) or >= 2, got %s" % options.no_repeat_ngram_size)
         for name in ("length_penalty_alpha", "length_penalty_beta"):
             value = getattr(options, name)
-            check_condition(0.0 <= value <= 10.0, "%s must be between 0 and 10, got %s" % (name, value))
+            check_condition(value <= 10.0, "%s must be between 0 and 10, got %s" % (name, value))
 
 
 class QueueFullError(ImcapError):
@@ -139,7 +109,7 @@ def with_search_options(captioner: Captioner, options: SearchOptions, batch_size
     """A Captioner that shares ``captioner``'s models, vocabulary, avoid list and CNN and searches with ``options``,
     ``batch_size`` images at a time, always keeping the attention (:meth:`Captioner.with_search_options`; the
     worker creates the CNN before it derives any, so that they all share it)."""
-    return captioner.with_search_options(batch_size=batch_size, keep_attention=True, **options.to_dict())
+    return captioner.with_search_options(batch_size=batch_size, options=options, keep_attention=True)
 
 
 class BatchingCaptioner:

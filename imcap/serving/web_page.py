@@ -1,10 +1,10 @@
-"""The web page of ``python -m imcap.serve``: a Gradio app over the same :class:`imcap.batching.BatchingCaptioner` as
+"""The web page of ``python -m imcap.serve``: a Gradio app over the same :class:`imcap.serving.batching.BatchingCaptioner` as
 the JSON API, mounted on its FastAPI app.
 
 A person uploads, pastes or picks an example image, sets the beam size and the n-best size, optionally phrases the
 caption must include or avoid (lexical constraints), and reads the caption, the n-best list with scores and the
 attention of each word over the image (the figure of ``python -m imcap.visualize attention``, drawn in memory by the
-function the server passes in). Page requests are checked like API uploads (:mod:`imcap.uploads`) and join the same
+function the server passes in). Page requests are checked like API uploads (:mod:`imcap.serving.uploads`) and join the same
 batches as API requests.
 
 Gradio runs offline here: analytics off, no Hugging Face hub, no server-side rendering, the theme's own fonts (no
@@ -12,7 +12,6 @@ font CDN), no footer links. It keeps uploads in its cache dir (``GRADIO_TEMP_DIR
 private temporary directory it removes on exit), with copies of the examples; it serves no other file, and its events
 take no file but an upload (:func:`mount_page`).
 """
-import dataclasses
 import logging
 import os
 import threading
@@ -21,8 +20,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .batching import BatchingCaptioner
-from .http_api import split_alternatives
-from .inference import CaptionInput
+from ..inference import CaptionInput
+from ..phrases import split_alternatives
+from ..search_options import SearchOptions
 from .uploads import UploadError, UploadLimits, decode_preview, decode_upload, sniff_image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry, no version check
@@ -69,7 +69,7 @@ class CaptionPage:
 
     :param service: the started queue in front of the models.
     :param limits: upload limits (as the API's).
-    :param draw_attention: draws the attention figure (e.g. :func:`imcap.visualize.render_attention`); None: no
+    :param draw_attention: draws the attention figure (e.g. :func:`imcap.plots.attention.render_attention`); None: no
         figure.
     :param timeout: seconds a page request waits for its caption.
     """
@@ -100,8 +100,7 @@ class CaptionPage:
         constraints = [split_alternatives(p) for p in split_phrases(include)]   # "cat | kitten": either
         avoided = split_phrases(avoid)
         try:
-            options = dataclasses.replace(self.service.defaults, beam_size=int(beam_size),
-                                          nbest_size=max(1, min(int(nbest_size), int(beam_size))))
+            options = SearchOptions.of(self.service.defaults, beam_size=int(beam_size), nbest_size=int(nbest_size))
             if len(constraints) > MAX_PHRASES or len(avoided) > MAX_PHRASES:
                 raise UploadError("at most %d phrases to include and %d to avoid" % (MAX_PHRASES, MAX_PHRASES))
             with self.service.preparing():

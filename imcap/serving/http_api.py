@@ -1,4 +1,4 @@
-"""The JSON API of ``python -m imcap.serve``, a FastAPI app over a :class:`imcap.batching.BatchingCaptioner`.
+"""The JSON API of ``python -m imcap.serve``, a FastAPI app over a :class:`imcap.serving.batching.BatchingCaptioner`.
 
 - ``POST /v1/caption``: the image as the multipart field ``image`` or as the raw request body; options as query
   parameters (``?beam_size=3&nbest_size=3&constraints=a+dog``) or, with multipart, as a JSON object in the field
@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, cast
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -31,13 +31,16 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__
-from . import constants as C
-from .batching import BatchingCaptioner, Captioned, QueueFullError, SearchOptions
-from .inference import CaptionInput, CaptionResult, Captioner
+from .. import __version__
+from .. import constants as C
+from .batching import BatchingCaptioner, Captioned, QueueFullError
+from ..features import region_grid
+from ..search_options import SearchOptions
+from ..inference import CaptionInput, CaptionResult, Captioner
+from ..phrases import check_phrases, phrase_text, split_alternatives
 from .uploads import STATUS_TOO_LARGE, UploadError, UploadLimits, UploadedImage, decode_upload, sniff_image, \
     too_large_message
-from .utils import ImcapError
+from ..utils import ImcapError
 
 logger = logging.getLogger(__name__)
 
@@ -115,23 +118,22 @@ def _from_json(name: str, value: Any) -> Any:
         what = "a number"
     elif name in _BOOL_OPTIONS:
         ok, what = isinstance(value, bool), "true or false"
-    elif name == "constraints":   # a phrase, or a list of alternative phrases (a disjunctive constraint)
-        ok = isinstance(value, list) and all(isinstance(p, str) or (isinstance(p, list) and p and all(
-            isinstance(a, str) for a in p)) for p in value)
-        what = "a list of phrases or of lists of alternative phrases"
-    else:
-        ok, what = isinstance(value, list) and all(isinstance(p, str) for p in value), "a list of phrases"
+    else:   # constraints: each a phrase, or a list of alternative phrases (a disjunctive constraint); avoid: phrases
+        ok = _are_phrases(name, value)
+        what = "a list of phrases or of lists of alternative phrases" if name == "constraints" else "a list of phrases"
     if not ok:
         raise _options_error("option %s: not %s: %s" % (name, what, json.dumps(value)[:100]))
     return float(value) if name in _FLOAT_OPTIONS else value
 
 
-def split_alternatives(phrase: str) -> Union[str, List[str]]:
-    """A phrase as given in a query parameter or on the page: ``"cat | kitten"`` is a disjunctive constraint (a list
-    of its alternatives, empty ones dropped), a phrase without ``|`` stays a phrase."""
-    if "|" not in phrase:
-        return phrase
-    return [a.strip() for a in phrase.split("|") if a.strip()]
+def _are_phrases(name: str, value: Any) -> bool:
+    """Whether a JSON value is what a :class:`CaptionInput` takes as its ``constraints`` or ``avoid``
+    (:func:`imcap.phrases.check_phrases`)."""
+    try:
+        check_phrases(name, value, alternatives=name == "constraints")
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def parse_options(query: Sequence[Tuple[str, str]], json_options: Optional[str],
@@ -139,8 +141,9 @@ def parse_options(query: Sequence[Tuple[str, str]], json_options: Optional[str],
     """The options of a request: query parameters (``constraints`` and ``avoid`` repeated, one phrase each) and the
     JSON object of the multipart field ``options``; each option may come from one of the two.
 
-    :raises ApiError: 422 for an unknown option, a value of the wrong type, an option given twice, or more than
-        :data:`MAX_PHRASES` phrases (ranges are checked by :meth:`imcap.batching.SearchLimits.check`).
+    :raises ApiError: 422 for an unknown option, a value of the wrong type or out of its range
+        (:class:`imcap.search_options.SearchOptions`), an option given twice, or more than :data:`MAX_PHRASES`
+        phrases (the server's limits are checked by :meth:`imcap.serving.batching.SearchLimits.check`).
     """
     values: Dict[str, Any] = {}
     for name, text in query:
@@ -170,13 +173,15 @@ def parse_options(query: Sequence[Tuple[str, str]], json_options: Optional[str],
         phrases[name] = tuple(values.pop(name, []))
         if name == "constraints":   # "cat | kitten" in a query parameter: one constraint with two alternatives
             phrases[name] = tuple(split_alternatives(p) if isinstance(p, str) else list(p) for p in phrases[name])
-        if len(phrases[name]) > MAX_PHRASES or any(len(p if isinstance(p, str) else " | ".join(p)) > MAX_PHRASE_CHARS
-                                                   for p in phrases[name]):
+        if len(phrases[name]) > MAX_PHRASES or any(len(phrase_text(p)) > MAX_PHRASE_CHARS for p in phrases[name]):
             raise _options_error("option %s: at most %d phrases of at most %d characters"
                                  % (name, MAX_PHRASES, MAX_PHRASE_CHARS))
     attention = values.pop("attention", True)
-    return RequestOptions(dataclasses.replace(defaults, **values), attention, phrases["constraints"],
-                          phrases["avoid"])
+    try:
+        search = defaults.replace(**values)
+    except (TypeError, ValueError) as e:   # SearchOptions names the option out of range
+        raise _options_error(str(e))
+    return RequestOptions(search, attention, phrases["constraints"], phrases["avoid"])
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -295,7 +300,7 @@ def phrase_report(result: CaptionResult, key: str, asked: Sequence[str]) -> List
         return [dict({"phrase": str(p.phrase), "met": bool(p.met)},
                      **({"alternatives": list(p.alternatives)} if getattr(p, "alternatives", None) else {}))
                 for p in reported]
-    return [{"phrase": phrase if isinstance(phrase, str) else " | ".join(phrase), "met": None} for phrase in asked]
+    return [{"phrase": phrase_text(phrase), "met": None} for phrase in asked]
 
 
 def guide_report(result: CaptionResult) -> List[Dict[str, Any]]:
@@ -331,19 +336,16 @@ def caption_response(captioned: Captioned, options: RequestOptions, upload: Uplo
 def attention_grid(captioner: Captioner) -> Optional[Tuple[int, int]]:
     """``(rows, columns)`` of the grid of the regions the decoder attends to (row-major), or None when it is unknown.
 
-    Those are the regions of the model's CNN tail's output when it has one (:mod:`imcap.encoder_tail`: e.g. 7 x 7
+    Those are the regions of the model's CNN tail's output when it has one (:mod:`imcap.vision.tail`: e.g. 7 x 7
     for features cached at a 14 x 14 block), whose grid the tail knows (``output_hw``); else the input regions, a
-    square grid when their number is a square. The models of an ensemble must agree, else None.
+    square grid when their number is a square (:func:`imcap.features.region_grid`). The models of an ensemble must
+    agree, else None.
     """
     grids: Set[Optional[Tuple[int, int]]] = set()
     for model in captioner.models:
         tail = getattr(model, "encoder_tail", None)
-        if tail is not None:
-            grids.add((int(tail.output_hw[0]), int(tail.output_hw[1])))
-            continue
-        regions = int(model.config.encoder.num_regions)
-        side = int(round(math.sqrt(regions)))
-        grids.add((side, side) if side * side == regions else None)
+        known = (int(tail.output_hw[0]), int(tail.output_hw[1])) if tail is not None else None
+        grids.add(region_grid(int(model.config.encoder.num_regions), known))
     return grids.pop() if len(grids) == 1 else None
 
 
@@ -366,7 +368,7 @@ def _error(message: str, status: int) -> JSONResponse:
 
 def create_app(service: BatchingCaptioner, model_info: Dict[str, Any], limits: UploadLimits,
                request_timeout: float = 120.0, decode_threads: Optional[int] = None) -> FastAPI:
-    """The FastAPI app of the JSON API (a Gradio page may be mounted on it, see :mod:`imcap.web_page`).
+    """The FastAPI app of the JSON API (a Gradio page may be mounted on it, see :mod:`imcap.serving.web_page`).
 
     :param service: the started queue in front of the models.
     :param model_info: what ``GET /v1/model`` says (:func:`describe_models`); the defaults and limits are added.

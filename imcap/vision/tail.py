@@ -11,13 +11,13 @@ detectron's frozen BatchNorm) unless asked, because a batch of captions holds fe
 
 Two kinds of CNN can be split:
 
-* EfficientNet-Lite0/Lite2 (:class:`imcap.image_encoder.EfficientNetLite`) cut at ``stem`` or ``blocks.N``: the tail
+* EfficientNet-Lite0/Lite2 (:class:`imcap.vision.efficientnet.EfficientNetLite`) cut at ``stem`` or ``blocks.N``: the tail
   is blocks ``N + 1 ..`` and the 1x1 ``head`` convolution, its weights those of the ``.npz`` file;
-* a Gluon model-zoo net (:class:`imcap.image_encoder.ZooFeatures`) cut at ``features[:K]`` (``--image-encoder-layer
+* a Gluon model-zoo net (:class:`imcap.vision.zoo.ZooFeatures`) cut at ``features[:K]`` (``--image-encoder-layer
   K``): the tail is ``features[K:end]``, ``end`` its global pooling (the last spatial map, where
   ``imcap.extract_features`` cuts by default), its weights those of the cache's ``.params`` file.
 
-The architecture comes from code (:func:`imcap.image_encoder.efficientnet_lite_shapes` when the ``.npz`` file is not
+The architecture comes from code (:func:`imcap.vision.efficientnet.efficientnet_lite_shapes` when the ``.npz`` file is not
 there, the model zoo's classes), and the weight file is read only when a new tail is initialized: a trained model,
 whose params file holds every weight of its tail, loads without it. See docs/finetuning.md.
 """
@@ -30,14 +30,15 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock, nn
 
-from . import constants as C
-from .config import Config
-from .image_encoder import (EfficientNetLite, ZooFeatures, efficientnet_lite_shapes, is_zoo_encoder, read_zoo_weights,
-                            weights_dir, zoo_feature_end, zoo_network)
-from .utils import ImcapError, check_condition
+from .. import constants as C
+from ..config import Config
+from ..utils import ImcapError, check_condition
+from .efficientnet import EfficientNetLite, efficientnet_lite_shapes
+from .image_encoder import weights_dir
+from .zoo import ZooFeatures, is_zoo_encoder, read_zoo_weights, zoo_feature_end, zoo_network
 
 # The EfficientNet-Lite encoders whose block cuts can be continued, and the layer their tail ends at (the usual
-# feature map of imcap); Gluon model-zoo nets (imcap.image_encoder.is_zoo_encoder) can be continued too.
+# feature map of imcap); Gluon model-zoo nets (imcap.vision.zoo.is_zoo_encoder) can be continued too.
 FINE_TUNE_ENCODERS = (C.ENCODER_EFFICIENTNET_LITE0, C.ENCODER_EFFICIENTNET_LITE2)
 TAIL_END_LAYER = "head"
 
@@ -53,7 +54,7 @@ class EncoderTailConfig(Config):
         ``features[:K]``.
     :param input_size: ``[height, width]`` pixels the CNN saw (EfficientNet's "SAME" padding depends on it).
     :param model_path: file name of the CNN's weights (as in ``cache.json``), looked for in the shared models folder
-        (:func:`imcap.image_encoder.weights_dir`).
+        (:func:`imcap.vision.image_encoder.weights_dir`).
     :param input_shape: ``[regions, channels]`` of the cached features (regions = H * W of the cut, row-major).
     :param output_shape: ``[regions, channels]`` of the tail's output (the ``head`` map: 49 x 1280 for Lite0; the
         last spatial map of a model-zoo net: 49 x 512 for ``resnet18_v1``).
@@ -134,7 +135,7 @@ def zoo_cut(encoder: str, layer: str, where: str) -> int:
 
     :param where: the cache or model, named in errors.
     :raises ImcapError: for an unknown net, or a layer that is not an integer ``K`` with ``0 <= K < end`` (``end``:
-        the index of the global pooling, :func:`imcap.image_encoder.zoo_feature_end`).
+        the index of the global pooling, :func:`imcap.vision.zoo.zoo_feature_end`).
     """
     features = list(zoo_network(encoder).features)
     end = zoo_feature_end(features)
@@ -158,7 +159,7 @@ def _weight_file_names(config: EncoderTailConfig) -> List[str]:
 
 def tail_weights_path(config: EncoderTailConfig, models_dir: Optional[str] = None) -> str:
     """The weight file of the tail's CNN: ``config.model_file`` if it exists, else ``config.model_path`` in
-    ``models_dir`` (default: the shared models folder, :func:`imcap.image_encoder.weights_dir`), else the encoder's
+    ``models_dir`` (default: the shared models folder, :func:`imcap.vision.image_encoder.weights_dir`), else the encoder's
     default file there (``NAME.npz``, ``NAME.params`` for a model-zoo net).
 
     :raises ImcapError: if none exists.
@@ -197,7 +198,7 @@ def _build_net(config: EncoderTailConfig, models_dir: Optional[str],
     its pretrained weights (read when first asked for) and its output ``(regions, channels)``.
 
     EfficientNet-Lite's architecture is read off its ``.npz`` file when it is there (as it always was), else built
-    from :func:`imcap.image_encoder.efficientnet_lite_shapes`; a model-zoo net's comes from the model zoo's code.
+    from :func:`imcap.vision.efficientnet.efficientnet_lite_shapes`; a model-zoo net's comes from the model zoo's code.
     """
     size = (int(config.input_size[0]), int(config.input_size[1]))
     if config.encoder in FINE_TUNE_ENCODERS:
@@ -257,7 +258,7 @@ def freeze_batchnorm(block: HybridBlock) -> None:
 class EncoderTail(HybridBlock):
     """Cached features of a cut CNN ``(batch, regions_in, channels_in)`` → the rest of that CNN → ``(batch, regions,
     channels)`` regions of its last map (``head`` of EfficientNet-Lite, the last spatial map of a model-zoo net;
-    row-major, as :meth:`imcap.image_encoder.ImageEncoder.encode` gives), ``regions = output_hw[0] * output_hw[1]``.
+    row-major, as :meth:`imcap.vision.image_encoder.ImageEncoder.encode` gives), ``regions = output_hw[0] * output_hw[1]``.
 
     The parameters are initialized with the pretrained ones of the weight file when the model is initialized (any
     initializer; the file is read then, not before), so a new model starts from the CNN's features exactly; a loaded

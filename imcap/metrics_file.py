@@ -1,5 +1,5 @@
 """The ``metrics`` file of a model dir: one line per checkpoint, ``CHECKPOINT<TAB>key=value<TAB>key=value...``
-(after Sockeye's ``metrics`` file). The trainer writes it; :mod:`imcap.average`, :mod:`imcap.visualize` and the
+(after Sockeye's ``metrics`` file). The trainer writes it; :mod:`imcap.average`, :mod:`imcap.plots.curves` and the
 benchmarks read it. Keys are e.g. ``updates``, ``epoch``, ``perplexity-train``, ``perplexity-val``, ``bleu-val``
 (0-100), ``cider-val`` (0-10), ``time-elapsed`` (seconds), ``samples-per-second``; any key may be missing on a line.
 """

@@ -12,8 +12,8 @@ from typing import Tuple
 
 import numpy as np
 
-from .image_encoder import decode_image
-from .utils import ImcapError
+from ..vision.images import decode_image
+from ..utils import ImcapError
 
 # The formats an upload may have (PIL's names): common photo formats whose decoders run no external program.
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
@@ -84,7 +84,7 @@ def sniff_image(data: bytes, limits: UploadLimits) -> UploadedImage:
 
 def decode_upload(upload: UploadedImage, size: Tuple[int, int]) -> np.ndarray:
     """The pixels of ``upload`` as ``(H, W, 3)`` uint8 RGB at ``size`` = (H, W), decoded exactly as the captioner
-    decodes an image file (:func:`imcap.image_encoder.decode_image`).
+    decodes an image file (:func:`imcap.vision.images.decode_image`).
 
     :raises UploadError: 400 if the image data are broken (e.g. a truncated file).
     """

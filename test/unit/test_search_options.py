@@ -1,0 +1,79 @@
+"""SearchOptions: the one place of the search settings' defaults and checks; the library raises TypeError/ValueError
+naming the field, the command lines one line naming the option."""
+import argparse
+import dataclasses
+
+import numpy as np
+import pytest
+
+from imcap import arguments
+from imcap.search_options import SearchOptions, search_options_from_args
+from imcap.utils import ImcapError
+
+
+def test_defaults_are_the_captioners_and_options_are_hashable():
+    options = SearchOptions()
+    assert options.to_dict() == {"beam_size": 5, "nbest_size": 1, "max_output_length": 30, "length_penalty_alpha": 1.0,
+                                 "length_penalty_beta": 0.0, "no_repeat_ngram_size": 0, "allow_unk": False}
+    assert SearchOptions(beam_size=3) == SearchOptions(beam_size=3) and len({SearchOptions(), SearchOptions()}) == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.beam_size = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"beam_size": 0}, "beam_size must be at least 1, got 0"),
+    ({"nbest_size": 6}, r"nbest_size must be between 1 and beam_size \(5\), got 6"),
+    ({"max_output_length": 0}, "max_output_length must be at least 1, got 0"),
+    ({"length_penalty_alpha": -0.5}, "length_penalty_alpha must be a finite number of at least 0, got -0.5"),
+    ({"length_penalty_beta": float("inf")}, "length_penalty_beta must be a finite number of at least 0, got inf"),
+    ({"no_repeat_ngram_size": 1}, r"no_repeat_ngram_size must be 0 \(off\) or at least 2, got 1"),
+    ({"no_repeat_ngram_size": -2}, r"no_repeat_ngram_size must be 0 \(off\) or at least 2, got -2"),
+])
+def test_a_value_out_of_range_is_a_value_error_naming_the_field(changes, message):
+    with pytest.raises(ValueError, match=message):
+        SearchOptions(**changes)
+    with pytest.raises(ValueError, match=message):
+        SearchOptions().replace(**changes)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"beam_size": 2.0}, "beam_size must be an integer, got 2.0"),
+    ({"beam_size": True}, "beam_size must be an integer, got True"),
+    ({"length_penalty_alpha": "1"}, "length_penalty_alpha must be a number, got '1'"),
+    ({"allow_unk": 1}, "allow_unk must be true or false, got 1"),
+])
+def test_a_value_of_the_wrong_type_is_a_type_error_naming_the_field(changes, message):
+    with pytest.raises(TypeError, match=message):
+        SearchOptions(**changes)
+
+
+def test_numpy_numbers_are_accepted_as_python_numbers():
+    options = SearchOptions(beam_size=np.int64(3), length_penalty_alpha=np.float32(0.5))
+    assert type(options.beam_size) is int and options.beam_size == 3
+    assert type(options.length_penalty_alpha) is float and options.length_penalty_alpha == 0.5
+    assert options == SearchOptions(beam_size=3, length_penalty_alpha=0.5)
+
+
+def test_replace_refuses_unknown_names_and_of_lowers_nbest_to_the_beam():
+    with pytest.raises(TypeError, match="unknown search options beam, size"):
+        SearchOptions().replace(beam=3, size=2)
+    assert SearchOptions.of(beam_size=3, nbest_size=5) == SearchOptions(beam_size=3, nbest_size=3)
+    assert SearchOptions.of(SearchOptions(beam_size=4, nbest_size=4), beam_size=2).nbest_size == 2
+    assert SearchOptions.of(SearchOptions(beam_size=4)) == SearchOptions(beam_size=4)
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    arguments.add_search_args(parser.add_argument_group("Search"), "n-best")
+    return parser.parse_args(argv)
+
+
+def test_the_command_lines_take_their_defaults_from_search_options():
+    assert search_options_from_args(parse([])) == SearchOptions()
+    assert search_options_from_args(parse(["-b", "3", "--nbest-size", "9", "--allow-unk"])) == SearchOptions(
+        beam_size=3, nbest_size=3, allow_unk=True)   # --nbest-size lowered to --beam-size, as it always was
+
+
+def test_a_command_line_option_out_of_range_is_one_error_naming_the_option():
+    with pytest.raises(ImcapError, match=r"^--no-repeat-ngram-size must be 0 \(off\) or at least 2, got 1$"):
+        search_options_from_args(parse(["--no-repeat-ngram-size", "1"]))
