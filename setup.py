@@ -32,5 +32,9 @@ setup(
         "serve": ["gradio==6.31.0",  # python -m imcap.serve; Gradio 3.x and 4.x break on today's dependencies
                   "pillow<13",       # what gradio 6.31 accepts
                   "fastapi", "uvicorn", "python-multipart"],  # imported by imcap.serving.http_api and imcap.serve
+        # imcap.export (graphs built with onnx.helper, opset 17) and imcap.onnx_steps (ONNX Runtime). Ranges: the
+        # newest wheels differ per Python (3.8: onnx 1.17, onnxruntime 1.19.2; 3.9: 1.19.1, 1.19.2; 3.10: 1.23.2,
+        # 1.23.2; 3.11: 1.23.2, 1.32.0, the tested pair), each accepting numpy 1.23.5; bounded above at the tested.
+        "onnx": ["onnx>=1.17,<1.24", "onnxruntime>=1.19,<1.33"],
     },
 )

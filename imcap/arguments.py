@@ -72,7 +72,7 @@ def add_logging_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_search_args(group: argparse._ArgumentGroup, nbest_help: str) -> None:
-    """The beam-search options shared by the captioner and the server (``nbest_help`` says where the n-best goes):
+    """The search options shared by the captioner and the server (``nbest_help`` says where the n-best goes):
     the fields of :class:`imcap.search_options.SearchOptions`, with its defaults (its checks run when the options
     are read, :func:`imcap.search_options.search_options_from_args`)."""
     defaults = SearchOptions()
@@ -91,6 +91,33 @@ def add_search_args(group: argparse._ArgumentGroup, nbest_help: str) -> None:
                             "hypothesis (fairseq's option; 3 stops 'a white shirt and a white shirt'). 0: off; 1 is "
                             "refused.")
     group.add_argument("--nbest-size", type=int_greater_or_equal(1), default=defaults.nbest_size, help=nbest_help)
+    group.add_argument("--diverse-beam-groups", type=int_greater_or_equal(1), default=defaults.diverse_beam_groups,
+                       metavar="G",
+                       help="Diverse beam search (Vijayakumar et al. 2018): split the beam into this many groups, "
+                            "each penalized for the words the groups before it chose at the same step, so that the "
+                            "n-best (--nbest-size, each group's best first) differ. Must divide --beam-size; 1: off. "
+                            "Not with required phrases.")
+    group.add_argument("--diverse-beam-strength", type=float_greater_or_equal(0.0),
+                       default=defaults.diverse_beam_strength,
+                       help="Diverse beam search's penalty per earlier group's choice of the same word (Hamming "
+                            "diversity, log-probability units).")
+    group.add_argument("--sample", action="store_true", default=defaults.sample,
+                       help="Draw the captions at random from the models' distribution, word by word, instead of "
+                            "beam search: --nbest-size independent samples per image (not bounded by --beam-size, "
+                            "which is unused), best first; reproducible with --seed. Not with required phrases "
+                            "(--json-input constraints, --guide-with-classifier; avoided ones are kept) nor "
+                            "--diverse-beam-groups.")
+    group.add_argument("--sampling-temperature", type=float, default=defaults.sampling_temperature, metavar="T",
+                       help="With --sample: divide the log-probabilities by this (> 0): below 1 sharper, above 1 "
+                            "flatter.")
+    group.add_argument("--sampling-top-k", type=int, default=defaults.sampling_top_k, metavar="K",
+                       help="With --sample: draw among each step's K likeliest words only (0: all).")
+    group.add_argument("--sampling-top-p", type=float, default=defaults.sampling_top_p, metavar="P",
+                       help="With --sample: draw among the fewest likeliest words whose probability reaches P (nucleus "
+                            "sampling; in (0, 1], 1: off).")
+    group.add_argument("--seed", type=int, default=defaults.seed, metavar="S",
+                       help="With --sample: the seed of the draws; an image's captions depend on it and the image's "
+                            "input line only (the same at any --batch-size).")
 
 
 def add_image_encoder_args(parser: argparse.ArgumentParser, from_model: bool = False) -> None:

@@ -12,16 +12,23 @@ Lexical constraints (:mod:`imcap.constraints`): phrases each image's caption mus
 allocation (Post & Vilar 2018, vectorized as Hu et al. 2019), and phrases it must not contain (its own and a global
 avoid list). A batch without any takes the plain path, unchanged.
 
+Several different captions per image, besides the n-best: diverse beam search (Vijayakumar et al. 2018: the beam in
+groups, each penalized for the words the groups before it chose at the same step) and sampling (each of an image's
+``nbest_size`` hypotheses draws its words at random, with temperature, top-k and nucleus cut-offs; the draws of an image
+depend on the seed and the image's key, its place in the input, never on its batch: :func:`sampling_uniforms`).
+Neither takes required phrases.
+
 The search is a loop over named steps (:meth:`BeamSearch.search`): **score** (the models' next-word
 log-probabilities, restricted by the rules: words never written, repeat blocking, avoided phrases, ``</s>`` before the
-constraints are met), **select** (the ``beam`` best continuations of each image, or dynamic beam allocation),
+constraints are met), **select** (the ``beam`` best continuations of each image, or dynamic beam allocation; or the
+alternatives :meth:`BeamSearch.select_diverse` and :meth:`BeamSearch.select_sample`),
 **advance** (the beam's bookkeeping: lengths, finished hypotheses, history, the constraints' progress, the exact
 early stop), **shrink** (images whose hypotheses have all ended leave the computation) and **collect** (each image's
 n best). The models sit behind the step contract of :mod:`imcap.search_steps`, which another runtime can implement.
 This module imports no MXNet.
 """
 from dataclasses import dataclass
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -116,6 +123,98 @@ def top_k(scores: np.ndarray, k: int):
     return np.take_along_axis(values, order, axis=1), np.take_along_axis(part, order, axis=1)
 
 
+_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function on a uint64 array (wrapping arithmetic): a bijection that scatters its input."""
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * _MIX1
+    x = (x ^ (x >> np.uint64(27))) * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+def sampling_uniforms(seed: int, keys: np.ndarray, samples: int, step: int) -> np.ndarray:
+    """The uniform numbers in ``[0, 1)`` that sampling draws with at ``step``: ``(len(keys), samples)`` float64, entry
+    ``(i, j)`` a hash of ``(seed, keys[i], j, step)`` alone (counter-based, SplitMix64 chained), so that sample ``j``
+    of the image of key ``keys[i]`` (its place in the input) is drawn the same in any batch, at any batch size.
+
+    :param keys: ``(batch,)`` ints (64 bits; a negative one is taken modulo ``2 ** 64``).
+    """
+    with np.errstate(over="ignore"):
+        h = _mix(np.full(1, seed, dtype=np.uint64))
+        h = _mix(h ^ np.asarray(keys, dtype=np.int64).astype(np.uint64))[:, None]
+        h = _mix(h ^ np.arange(samples, dtype=np.uint64)[None, :])
+        h = _mix(h ^ np.uint64(step))
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 2 ** 53)
+
+
+def best_words(logits: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best words of each row of ``logits (rows, vocab)``, best first (equal values: the lower word id
+    first): ``(words, values)`` each ``(rows, k)``. Each row's are found from that row alone."""
+    vocab = logits.shape[1]
+    k = min(k, vocab)
+    if k < vocab:
+        part = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(vocab), logits.shape)
+    values = np.take_along_axis(logits, part, axis=1)
+    order = np.lexsort((part, -values), axis=-1)
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
+
+
+def nucleus(values: np.ndarray, top_p: float, total: Optional[np.ndarray] = None) -> np.ndarray:
+    """``values (rows, c)`` log-weights, best first, with those after each row's nucleus at ``-inf``: the nucleus is
+    the fewest first words whose weight reaches ``top_p`` of ``total`` (default: the row's sum of weights)."""
+    cumulative = np.cumsum(np.exp(values), axis=1)
+    total = cumulative[:, -1] if total is None else total
+    size = (cumulative < top_p * total[:, None]).sum(axis=1) + 1
+    return np.where(np.arange(values.shape[1]) < size[:, None], values, -np.inf)
+
+
+def nucleus_words(logits: np.ndarray, top_p: float, first: int = 64) -> Tuple[np.ndarray, np.ndarray]:
+    """Each row's nucleus (:func:`nucleus` over the whole vocabulary) as ``(words, values)`` best first, ``-inf``
+    after it, without sorting the whole vocabulary: the ``first`` best words, four times as many for the rows whose
+    nucleus is longer, and so on (each row's words found from that row alone)."""
+    rows, vocab = logits.shape
+    total = np.exp(logits).sum(axis=1)
+    words, values = np.zeros((rows, vocab), dtype=np.int64), np.full((rows, vocab), -np.inf)
+    todo, k, width = np.arange(rows), min(first, vocab), 1
+    while len(todo):
+        found, kept = best_words(logits[todo], k)
+        kept = nucleus(kept, top_p, total[todo])
+        done = np.isneginf(kept[:, -1]) | (k == vocab)
+        words[todo[done], :k], values[todo[done], :k] = found[done], kept[done]
+        width = max(width, k) if done.any() else width
+        todo, k = todo[~done], min(4 * k, vocab)
+    return words[:, :width], values[:, :width]
+
+
+def sample_words(log_probs: np.ndarray, uniforms: np.ndarray, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0) -> np.ndarray:
+    """One word per row of ``log_probs (rows, vocab)`` (forbidden words at ``NEG_INF`` are never drawn), drawn by
+    inverting the cumulative distribution at ``uniforms (rows,)`` in ``[0, 1)``: the log-probabilities divided by
+    ``temperature``, then only the ``top_k`` likeliest words (0: all), then only the nucleus of ``top_p`` of what is
+    left (1: all). Without a cut-off the words are taken in id order, with one best first.
+
+    :return: ``(rows,)`` int64 word ids.
+    """
+    with np.errstate(over="ignore"):   # a temperature near 0: the unlikely words' logits overflow to -inf
+        logits = np.where(log_probs <= NEG_INF / 2, -np.inf,
+                          (log_probs - log_probs.max(axis=1, keepdims=True)) / temperature)
+    words: Optional[np.ndarray] = None
+    if 0 < top_k < logits.shape[1]:
+        words, logits = best_words(logits, top_k)
+        if top_p < 1.0:
+            logits = nucleus(logits, top_p)
+    elif top_p < 1.0:
+        words, logits = nucleus_words(logits, top_p)
+    cumulative = np.cumsum(np.exp(logits), axis=1)
+    chosen = (cumulative <= (uniforms * cumulative[:, -1])[:, None]).sum(axis=1)
+    chosen = np.minimum(chosen, logits.shape[1] - 1)
+    return chosen.astype(np.int64) if words is None else words[np.arange(len(chosen)), chosen]
+
+
 def best_captions(search: "BeamSearch", vocab, features: Union[np.ndarray, Sequence[np.ndarray]],
                   batch_size: int = 32) -> List[str]:
     """The best caption (space-joined tokens) of each image of ``features (images, regions, dim)`` (or a list of
@@ -150,6 +249,8 @@ class BeamState:
     :param attention: per step, ``(rows, regions)`` float32 attention (empty unless kept).
     :param computed: ``(computed rows,)`` int64, the rows the models step: those of images still searched.
     :param words: ``(rows,)`` int64 the last word of each row (``<s>`` at the start).
+    :param keys: ``(batch,)`` int64 each image's place in the input, whose random draws sampling makes
+        (:func:`sampling_uniforms`).
     """
     scores: np.ndarray
     finished: np.ndarray
@@ -158,16 +259,22 @@ class BeamState:
     attention: List[np.ndarray]
     computed: np.ndarray
     words: np.ndarray
+    keys: Optional[np.ndarray] = None
 
     @classmethod
-    def start(cls, batch: int, beam: int, bos: int) -> "BeamState":
+    def start(cls, batch: int, beam: int, bos: int, groups: int = 1,
+              keys: Optional[Sequence[int]] = None) -> "BeamState":
         """The beam before the first word: one live hypothesis per image (the others start at ``NEG_INF``, as all
-        would be the same)."""
+        would be the same), or per group of ``beam / groups`` hypotheses (diverse beam search's groups; sampling's
+        samples, each a group of one). ``keys``: the images' places in the input (default: ``0 .. batch - 1``)."""
         rows = batch * beam
         scores = np.zeros((batch, beam), dtype=np.float64)
         scores[:, 1:] = NEG_INF
+        if groups > 1:
+            scores[:, ::beam // groups] = 0.0
+        places = np.arange(batch, dtype=np.int64) if keys is None else np.asarray(keys, dtype=np.int64)
         return cls(scores, np.zeros(rows, dtype=bool), np.zeros(rows, dtype=np.int64),
-                   np.zeros((rows, 0), dtype=np.int64), [], np.arange(rows), np.full(rows, bos, dtype=np.int64))
+                   np.zeros((rows, 0), dtype=np.int64), [], np.arange(rows), np.full(rows, bos, dtype=np.int64), places)
 
     @property
     def shape(self) -> Tuple[int, int]:
@@ -186,8 +293,8 @@ class Scored(NamedTuple):
 
 class Selected(NamedTuple):
     """The **select** step's output, each ``(rows,)``: the row each new hypothesis extends (``origin``), its word,
-    its summed log-probability, its length, and whether it is a real hypothesis (``active``; None without dynamic
-    beam allocation, where all are)."""
+    its summed log-probability (``scores``, ``(batch, beam)``), its length, and whether it is a real hypothesis
+    (``active``; None without dynamic beam allocation, where all are)."""
     origin: np.ndarray
     words: np.ndarray
     scores: np.ndarray
@@ -272,11 +379,13 @@ class BeamSearch:
             else:
                 lists.append([[self._check_phrase(cast(Phrase, p), name) for p in (phrases or [])]
                               for phrases in given])
-        return SearchConstraints(lists[0], lists[1], self.beam_size, self._avoid_trie, self.avoid_list)
+        return SearchConstraints(lists[0], lists[1], self.options.hypotheses_per_image, self._avoid_trie,
+                                 self.avoid_list)
 
     def search(self, features: Union[np.ndarray, Sequence[np.ndarray]],
                constraints: Optional[Sequence[Sequence[Union[Phrase, Constraint]]]] = None,
-               avoid: Optional[Sequence[Sequence[Phrase]]] = None) -> List[List[Hypothesis]]:
+               avoid: Optional[Sequence[Sequence[Phrase]]] = None, *,
+               keys: Optional[Sequence[int]] = None) -> List[List[Hypothesis]]:
         """Caption a batch of images.
 
         :param features: ``(batch, regions, feature_dim)`` float, or a list of such arrays, one per view of the
@@ -290,20 +399,31 @@ class BeamSearch:
             False), else only those that met them all (so an image's n-best may be shorter than ``nbest_size``).
         :param avoid: per image, phrases its caption must not contain, besides the avoid list. A phrase that
             occurs inside one of the image's required phrases is not avoided for that image.
-        :return: per image, its ``nbest_size`` best hypotheses, best first.
+        :param keys: per image, its place in the input (an int), on which alone, with the seed, its samples depend
+            (``sample``); default: ``0 .. batch - 1``.
+        :return: per image, its ``nbest_size`` best hypotheses, best first (diverse beam search: each group's best
+            first; sampling: the samples).
         :raises ValueError: if ``constraints`` or ``avoid`` is not one list per image of lists of word ids that a
-            caption may contain.
+            caption may contain, if there are required phrases with ``sample`` or ``diverse_beam_groups`` above 1,
+            or if ``keys`` are not one int per image.
         """
         views = [features] if isinstance(features, np.ndarray) else list(features)
         batch = views[0].shape[0]
         guide = self._constraints(batch, constraints, avoid)                  # None: the plain search
         dba = guide if guide is not None and guide.has_required else None      # dynamic beam allocation
-        self.steps.start(views, self.beam_size)
-        beam = BeamState.start(batch, self.beam_size, self.bos)
+        if dba is not None and self.options.selection != "beam":
+            raise ValueError("required phrases (constraints) need beam search: not with %s"
+                             % ("sample" if self.options.sample else "diverse_beam_groups above 1"))
+        if keys is not None and len(keys) != batch:
+            raise ValueError("keys: %d for %d images" % (len(keys), batch))
+        rows = self.options.hypotheses_per_image
+        self.steps.start(views, rows)
+        beam = BeamState.start(batch, rows, self.bos, self._live_groups(), keys)
+        select = self._select_step()
         for t in range(self.max_output_length):
             last = t + 1 == self.max_output_length
             scored = self.score(beam, guide, dba, last)
-            selected = self.select(beam, scored, dba)
+            selected = select(beam, scored, dba)
             self.advance(beam, selected, scored.attention, guide, dba)
             if beam.finished.all():
                 break
@@ -317,15 +437,17 @@ class BeamSearch:
         """**Score**: step the models on each computed row's last word, and restrict the next words by the rules.
 
         Without any rule to apply (no constraints, no repeat blocking, not the last step) only each row's ``beam``
-        best words can be among its image's ``beam`` best continuations, so they are found on the device
-        (:meth:`preselect`); otherwise every word of every row is scored on the host (:meth:`restrict`).
+        best words can be among its image's ``beam`` best continuations (or its group's, in diverse beam search: a
+        group's penalty falls on fewer than ``beam`` words), so they are found on the device (:meth:`preselect`);
+        otherwise, and to sample, every word of every row is scored on the host (:meth:`restrict`).
         Finished rows may only be continued by ``<pad>`` at no cost (:func:`mask_finished`).
         """
         summed, attention = self.steps.step(beam.words[beam.computed], self.keep_attention)
         rows, k = beam.finished.shape[0], self.beam_size
         if attention is not None:
             attention = self._all_rows(attention, beam.computed, rows)
-        if guide is None and not self.no_repeat_ngram_size and not last and k < self.vocab_size:
+        if guide is None and not self.no_repeat_ngram_size and not last and k < self.vocab_size \
+                and not self.options.sample:
             log_probs, words = self.preselect(summed, beam.computed, rows)     # (rows, k) each
         else:
             log_probs, words = self.restrict(summed, beam, guide, dba, last), None
@@ -404,11 +526,73 @@ class BeamSearch:
             best, active = dba.candidates(normalized, candidates, k)        # (batch, k) each
         else:
             _, best = top_k(normalized.reshape(batch, k * width), k)      # (batch, k)
+        return self._selected(scored, candidates, best, new_lengths, active)
+
+    @staticmethod
+    def _selected(scored: Scored, candidates: np.ndarray, best: np.ndarray, new_lengths: np.ndarray,
+                  active: Optional[np.ndarray]) -> Selected:
+        """The hypotheses of the ``best (batch, k)`` candidates of each image (indexes into its ``(k, width)``
+        continuations; ``candidates (rows, width)`` their summed log-probabilities)."""
+        (batch, k), width = best.shape, candidates.shape[1]
+        rows = batch * k
         origin = (best // width + (np.arange(batch) * k)[:, None]).reshape(rows)
         words = (best % width if scored.words is None else
                  scored.words.reshape(batch, k * width)[np.arange(batch)[:, None], best]).reshape(rows)
         scores = candidates.reshape(batch, k * width)[np.arange(batch)[:, None], best]
         return Selected(origin, words, scores, new_lengths[origin], active)
+
+    def _select_step(self) -> Any:
+        """The **select** step of the options: :meth:`select`, :meth:`select_diverse` or :meth:`select_sample`."""
+        return {"beam": self.select, "diverse": self.select_diverse,
+                "sample": self.select_sample}[self.options.selection]
+
+    def _live_groups(self) -> int:
+        """The groups of hypotheses of an image that start live (:meth:`BeamState.start`)."""
+        selection = self.options.selection
+        if selection == "sample":
+            return self.nbest_size
+        return self.options.diverse_beam_groups if selection == "diverse" else 1
+
+    def select_diverse(self, beam: BeamState, scored: Scored, dba: Optional[SearchConstraints]) -> Selected:
+        """**Select** of diverse beam search (Vijayakumar et al. 2018): each image's beam is ``diverse_beam_groups``
+        groups of ``beam / groups`` rows, and each group keeps its own best continuations (as :meth:`select`, by
+        length-normalized score), the groups one after the other, a candidate's summed log-probability lowered by
+        ``diverse_beam_strength`` for each group before it that chose the same word at this step (Hamming diversity;
+        ``<pad>``, the continuation of finished hypotheses, is never counted). The hypotheses keep their true summed
+        log-probabilities: the penalty only chooses."""
+        (batch, k), log_probs = beam.shape, scored.log_probs
+        groups, strength = self.options.diverse_beam_groups, self.options.diverse_beam_strength
+        size, width = k // groups, log_probs.shape[1]
+        new_lengths = beam.lengths + (~beam.finished)
+        candidates = beam.scores.reshape(batch * k, 1) + log_probs
+        penalty = length_penalty(new_lengths, self.alpha, self.beta).reshape(batch, groups, size, 1)
+        words = (np.broadcast_to(np.arange(width), log_probs.shape) if scored.words is None
+                 else scored.words).reshape(batch, groups, size, width)
+        chosen = np.zeros((batch, self.vocab_size), dtype=np.int64)   # per image, the groups that chose each word
+        best = np.empty((batch, groups, size), dtype=np.int64)
+        images = np.arange(batch)
+        for g in range(groups):
+            penalized = strength * chosen[images[:, None, None], words[:, g]]             # (batch, size, width)
+            diverse = (candidates.reshape(batch, groups, size, width)[:, g] - penalized) / penalty[:, g]
+            _, found = top_k(diverse.reshape(batch, size * width), size)                   # (batch, size)
+            best[:, g] = found + g * size * width
+            picked = words[:, g].reshape(batch, size * width)[images[:, None], found].reshape(-1)
+            np.add.at(chosen, (np.repeat(images, size), picked), (picked != self.pad).astype(np.int64))
+        return self._selected(scored, candidates, best.reshape(batch, k), new_lengths, None)
+
+    def select_sample(self, beam: BeamState, scored: Scored, dba: Optional[SearchConstraints]) -> Selected:
+        """**Select** by sampling: each row (an image's sample) draws its next word from the distribution of the
+        score step (every word, :meth:`restrict`) with the options' temperature, top-k and top-p
+        (:func:`sample_words`), at the uniform number of its image's key, its sample and the step
+        (:func:`sampling_uniforms`); finished rows draw ``<pad>``. A sample only ever extends itself."""
+        (batch, n), log_probs = beam.shape, scored.log_probs
+        options = self.options
+        uniforms = sampling_uniforms(options.seed, cast(np.ndarray, beam.keys), n, beam.history.shape[1])
+        words = sample_words(log_probs, uniforms.reshape(batch * n), options.sampling_temperature,
+                             options.sampling_top_k, options.sampling_top_p)
+        origin = np.arange(batch * n)
+        scores = (beam.scores.reshape(batch * n) + log_probs[origin, words]).reshape(batch, n)
+        return Selected(origin, words, scores, beam.lengths + (~beam.finished), None)
 
     # -- advance -----------------------------------------------------------------------------------------------
 
@@ -427,12 +611,21 @@ class BeamSearch:
         if dba is not None:
             beam.finished = beam.finished | self._stopped_by_constraints(beam, cast(np.ndarray, selected.active), dba)
         else:
-            batch, k = beam.shape
-            beam.finished = beam.finished | beaten_hypotheses(
-                beam.scores, beam.lengths.reshape(batch, k), beam.finished.reshape(batch, k), self.nbest_size,
-                self.max_output_length, self.alpha, self.beta)
+            beam.finished = beam.finished | self._beaten(beam)
         if attention is not None:
             beam.attention = [a[origin] for a in beam.attention] + [attention[origin]]
+
+    def _beaten(self, beam: BeamState) -> np.ndarray:
+        """``(rows,)`` bool: the open hypotheses that can no longer reach their image's n best
+        (:func:`beaten_hypotheses`); in diverse beam search, their group's share of it (each group's best come
+        first); none in sampling, which returns every sample."""
+        batch, k = beam.shape
+        if self.options.selection == "sample":
+            return np.zeros(batch * k, dtype=bool)
+        groups = self.options.diverse_beam_groups if self.options.selection == "diverse" else 1
+        shape, nbest = (batch * groups, k // groups), -(-self.nbest_size // groups)
+        return beaten_hypotheses(beam.scores.reshape(shape), beam.lengths.reshape(shape),
+                                 beam.finished.reshape(shape), nbest, self.max_output_length, self.alpha, self.beta)
 
     def _stopped_by_constraints(self, beam: BeamState, active: np.ndarray, dba: SearchConstraints) -> np.ndarray:
         """``(rows,)`` bool: inactive places, and open rows of constrained images whose search is over; their
@@ -472,7 +665,7 @@ class BeamSearch:
         for i in range(batch):
             row_ids = range(i * k, (i + 1) * k)
             if met is None:
-                ranked = sorted(row_ids, key=lambda r: -final[r])[:self.nbest_size]
+                ranked = self._ranked(row_ids, final)
             else:
                 ranked = sorted(row_ids, key=lambda r: (not met[r], -final[r]))
                 ranked = [r for r in ranked if scores[r] > NEG_INF / 2] or ranked
@@ -480,6 +673,18 @@ class BeamSearch:
             results.append([self._hypothesis(beam, r, scores, final, met if constrained[i] else None)
                             for r in ranked])
         return results
+
+    def _ranked(self, row_ids: range, final: np.ndarray) -> List[int]:
+        """The rows of an image's n-best without required phrases: the best by normalized score; in diverse beam
+        search, each group's best first (the best of them first), then each group's second, and so on."""
+        if self.options.selection != "diverse":
+            return sorted(row_ids, key=lambda r: -final[r])[:self.nbest_size]
+        size = len(row_ids) // self.options.diverse_beam_groups
+        place: Dict[int, int] = {}
+        for start in range(0, len(row_ids), size):
+            group = sorted(row_ids[start:start + size], key=lambda r: -final[r])
+            place.update((r, rank) for rank, r in enumerate(group))
+        return sorted(row_ids, key=lambda r: (place[r], -final[r]))[:self.nbest_size]
 
     def _hypothesis(self, beam: BeamState, row: int, scores: np.ndarray, final: np.ndarray,
                     met: Optional[np.ndarray]) -> Hypothesis:

@@ -67,7 +67,7 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
                             "output is over the original image.")
     search = parser.add_argument_group("Search")
     arguments.add_search_args(search, "Hypotheses per image in the json output (at most --beam-size; with "
-                                      "constraints, only those that meet them).")
+                                      "constraints, only those that meet them; with --sample, the samples).")
     search.add_argument("--batch-size", type=arguments.int_greater_or_equal(1), default=32,
                         help="Images searched together.")
     search.add_argument("--chunk-size", type=arguments.int_greater_or_equal(1), default=512,

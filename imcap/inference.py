@@ -225,10 +225,16 @@ class Captioner:
         ``params.best``.
     :param vocab: the vocabulary of models in memory (``Trainer.vocab``); not given with model dirs.
     :param search: the search settings (:class:`imcap.search_options.SearchOptions`: beam size, n-best size, length
-        penalty, repeat blocking, ...; default: its defaults); ``nbest_size > 1`` fills each result's ``nbest``.
-        The keywords named as its fields (``beam_size=3``, ``nbest_size``, ``max_output_length``,
-        ``length_penalty_alpha``, ``length_penalty_beta``, ``no_repeat_ngram_size``, ``allow_unk``) override it, with
-        ``nbest_size`` lowered to ``beam_size``.
+        penalty, repeat blocking, diverse beam search, sampling, ...; default: its defaults); ``nbest_size > 1`` fills
+        each result's ``nbest``: the n best, diverse beam search's groups' best (``diverse_beam_groups``) or
+        ``nbest_size`` samples (``sample``). The keywords named as its fields (``beam_size=3``, ``nbest_size``,
+        ``max_output_length``, ``length_penalty_alpha``, ``length_penalty_beta``, ``no_repeat_ngram_size``,
+        ``allow_unk``, ``sample``, ``sampling_temperature``, ``sampling_top_k``, ``sampling_top_p``, ``seed``,
+        ``diverse_beam_groups``, ``diverse_beam_strength``) override it, with ``nbest_size`` lowered to ``beam_size``
+        (but with ``sample``). Sampling draws an input's captions from the seed and the input's ``line`` (default:
+        its position in :meth:`caption`'s inputs, from 1) alone: the same at any ``batch_size``. Neither sampling nor
+        diverse beam search meets required phrases: an input with ``constraints`` gets an error result, and
+        ``guide_with_classifier`` is refused.
     :param batch_size: images searched together.
     :param keep_attention: fill each result's ``attention``.
     :param test_time_augmentations: views (``hflip``) that every model also decodes, as members of the ensemble: the
@@ -261,7 +267,8 @@ class Captioner:
     :raises TypeError: for an unknown search setting or one of the wrong type (naming it).
     :raises ValueError: for a search setting out of its range (naming it).
     :raises ImcapError: if a model dir cannot be loaded, the models disagree on vocabulary or feature shape, an
-        option is out of range, or the class words file cannot be read.
+        option is out of range, the class words file cannot be read, or ``guide_with_classifier`` comes with sampling
+        or diverse beam search.
     """
 
     def __init__(self, models: Union[str, Sequence[str], Sequence[CaptionModel]],
@@ -323,7 +330,13 @@ class Captioner:
         return self.search.options.nbest_size
 
     def _build_search(self, options: SearchOptions) -> BeamSearch:
-        """The beam search of ``options`` over the loaded models, with the Captioner's avoid list."""
+        """The beam search of ``options`` over the loaded models, with the Captioner's avoid list.
+
+        :raises ImcapError: for a Captioner guided by the classifier and options that cannot meet constraints.
+        """
+        check_condition(self.guide is None or options.selection == "beam",
+                        "guide_with_classifier needs beam search (its classes are constraints): not with %s"
+                        % ("sample" if options.sample else "diverse_beam_groups above 1"))
         return BeamSearch(self.models, self.vocab, options, keep_attention=self.keep_attention, ctx=self.context,
                           constraint_only=self.expanded_ids, avoid_list=[p.ids for p in self.avoid_list if p.ids])
 
@@ -423,6 +436,9 @@ class Captioner:
             try:
                 arrays, pixels = self._load(item)
                 phrases = self._phrases(item)
+                check_condition(not phrases.required or self.options.selection == "beam",
+                                "constraints need beam search: not with %s" % (
+                                    "sample" if self.options.sample else "diverse_beam_groups above 1"))
                 pending.append(_Pending(position, arrays, pixels, phrases,
                                         None if pixels else self._class_probabilities(item, phrases)))
             except ImcapError as e:
@@ -545,16 +561,18 @@ class Captioner:
         if self.guide is not None:
             for p in pending:
                 self._add_guide(p)
+        keys = [_line(p.position, inputs[p.position]) for p in pending]   # sampling's random streams
         if any(p.phrases.required or p.phrases.avoid for p in pending):
-            found = self.search.search(views, [p.phrases.required for p in pending], [p.phrases.avoid for p in pending])
+            found = self.search.search(views, [p.phrases.required for p in pending], [p.phrases.avoid for p in pending],
+                                       keys=keys)
         else:
-            found = self.search.search(views)  # no constraints: the plain search
+            found = self.search.search(views, keys=keys)  # no constraints: the plain search
         for p, hyps in zip(pending, found):
             results[p.position] = self._result(p.position, inputs[p.position], hyps, phrases=p.phrases)
 
     def _result(self, position: int, item: CaptionInput, hyps: Optional[List[Hypothesis]] = None,
                 error: Optional[str] = None, phrases: Optional[InputPhrases] = None) -> CaptionResult:
-        line = item.line if item.line is not None else position + 1
+        line = _line(position, item)
         if hyps is None:
             return CaptionResult(line, [], error=error, source=item.source or "")
         best = hyps[0]
@@ -565,6 +583,11 @@ class Captioner:
             result.constraints, result.avoid, result.constraints_met, result.warnings = phrases.report(tokens)
             result.guide = phrases.guides
         return result
+
+
+def _line(position: int, item: CaptionInput) -> int:
+    """The input's number: its ``line``, else its 1-based position among the inputs."""
+    return item.line if item.line is not None else position + 1
 
 
 def _feature_shape(model: CaptionModel) -> Tuple[int, int]:

@@ -43,7 +43,8 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                         help="Example images of the page. Default: the photos of %s and the first 4 Flickr8k test "
                              "images under %s." % (DEFAULT_CHECK_IMAGES, DEFAULT_FLICKR8K))
     search = parser.add_argument_group("Search (the defaults of a request)")
-    arguments.add_search_args(search, "Hypotheses returned per image (at most --beam-size).")
+    arguments.add_search_args(search, "Hypotheses returned per image (at most --beam-size; with --sample, "
+                                      "the samples).")
     arguments.add_guide_args(parser)
     batching = parser.add_argument_group("Batching and limits")
     batching.add_argument("--max-batch-size", type=arguments.int_greater_or_equal(1), default=32,
@@ -81,8 +82,8 @@ def build_app(args: argparse.Namespace) -> Any:
     from .search_options import search_options_from_args
     from .serving.uploads import UploadLimits
     from .utils import check_condition
-    check_condition(args.nbest_size <= args.beam_size, "--nbest-size (%d) must be at most --beam-size (%d)"
-                    % (args.nbest_size, args.beam_size))
+    check_condition(args.sample or args.nbest_size <= args.beam_size,
+                    "--nbest-size (%d) must be at most --beam-size (%d)" % (args.nbest_size, args.beam_size))
     defaults = search_options_from_args(args)
     captioner = Captioner(args.models, args.checkpoints, search=defaults, batch_size=args.max_batch_size,
                           keep_attention=True, test_time_augmentations=args.test_time_augmentations,

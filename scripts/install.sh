@@ -39,7 +39,7 @@ if ! "$VENV/bin/python" -c "import gluonnlp" 2>/dev/null; then
   $PIP install --no-build-isolation --no-deps "$tmp"/gluonnlp-0.10.0
   rm -rf "$tmp"
 fi
-step "installing imcap and its other requirements (editable, with the test tools and the server's Gradio stack)"
-$PIP install -e ".[test,serve]"
-"$VENV/bin/python" -c "import imcap, mxnet, gluonnlp, numpy, gradio; print('imcap', imcap.__version__, '| mxnet', mxnet.__version__, '| gluonnlp', gluonnlp.__version__, '| numpy', numpy.__version__, '| gradio', gradio.__version__)"
+step "installing imcap and its other requirements (editable, with the test tools, the server's Gradio stack and ONNX Runtime)"
+$PIP install -e ".[test,serve,onnx]"
+"$VENV/bin/python" -c "import imcap, mxnet, gluonnlp, numpy, gradio, onnx, onnxruntime; print('imcap', imcap.__version__, '| mxnet', mxnet.__version__, '| gluonnlp', gluonnlp.__version__, '| numpy', numpy.__version__, '| gradio', gradio.__version__, '| onnx', onnx.__version__, '| onnxruntime', onnxruntime.__version__)"
 step "done"

@@ -42,7 +42,7 @@ PREPARING_POLL = 0.002    # seconds between looks at the count of requests being
 class SearchLimits:
     """What a request may ask for, against requests that would hold the worker for long.
 
-    :param max_beam_size: largest ``beam_size`` (and ``nbest_size``).
+    :param max_beam_size: largest ``beam_size`` and ``nbest_size`` (the samples of ``sample``).
     :param max_output_length: largest ``max_output_length``, in words.
     """
     max_beam_size: int = 20
@@ -55,6 +55,8 @@ class SearchLimits:
         """
         check_condition(options.beam_size <= self.max_beam_size,
                         "beam_size must be between 1 and %d, got %s" % (self.max_beam_size, options.beam_size))
+        check_condition(options.nbest_size <= self.max_beam_size,   # with sample, not bounded by beam_size
+                        "nbest_size must be between 1 and %d, got %s" % (self.max_beam_size, options.nbest_size))
         check_condition(options.max_output_length <= self.max_output_length,
                         "max_output_length must be between 1 and %d, got %s"
                         % (self.max_output_length, options.max_output_length))

@@ -2,8 +2,11 @@
 
 - ``POST /v1/caption``: the image as the multipart field ``image`` or as the raw request body; options as query
   parameters (``?beam_size=3&nbest_size=3&constraints=a+dog``) or, with multipart, as a JSON object in the field
-  ``options``. Answers ``{"caption", "tokens", "score", "nbest": [{"caption", "tokens", "score"}, ...],
-  "attention": [[weight per region] per word, </s> last], "attention_grid", "constraints": [{"phrase", "met"}],
+  ``options``: the fields of :class:`imcap.search_options.SearchOptions` (several captions per image: ``nbest_size``
+  with ``diverse_beam_groups``/``diverse_beam_strength``, or with ``sample``, ``sampling_temperature``,
+  ``sampling_top_k``, ``sampling_top_p`` and ``seed``: a request's samples depend on its seed alone), ``attention``,
+  ``constraints`` and ``avoid``. Answers ``{"caption", "tokens", "score", "nbest": [{"caption", "tokens", "score"},
+  ...], "attention": [[weight per region] per word, </s> last], "attention_grid", "constraints": [{"phrase", "met"}],
   "avoid": [{"phrase", "met"}], "constraints_met", "guide": [{"class", "name", "probability", "words", "met"}],
   "warnings", "options", "image", "batch_size", "seconds"}``. A constraint may be disjunctive: a list of alternative
   phrases in the JSON options (``{"constraints": [["cat", "kitten"], "red"]}``), or ``cat | kitten`` in a query
@@ -57,9 +60,11 @@ STATUS_UNPROCESSABLE = 422
 STATUS_UNAVAILABLE = 503
 STATUS_INTERNAL = 500
 
-_INT_OPTIONS = ("beam_size", "nbest_size", "max_output_length", "no_repeat_ngram_size")
-_FLOAT_OPTIONS = ("length_penalty_alpha", "length_penalty_beta")
-_BOOL_OPTIONS = ("allow_unk", "attention")
+_INT_OPTIONS = ("beam_size", "nbest_size", "max_output_length", "no_repeat_ngram_size", "sampling_top_k", "seed",
+                "diverse_beam_groups")
+_FLOAT_OPTIONS = ("length_penalty_alpha", "length_penalty_beta", "sampling_temperature", "sampling_top_p",
+                  "diverse_beam_strength")
+_BOOL_OPTIONS = ("allow_unk", "sample", "attention")
 _LIST_OPTIONS = ("constraints", "avoid")
 OPTION_NAMES = _INT_OPTIONS + _FLOAT_OPTIONS + _BOOL_OPTIONS + _LIST_OPTIONS
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -416,7 +421,7 @@ def create_app(service: BatchingCaptioner, model_info: Dict[str, Any], limits: U
                 async with decoding:
                     pixels = await run_in_threadpool(decode_upload, upload, size)
                 item = CaptionInput(image=pixels, constraints=list(options.constraints), avoid=list(options.avoid),
-                                    source="upload")
+                                    source="upload", line=1)   # its own input: its samples never depend on batching
                 future = service.submit(item, options.search)
             captioned = await asyncio.wait_for(asyncio.wrap_future(future), request_timeout)
         except UploadError as e:

@@ -107,7 +107,7 @@ class CaptionPage:
                 upload = sniff_image(data, self.limits)
                 pixels = decode_upload(upload, self.size)
                 future = self.service.submit(CaptionInput(image=pixels, constraints=constraints, avoid=avoided,
-                                                          source="page"), options)
+                                                          source="page", line=1), options)
             captioned = future.result(self.timeout)
         except Exception as e:  # shown on the page; the server goes on
             raise gr.Error(str(e) or type(e).__name__)

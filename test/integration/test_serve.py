@@ -141,6 +141,35 @@ def test_every_bad_request_gets_its_status_and_the_next_good_one_works(api, test
     assert api.get("/v1/health").json()["status"] == "ok"
 
 
+def test_several_captions_per_image_sampled_or_by_diverse_beam_search(api, model, test_images):
+    good = read_bytes(test_images[0])
+    for params, message in [({"sample": "true", "sampling_temperature": "0"},
+                              "sampling_temperature must be a finite number above 0, got 0.0"),
+                             ({"sample": "true", "sampling_temperature": "warm"}, "sampling_temperature: not a number"),
+                             ({"sample": "true", "sampling_top_p": "1.5"},
+                              "sampling_top_p must be above 0 and at most 1"),
+                             ({"beam_size": "5", "diverse_beam_groups": "2"},
+                              "diverse_beam_groups must be at least 1 and divide beam_size (5), got 2"),
+                             ({"sample": "true", "nbest_size": "21"}, "nbest_size must be between 1 and 20, got 21"),
+                             ({"sample": "true", "constraints": "a dog"},
+                              "constraints need beam search: not with sample")]:
+        response = api.post("/v1/caption", params=params, content=good)
+        assert response.status_code == 422 and message in response.json()["error"], response.text
+    sampled = api.post("/v1/caption", params={"sample": "true", "nbest_size": "4", "seed": "5"}, content=good)
+    assert sampled.status_code == 200, sampled.text
+    captions = [n["caption"] for n in sampled.json()["nbest"]]
+    assert len(set(captions)) == 4 and sampled.json()["caption"] == captions[0]
+    assert sampled.json()["options"]["sample"] is True and sampled.json()["options"]["seed"] == 5
+    as_json = api.post("/v1/caption", files={"image": ("a.jpg", good, "image/jpeg")},
+                       data={"options": json.dumps({"sample": True, "nbest_size": 4, "seed": 5})}).json()
+    assert [n["caption"] for n in as_json["nbest"]] == captions          # the same seed, the same captions
+    cli = cli_json(model.dir, test_images[:1], "--sample", "--nbest-size", "4", "--seed", "5")[0]
+    assert [n["caption"] for n in cli["nbest"]] == captions               # a request is line 1 of its own input
+    diverse = api.post("/v1/caption", params={"beam_size": "4", "diverse_beam_groups": "2", "nbest_size": "2",
+                                              "diverse_beam_strength": "2"}, content=good)
+    assert diverse.status_code == 200 and len(diverse.json()["nbest"]) == 2
+
+
 def test_nothing_is_written_to_disk(api, tmp_path, monkeypatch):
     temp = tmp_path / "temp"
     temp.mkdir()
@@ -209,6 +238,26 @@ def test_concurrent_requests_are_batched(model, test_images):
         assert max(r.json()["batch_size"] for r in responses) > 1
         # batched, each image still gets its own caption
         assert [r.json()["caption"] for r in responses] == [singles[p] for p in test_images] * 3
+        # sampled: a request's samples depend on its seed alone, not on the requests it is batched with
+        sample = {"sample": "true", "nbest_size": "2", "seed": "3"}
+        with httpx.Client(timeout=60) as client:
+            alone = [client.post(url + "/v1/caption", params=sample, content=data).json()["nbest"]
+                     for data in images[:3]]
+        sampled = [None] * len(images)
+
+        def post_sampled(i):
+            with httpx.Client(timeout=60) as client:
+                sampled[i] = client.post(url + "/v1/caption", params=sample, content=images[i])
+
+        threads = [threading.Thread(target=post_sampled, args=(i,)) for i in range(len(images))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert all(r is not None and r.status_code == 200 for r in sampled)
+        assert max(r.json()["batch_size"] for r in sampled) > 1
+        assert [[n["caption"] for n in r.json()["nbest"]] for r in sampled] == \
+            [[n["caption"] for n in nbest] for nbest in alone] * 3
     finally:
         server.should_exit = True
         thread.join(30)

@@ -19,8 +19,9 @@ ARCHITECTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".
 CLI = {"arguments", "train", "captioner", "extract_features", "average", "evaluate", "visualize", "prepare_data", "serve",
        "launch", "lexical_constraints"}
 VISION = {"vision.images", "vision.efficientnet", "vision.zoo", "vision.image_encoder", "vision.tail"}
+EXPORT = {"export.builder", "export.rnn", "export.graphs"}
 MODEL = {"layers", "encoder", "decoder", "rnn", "rnn_teacher_forcing", "transformer", "convolution", "model",
-         "beam_search", "search_steps", "constraints"} | VISION
+         "beam_search", "search_steps", "onnx_steps", "constraints"} | VISION | EXPORT
 TRAINING = {"training", "loss", "self_critical"}
 
 
@@ -192,3 +193,12 @@ def test_no_function_of_the_search_inference_phrase_and_figure_code_is_longer_th
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.end_lineno - node.lineno + 1 > LONGEST_FUNCTION]
     assert not long, "%s: %s" % (module, ", ".join(long))
+
+
+@pytest.mark.parametrize("module", ["onnx_steps", "export.builder"])
+def test_the_onnx_runtime_and_the_graph_builder_import_no_mxnet(module):
+    """imcap.onnx_steps runs exported models without MXNet (and imports no module of imcap that loads it);
+    imcap.export.builder writes ONNX nodes from numpy arrays alone."""
+    assert not third_party_imports(module) & {"mxnet", "gluonnlp"}, third_party_imports(module)
+    names, _ = imcap_imports(module)
+    assert names <= {"constants", "export.builder"} - {module}, names

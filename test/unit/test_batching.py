@@ -172,7 +172,8 @@ def test_limits_queue_bound_and_close():
     try:
         for options, message in ((SearchOptions(beam_size=9), "beam_size must be between 1 and 8"),
                                  (SearchOptions(max_output_length=101), "max_output_length must be between 1 and"),
-                                 (SearchOptions(length_penalty_alpha=10.5), "length_penalty_alpha must be between")):
+                                 (SearchOptions(length_penalty_alpha=10.5), "length_penalty_alpha must be between"),
+                                 (SearchOptions(sample=True, nbest_size=9), "nbest_size must be between 1 and 8")):
             with pytest.raises(ImcapError, match=message):   # within SearchOptions' ranges, above the server's limits
                 service.submit(item("x"), options)
         first, second = service.submit(item("1")), service.submit(item("2"))

@@ -32,6 +32,13 @@ def test_options_from_query_and_json():
                                            length_penalty_beta=1.0, allow_unk=True)
     assert options.constraints == ("a dog", "snow") and options.avoid == ("grass",) and options.attention is False
     assert parse_options([], None, DEFAULTS).search == DEFAULTS
+    several = parse_options([("sample", "true"), ("sampling_top_p", "0.9"), ("seed", "4"), ("nbest_size", "8")],
+                            '{"sampling_temperature": 0.7, "sampling_top_k": 3}', DEFAULTS).search
+    assert several == SearchOptions(sample=True, nbest_size=8, seed=4, sampling_top_p=0.9, sampling_temperature=0.7,
+                                    sampling_top_k=3)
+    diverse = parse_options([("beam_size", "6"), ("diverse_beam_groups", "3"), ("diverse_beam_strength", "1")], None,
+                            DEFAULTS).search
+    assert diverse == SearchOptions(beam_size=6, diverse_beam_groups=3, diverse_beam_strength=1.0)
     assert parse_options([], None, DEFAULTS).attention is True
 
 
@@ -44,6 +51,11 @@ def test_options_from_query_and_json():
     ([("beam_size", "3")], '{"beam_size": 3}', "given both as a query parameter and in options"),
     ([("length_penalty_alpha", "nan")], None, "length_penalty_alpha: not a number"),
     ([("allow_unk", "maybe")], None, "allow_unk: not true or false"),
+    ([("sample", "true"), ("sampling_temperature", "0")], None, "sampling_temperature must be a finite number above 0"),
+    ([], '{"sample": true, "sampling_top_p": 0}', "sampling_top_p must be above 0 and at most 1"),
+    ([("diverse_beam_groups", "2")], None, r"diverse_beam_groups must be at least 1 and divide beam_size (5)"),
+    ([], '{"seed": 1.5}', "seed: not an integer"),
+    ([("sample", "sometimes")], None, "sample: not true or false"),
     ([], '{"beam_size": 2.5}', "beam_size: not an integer"),
     ([], '{"beam_size": true}', "beam_size: not an integer"),
     ([], '{"constraints": "a dog"}', "constraints: not a list of phrases"),

@@ -3,7 +3,7 @@ imcap.search_steps implemented without MXNet: a numpy runtime gives the captions
 import numpy as np
 import pytest
 
-from imcap.beam_search import BeamSearch, BeamState, Scored, length_penalty
+from imcap.beam_search import BeamSearch, BeamState, Scored, length_penalty, sample_words, sampling_uniforms
 from imcap.constraints import NEG_INF
 from imcap.search_options import SearchOptions
 from test.unit.test_beam_search import GARDEN_PATH, LOOP, MarkovModel, make_vocab, table_with
@@ -85,6 +85,13 @@ def test_score_preselects_each_rows_best_words_and_masks_finished_rows():
     assert scored.log_probs[1, 0] == 0.0 and scored.log_probs[1, 1] == NEG_INF and scored.attention is None
 
 
+def test_score_gives_sampling_every_word():
+    search = BeamSearch(NumpySteps(GARDEN_PATH), make_vocab(), sample=True, nbest_size=2)
+    search.steps.start([np.zeros((1, 2, 1), np.float32)], 2)
+    scored = search.score(BeamState.start(1, 2, BOS, groups=2), None, None, last=False)
+    assert scored.words is None and scored.log_probs.shape == (2, 7)
+
+
 def test_score_restricts_every_word_at_the_last_step_and_by_repeat_blocking():
     search = BeamSearch(NumpySteps(LOOP), make_vocab(), beam_size=2, no_repeat_ngram_size=2, max_output_length=4)
     beam = start(search, 1)
@@ -110,6 +117,46 @@ def test_select_takes_each_images_best_continuations_by_normalized_score():
     assert selected.origin.tolist() == [0, 1] and selected.words.tolist() == [4, 6]
     np.testing.assert_allclose(selected.scores, [[-2.0, -1.7]])
     assert selected.lengths.tolist() == [4, 2] and selected.active is None
+
+
+def test_select_diverse_keeps_each_groups_best_penalized_for_the_words_of_the_groups_before():
+    log_probs = np.full((3, 7), NEG_INF)
+    log_probs[:, 4], log_probs[:, 5] = np.log(0.6), np.log(0.4)
+    for strength, second in [(1.0, 5), (0.1, 4)]:   # log 0.6 - 1.0 < log 0.4 < log 0.6 - 0.1
+        search = BeamSearch(NumpySteps(GARDEN_PATH), make_vocab(), beam_size=3, diverse_beam_groups=3,
+                            diverse_beam_strength=strength, length_penalty_alpha=0.0)
+        beam = start(search, 1)
+        beam.scores = np.zeros((1, 3))                                  # one live hypothesis per group
+        selected = search.select_diverse(beam, Scored(log_probs.copy(), None, None), None)
+        # the third group: "a" chosen once (strength 1) or twice (0.1) before it, still ahead of "b"
+        assert selected.origin.tolist() == [0, 1, 2] and selected.words.tolist() == [4, second, 4]
+        np.testing.assert_allclose(selected.scores, [np.log([0.6, 0.6 if second == 4 else 0.4, 0.6])])   # true
+    search = BeamSearch(NumpySteps(GARDEN_PATH), make_vocab(), beam_size=2, diverse_beam_groups=2,
+                        diverse_beam_strength=5.0)
+    beam = start(search, 1)
+    beam.scores, beam.finished = np.array([[-1.0, -1.0]]), np.array([True, True])
+    finished = log_probs[:2].copy()
+    finished[:] = NEG_INF
+    finished[:, PAD] = 0.0
+    selected = search.select_diverse(beam, Scored(finished, None, None), None)
+    assert selected.words.tolist() == [PAD, PAD] and selected.scores.tolist() == [[-1.0, -1.0]]   # <pad> not counted
+
+
+def test_select_sample_extends_each_sample_with_the_word_its_own_uniform_draws():
+    search = BeamSearch(NumpySteps(GARDEN_PATH), make_vocab(), sample=True, nbest_size=3, seed=9,
+                        sampling_temperature=0.7)
+    beam = BeamState.start(2, 3, BOS, groups=3, keys=[4, 7])
+    assert (beam.scores == 0).all()                                    # every sample starts live
+    beam.finished[5] = True
+    log_probs = np.log(np.tile(GARDEN_PATH[BOS], (6, 1)))
+    log_probs[5] = NEG_INF
+    log_probs[5, PAD] = 0.0
+    selected = search.select_sample(beam, Scored(log_probs, None, None), None)
+    uniforms = sampling_uniforms(9, np.array([4, 7]), 3, 0).reshape(6)
+    assert selected.origin.tolist() == list(range(6)) and selected.words[5] == PAD
+    assert selected.words.tolist() == sample_words(log_probs, uniforms, 0.7).tolist()
+    np.testing.assert_allclose(selected.scores.reshape(6), log_probs[np.arange(6), selected.words])
+    assert selected.lengths.tolist() == [1, 1, 1, 1, 1, 0] and selected.active is None
 
 
 def test_advance_ends_hypotheses_at_eos_and_those_that_cannot_win():

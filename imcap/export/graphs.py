@@ -1,0 +1,130 @@
+"""A trained :class:`imcap.model.CaptionModel` as two ONNX graphs, the two that search runs
+(:mod:`imcap.search_steps`):
+
+- ``encode``: ``features (batch, regions, feature_dim)`` float32 → the decoder's states, as
+  :meth:`CaptionModel.encode` gives them: outputs ``static0 .. static{S-1}`` then ``dynamic0 .. dynamic{D-1}``;
+- ``step``: ``prev_ids (rows,)`` int64, ``static0 ..``, ``dynamic0 ..`` → ``log_probs (rows, vocab)`` float32
+  (log-softmax), ``attention (rows, regions)`` float32 and the new dynamic states ``new_dynamic0 ..``, as
+  :meth:`CaptionModel.step`.
+
+``batch`` and ``rows`` are dynamic axes; the regions and sizes are the model's. The graphs hold the weights as
+initializers (read from the Gluon parameters, float32) and use only the default ONNX domain at opset
+:data:`imcap.export.builder.OPSET`. :mod:`imcap.onnx_steps` runs them under ONNX Runtime without MXNet.
+
+Exported: the image encoder (layer norm, positional embedding, projection) and the RNN decoder family
+(:mod:`imcap.export.rnn`). Not (yet): the Transformer and convolutional decoders, a fine-tuned CNN tail.
+"""
+import os
+from typing import Dict, List, Tuple
+
+import mxnet as mx
+import numpy as np
+import onnx
+
+from ..onnx_steps import ENCODE_NAME, STEP_NAME
+from ..rnn import RNNDecoderConfig
+from ..utils import ImcapError, atomic_path, check_condition
+from . import rnn
+from .builder import GraphBuilder, tensor_info
+from .rnn import array, dense
+
+# The decoders' exporters by config type: each has init_state(g, decoder, encoded) and step(g, decoder, embedded,
+# static, dynamic) (see imcap.export.rnn).
+EXPORTERS: Dict[type, object] = {RNNDecoderConfig: rnn}
+
+
+def _exporter(model):
+    """The exporter module of ``model``'s decoder.
+
+    :raises ImcapError: for a decoder or a CNN tail that cannot be exported yet.
+    """
+    check_condition(model.encoder_tail is None, "ONNX export of a model with a fine-tuned CNN tail "
+                    "(--image-encoder-fine-tune) is not implemented")
+    exporter = EXPORTERS.get(type(model.config.decoder))
+    if exporter is None:
+        raise ImcapError("ONNX export of the %s decoder is not implemented (only: %s)"
+                         % (model.config.decoder_name, ", ".join(t.__name__ for t in EXPORTERS)))
+    return exporter
+
+
+def _state_infos(model, prefix: str, batch: str) -> Tuple[List[onnx.ValueInfoProto], List[onnx.ValueInfoProto]]:
+    """The value infos ``static<i>`` and ``<prefix>dynamic<i>`` of the states, their shapes those of
+    :meth:`CaptionModel.encode` on one image, with the dynamic axis ``batch`` first."""
+    regions, dim = model.feature_shape
+    static, dynamic = model.encode(mx.nd.zeros((1, regions, dim), ctx=_context(model)))
+    return ([tensor_info("static%d" % i, np.float32, [batch] + list(s.shape[1:])) for i, s in enumerate(static)],
+            [tensor_info("%sdynamic%d" % (prefix, i), np.float32, [batch] + list(d.shape[1:]))
+             for i, d in enumerate(dynamic)])
+
+
+def _context(model):
+    """The device of ``model``'s parameters."""
+    return next(iter(model.collect_params().values())).list_ctx()[0]
+
+
+def encode_graph(model) -> onnx.ModelProto:
+    """The ``encode`` graph of ``model`` (module docstring).
+
+    :raises ImcapError: for a model that cannot be exported yet.
+    """
+    exporter: object = _exporter(model)
+    config, encoder = model.config, model.encoder
+    regions, dim = model.feature_shape
+    g = GraphBuilder("imcap_encode")
+    static_infos, dynamic_infos = _state_infos(model, "", "batch")
+    g.reserve("features", *[i.name for i in static_infos + dynamic_infos])
+    x = g.layer_norm("features", array(encoder.norm.gamma), array(encoder.norm.beta), encoder.norm._epsilon)
+    if encoder.pos_embed is not None:
+        x = g.one("Add", [x, g.constant(array(encoder.pos_embed), "pos_embed")])
+    encoded = dense(g, x, encoder.projection, "projection")
+    static, dynamic = exporter.init_state(g, model.decoder, encoded)  # type: ignore[attr-defined]
+    for value, info in zip(static + dynamic, static_infos + dynamic_infos):
+        g.rename(value, info.name)
+    doc = "imcap encode: features -> %d static + %d dynamic states (%s decoder)" % (
+        len(static), len(dynamic), config.decoder_name)
+    return g.model([tensor_info("features", np.float32, ["batch", regions, dim])], static_infos + dynamic_infos, doc)
+
+
+def step_graph(model) -> onnx.ModelProto:
+    """The ``step`` graph of ``model`` (module docstring).
+
+    :raises ImcapError: for a model that cannot be exported yet.
+    """
+    exporter: object = _exporter(model)
+    config = model.config
+    g = GraphBuilder("imcap_step")
+    static_infos, dynamic_infos = _state_infos(model, "", "rows")
+    _, new_infos = _state_infos(model, "new_", "rows")
+    g.reserve("prev_ids", "log_probs", "attention", *[i.name for i in static_infos + dynamic_infos + new_infos])
+    embedded = g.one("Gather", [g.constant(array(model.embedding[0].weight), "embedding_weight"), "prev_ids"],
+                     "embedded", axis=0)
+    output, attention, dynamic = exporter.step(  # type: ignore[attr-defined]
+        g, model.decoder, embedded, [i.name for i in static_infos], [i.name for i in dynamic_infos])
+    logits = dense(g, output, model.output_layer, "logits")
+    g.rename(g.one("LogSoftmax", [logits], "log_softmax", axis=-1), "log_probs")
+    g.rename(attention, "attention")
+    for value, info in zip(dynamic, new_infos):
+        g.rename(value, info.name)
+    outputs = [tensor_info("log_probs", np.float32, ["rows", config.vocab_size]),
+               tensor_info("attention", np.float32, ["rows", model.feature_shape[0]])] + new_infos
+    doc = "imcap step: prev_ids, %d static + %d dynamic states -> log_probs, attention, new dynamic states (%s " \
+          "decoder)" % (len(static_infos), len(dynamic_infos), config.decoder_name)
+    return g.model([tensor_info("prev_ids", np.int64, ["rows"])] + static_infos + dynamic_infos, outputs, doc)
+
+
+def export_model(model, directory: str) -> Tuple[str, str]:
+    """Write ``model``'s ``encode`` and ``step`` graphs into ``directory`` (made if missing) as
+    :data:`imcap.onnx_steps.ENCODE_NAME` and :data:`imcap.onnx_steps.STEP_NAME`, each atomically.
+
+    :return: the two paths.
+    :raises ImcapError: for a model that cannot be exported yet.
+    """
+    graphs = [(ENCODE_NAME, encode_graph(model)), (STEP_NAME, step_graph(model))]
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for name, graph in graphs:
+        path = os.path.join(directory, name)
+        with atomic_path(path) as tmp:
+            onnx.save_model(graph, tmp)
+        paths.append(path)
+    return paths[0], paths[1]

@@ -1,0 +1,143 @@
+"""The step contract of :mod:`imcap.search_steps` on ONNX Runtime, over the ``encode`` and ``step`` graphs that
+:mod:`imcap.export` writes; imports no MXNet (nor any module of imcap that does), so that a trained model captions
+in an install without it: ``BeamSearch(OnnxSteps([load_onnx_model(folder)]), vocab, options)``.
+
+Every state is a numpy array on the host (the CPU provider): the sum of the members' log-probabilities stays numpy,
+and :meth:`OnnxSteps.row_best` finds each row's best words with numpy.
+"""
+import os
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+# The file names of the exported graphs in a folder (imcap.export.export_model writes them)
+ENCODE_NAME = "encode.onnx"
+STEP_NAME = "step.onnx"
+
+
+class OnnxModel:
+    """One exported model: its ``encode`` and ``step`` ONNX Runtime sessions (``onnxruntime.InferenceSession`` or
+    any object with ``run(output_names, feeds)`` and ``get_inputs()``/``get_outputs()``). The numbers of static and
+    dynamic states are read off the step graph's input names (``static<i>``, ``dynamic<i>``)."""
+
+    def __init__(self, encode: Any, step: Any) -> None:
+        self.encode_session, self.step_session = encode, step
+        inputs = [i.name for i in step.get_inputs()]
+        self.num_static = sum(name.startswith("static") for name in inputs)
+        self.num_dynamic = sum(name.startswith("dynamic") for name in inputs)
+        self._static_names = ["static%d" % i for i in range(self.num_static)]
+        self._dynamic_names = ["dynamic%d" % i for i in range(self.num_dynamic)]
+        self._encode_outputs = self._static_names + self._dynamic_names
+        self._step_outputs = ["log_probs", "attention"] + ["new_dynamic%d" % i for i in range(self.num_dynamic)]
+
+    def encode(self, features: np.ndarray) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+        """``(batch, regions, dim)`` float32 → ``(static, dynamic)`` states, as ``CaptionModel.encode``."""
+        states = self.encode_session.run(self._encode_outputs, {"features": np.ascontiguousarray(features,
+                                                                                                  np.float32)})
+        return list(states[:self.num_static]), list(states[self.num_static:])
+
+    def step(self, prev_ids: np.ndarray, static: Sequence[np.ndarray], dynamic: Sequence[np.ndarray]
+             ) -> Tuple[np.ndarray, np.ndarray, List[np.ndarray]]:
+        """``prev_ids (rows,)`` → ``(log_probs (rows, vocab), attention (rows, regions), new dynamic states)``, as
+        ``CaptionModel.step``."""
+        feeds = {"prev_ids": np.ascontiguousarray(prev_ids, np.int64)}
+        feeds.update(zip(self._static_names, static))
+        feeds.update(zip(self._dynamic_names, dynamic))
+        results = self.step_session.run(self._step_outputs, feeds)
+        return results[0], results[1], list(results[2:])
+
+
+def load_onnx_model(folder: str, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None
+                    ) -> OnnxModel:
+    """The exported model in ``folder`` (:data:`ENCODE_NAME`, :data:`STEP_NAME`) on ONNX Runtime.
+
+    :param threads: intra-op threads of each session (default: ``$OMP_NUM_THREADS`` if set, else ONNX Runtime's).
+    :param providers: ONNX Runtime's execution providers (default: the CPU).
+    """
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    threads = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    sessions = [ort.InferenceSession(os.path.join(folder, name), sess_options=options,
+                                     providers=list(providers or ["CPUExecutionProvider"]))
+                for name in (ENCODE_NAME, STEP_NAME)]
+    return OnnxModel(*sessions)
+
+
+def row_best(scores: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best values of each row of ``scores (rows, vocab)``, best first (ties: the lower word first), as
+    ``(values (rows, k) float32, words (rows, k) int32)``."""
+    if k < scores.shape[1]:
+        candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        candidates = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    values = np.take_along_axis(scores, candidates, axis=1)
+    order = np.lexsort((candidates, -values), axis=1)   # by value, descending; then by word
+    words = np.take_along_axis(candidates, order, axis=1)
+    return np.take_along_axis(values, order, axis=1).astype(np.float32), words.astype(np.int32)
+
+
+class OnnxSteps:
+    """The step contract (:mod:`imcap.search_steps`) on ONNX Runtime: ``models`` (:class:`OnnxModel`, one
+    vocabulary); each model on each view is a member of the ensemble."""
+
+    def __init__(self, models: Sequence[OnnxModel]) -> None:
+        self.models = list(models)
+        self._members: List[OnnxModel] = []
+        self._states: List[Tuple[List[np.ndarray], List[np.ndarray]]] = []
+        self._full_static: List[List[np.ndarray]] = []
+        self._rows = 0
+
+    @property
+    def num_members(self) -> int:
+        """Models times views of the current search."""
+        return len(self._members)
+
+    def start(self, views: Sequence[np.ndarray], beam: int) -> None:
+        """Encode ``views`` (each ``(batch, regions, dim)``) with every model; states repeated ``beam`` times."""
+        self._members, self._states = [], []
+        for view in views:
+            for model in self.models:
+                static, dynamic = model.encode(view)
+                self._members.append(model)
+                self._states.append(([np.repeat(s, beam, axis=0) for s in static],
+                                     [np.repeat(d, beam, axis=0) for d in dynamic]))
+        self._full_static = [static for static, _ in self._states]
+        self._rows = len(views[0]) * beam
+
+    def step(self, words: np.ndarray, attention: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """One step of every member: the summed log-probabilities ``(rows, vocab)`` float32 and, if ``attention``,
+        the attention ``(rows, regions)`` float32 over the first view (the mean over the models)."""
+        summed: Optional[np.ndarray] = None
+        mean: Optional[np.ndarray] = None
+        for i, model in enumerate(self._members):
+            log_probs, att, dynamic = model.step(words, *self._states[i])
+            self._states[i] = (self._states[i][0], dynamic)
+            summed = log_probs if summed is None else summed + log_probs
+            if attention and i < len(self.models):   # the attention reported is over the regions of the first view
+                mean = att if mean is None else mean + att
+        assert summed is not None, "step before start"
+        if not attention or mean is None:
+            return summed, None
+        return summed, (mean / len(self.models) if len(self._members) > 1 else mean).astype(np.float32)
+
+    @staticmethod
+    def row_best(summed: np.ndarray, bias: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best words of each row of ``summed + bias``: ``(values, words)``, each ``(rows, k)``."""
+        return row_best(summed + bias.astype(np.float32, copy=False), k)
+
+    @staticmethod
+    def to_host(summed: np.ndarray) -> np.ndarray:
+        """The summed log-probabilities ``(rows, vocab)`` as float32 numpy."""
+        return summed.astype(np.float32, copy=False)
+
+    def reorder(self, keep: np.ndarray, origin: np.ndarray) -> None:
+        """Compute the ``keep`` rows from now on, each extending the row at position ``origin``
+        (:mod:`imcap.search_steps`)."""
+        if len(keep) < self._rows:   # images finished: their rows leave the computation
+            self._states = [([s[keep] for s in static_all], dynamic)
+                            for static_all, (_, dynamic) in zip(self._full_static, self._states)]
+        self._states = [(static, [d[origin] for d in dynamic]) for static, dynamic in self._states]
+        self._rows = len(keep)
