@@ -6,6 +6,8 @@
     python -m imcap.captioner --models MODEL_DIR --extract-image-features --output-type json \\
         < images.txt > captions.json
     python -m imcap.visualize attention --json captions.json --line 1 --output attention.png
+    python -m imcap.evaluate --hypotheses test.pred --references ... --per-image test.per-image.jsonl
+    python -m imcap.visualize worst-best --per-image test.per-image.jsonl --images test.images --output worst-best.png
 
 ``captions`` draws a grid of images, each with its predicted caption (black on a white box) and its
 ground-truth references (``GT:``, dark text on a light-green box) below it. ``curves`` plots the
@@ -13,7 +15,9 @@ model dir's ``metrics`` file (:mod:`imcap.metrics_file`): perplexity and validat
 against wall-clock time. ``attention`` draws, for one line of the captioner's ``--output-type json``
 output, the image with the predicted caption as title, then one panel per generated word (``</s>``
 shown as ``<end>``): the image under the word's attention weights over the encoder's regions as a
-semi-transparent heat map (see :func:`imcap.plots.attention.plot_attention`). Figures are PNG files, written
+semi-transparent heat map (see :func:`imcap.plots.attention.plot_attention`). ``worst-best`` draws, from the per-image
+scores ``imcap.evaluate --per-image`` writes, the images whose caption scored lowest and highest (by CIDEr-D unless
+``--by`` names another score) as a captions grid: the worst first, then the best. Figures are PNG files, written
 atomically, rendered with matplotlib's Agg backend (no display needed).
 
 This module is the command line only: options, reading the files, choosing the lines; the figures are drawn by
@@ -33,6 +37,7 @@ from .plots.attention import ATTENTION_COLUMNS, AttentionPlot, check_attention_r
 from .plots.captions import plot_captions
 from .plots.curves import plot_training_curves
 from .plots.figure import DPI
+from .scoring import KEY_CIDER_D
 from .utils import ImcapError, check_condition, read_lines
 
 logger = logging.getLogger(__name__)
@@ -178,6 +183,68 @@ def run_captions(args: argparse.Namespace) -> Tuple[int, int]:
     return size
 
 
+def read_per_image_scores(path: str, key: str) -> List[Dict[str, Any]]:
+    """The JSON lines of ``imcap.evaluate --per-image`` (blank lines skipped), each checked for a 1-based ``line``,
+    a ``hypothesis``, ``references`` and a number under ``key``.
+
+    :raises ImcapError: naming the file and line of a line that is not such an object, or if there is none.
+    """
+    records = []
+    for number, text in enumerate(read_lines(path), 1):
+        if not text.strip():
+            continue
+        where = "%s line %d" % (path, number)
+        try:
+            record = json.loads(text)
+        except ValueError as e:
+            raise ImcapError("%s: not JSON (%s); expected imcap.evaluate --per-image's lines" % (where, e))
+        check_condition(isinstance(record, dict) and isinstance(record.get("line"), int) and record["line"] >= 1
+                        and "hypothesis" in record and isinstance(record.get("references"), list),
+                        "%s: not a per-image record of imcap.evaluate --per-image (line, hypothesis, references)"
+                        % where)
+        value = record.get(key)
+        check_condition(isinstance(value, (int, float)) and not isinstance(value, bool),
+                        "%s has no '%s' score (it has: %s)" % (where, key, ", ".join(
+                            k for k, v in record.items() if isinstance(v, (int, float)) and k != "line")))
+        records.append(record)
+    check_condition(len(records) > 0, "%s: no per-image scores" % path)
+    return records
+
+
+def worst_and_best(records: List[Dict[str, Any]], key: str, count: int) -> List[Tuple[str, int, Dict[str, Any]]]:
+    """``("worst", rank, record)`` for the ``count`` lowest scores under ``key`` (lowest first), then ``("best", rank,
+    record)`` for the ``count`` highest (highest first); ties in file order."""
+    ascending = sorted(records, key=lambda r: (r[key], r["line"]))
+    descending = sorted(records, key=lambda r: (-r[key], r["line"]))
+    return [("worst", rank, r) for rank, r in enumerate(ascending[:count], 1)] + \
+        [("best", rank, r) for rank, r in enumerate(descending[:count], 1)]
+
+
+def run_worst_best(args: argparse.Namespace) -> Tuple[int, int]:
+    """``worst-best`` subcommand: the ``--num-images`` worst and best images of ``--per-image`` by ``--by``, drawn
+    with their caption and references by :func:`imcap.plots.captions.plot_captions`.
+
+    :raises ImcapError: if a record's line is not a line of ``--images``.
+    """
+    images = read_lines(args.images)
+    records = read_per_image_scores(args.per_image, args.by)
+    for record in records:
+        check_condition(record["line"] <= len(images), "%s: a score of line %d, %s has %d lines"
+                        % (args.per_image, record["line"], args.images, len(images)))
+    chosen = worst_and_best(records, args.by, args.num_images)
+    labels = ["%s · %s %d · %s %.3f" % (images[r["line"] - 1], which, rank, args.by, r[args.by])
+              for which, rank, r in chosen]
+    title = args.title or "The %d worst and %d best of %d images by %s" % (
+        min(args.num_images, len(records)), min(args.num_images, len(records)), len(records), args.by)
+    size = plot_captions([images[r["line"] - 1] for _, _, r in chosen], args.output,
+                         hypotheses=[str(r["hypothesis"]) for _, _, r in chosen],
+                         references=[[str(ref) for ref in r["references"]] for _, _, r in chosen],
+                         image_root=args.image_root, columns=args.columns or min(args.num_images, len(records)),
+                         title=title, dpi=args.dpi, labels=labels)
+    logger.info("Wrote %s", args.output)
+    return size
+
+
 def run_curves(args: argparse.Namespace) -> Tuple[int, int]:
     """``curves`` subcommand: plot ``MODEL/metrics``."""
     check_condition(os.path.isdir(args.model), "%s: no such model directory" % args.model)
@@ -257,13 +324,40 @@ def _add_attention_parser(subparsers: Any) -> argparse.ArgumentParser:
     return attention
 
 
+def _add_worst_best_parser(subparsers: Any) -> argparse.ArgumentParser:
+    ranked = subparsers.add_parser(
+        "worst-best", formatter_class=arguments.HelpFormatter,
+        help="The images whose captions scored worst and best (imcap.evaluate --per-image), with their references.",
+        description="A captions grid of the --num-images lowest-scoring images (lowest first), then the --num-images "
+                    "highest (highest first), each labelled with its rank and score.")
+    ranked.add_argument("--per-image", required=True, type=arguments.regular_file,
+                        help="The per-image scores of python -m imcap.evaluate --per-image (JSON lines).")
+    ranked.add_argument("--images", required=True, type=arguments.regular_file,
+                        help="Image paths, one per line, parallel to the hypotheses evaluate scored (e.g. "
+                             "test.images).")
+    ranked.add_argument("--image-root", default=os.path.join(arguments.DEFAULT_FLICKR8K, "images"),
+                        help="Folder the image paths are relative to.")
+    ranked.add_argument("--by", default=KEY_CIDER_D,
+                        help="The per-image score to rank by: CIDEr-D, sentence-bleu4, coco-bleu4, METEOR, ROUGE-L.")
+    ranked.add_argument("--num-images", type=arguments.int_greater_or_equal(1), default=4,
+                        help="How many worst and how many best images.")
+    ranked.add_argument("--columns", type=arguments.int_greater_or_equal(1), default=None,
+                        help="Images per row (default --num-images: a row of the worst, then one of the best).")
+    ranked.add_argument("--output", "-o", required=True, help="PNG file to write.")
+    ranked.set_defaults(run=run_worst_best)
+    return ranked
+
+
 def create_parser() -> argparse.ArgumentParser:
-    """The ``python -m imcap.visualize`` parser, with subcommands ``captions``, ``curves`` and ``attention``."""
+    """The ``python -m imcap.visualize`` parser, with subcommands ``captions``, ``curves``, ``attention`` and
+    ``worst-best``."""
     parser = arguments.new_parser(__doc__.strip().splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for sub in (_add_captions_parser(subparsers), _add_curves_parser(subparsers), _add_attention_parser(subparsers)):
+    for sub in (_add_captions_parser(subparsers), _add_curves_parser(subparsers), _add_attention_parser(subparsers),
+                _add_worst_best_parser(subparsers)):
         sub.add_argument("--title", default=None, help="Figure title (curves: default the model dir's name; "
-                                                       "attention: the image, line and score).")
+                                                       "attention: the image, line and score; worst-best: what it "
+                                                       "shows).")
         sub.add_argument("--dpi", type=arguments.int_greater_or_equal(10), default=DPI, help="Pixels per inch.")
         arguments.add_logging_args(sub)
     return parser

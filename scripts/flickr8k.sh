@@ -133,7 +133,7 @@ step "caption the test images once, with $DECODE → $OUT/test.hyp"
 $PY -m imcap.captioner --models $DECODE_DIRS --source-root "$FEATURES" $DECODE \
     --input "$DATA"/test.features --output "$OUT"/test.hyp
 
-step "evaluate on test (sacrebleu, 5 references; diversity)"
+step "evaluate on test (BLEU of sacrebleu and of coco-caption, 5 references; diversity)"
 $PY -m imcap.evaluate --hypotheses "$OUT"/test.hyp --references "$DATA"/test.captions.{0,1,2,3,4} \
     --training-captions "$DATA"/train.captions | tee "$OUT"/test.scores
 

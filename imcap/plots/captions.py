@@ -65,7 +65,7 @@ def plot_captions(images: Sequence[str], output: str,
                   hypotheses: Optional[Sequence[str]] = None,
                   references: Optional[Sequence[Sequence[str]]] = None,
                   image_root: Optional[str] = None, columns: int = 4, title: Optional[str] = None,
-                  dpi: int = DPI) -> Tuple[int, int]:
+                  dpi: int = DPI, labels: Optional[Sequence[str]] = None) -> Tuple[int, int]:
     """Draw a grid of captioned images and write it to ``output`` (PNG).
 
     Each cell is :data:`PANEL_WIDTH` inches wide: the image's file name, the image (aspect ratio
@@ -82,6 +82,7 @@ def plot_captions(images: Sequence[str], output: str,
     :param columns: cells per row.
     :param title: figure title, or None.
     :param dpi: pixels per inch of the PNG.
+    :param labels: the text above each image (parallel to ``images``), or None: the image paths as given.
     :return: the size of the PNG, (width, height) in pixels.
     :raises ImcapError: if there is no image, the lists are not parallel, or an image is missing or
         unreadable.
@@ -92,6 +93,8 @@ def plot_captions(images: Sequence[str], output: str,
                     "%d hypotheses for %d images" % (len(hypotheses or []), len(images)))
     check_condition(references is None or len(references) == len(images),
                     "references for %d images, %d images" % (len(references or []), len(images)))
+    check_condition(labels is None or len(labels) == len(images),
+                    "%d labels for %d images" % (len(labels or []), len(images)))
     columns = min(columns, len(images))
     rows = int(math.ceil(len(images) / columns))
     paths = [os.path.join(image_root, path) if image_root else path for path in images]
@@ -113,7 +116,7 @@ def plot_captions(images: Sequence[str], output: str,
             row, column = divmod(i, columns)
             left = FIGURE_MARGIN + column * PANEL_WIDTH + PANEL_MARGIN
             top = size[1] - FIGURE_MARGIN - title_height - sum(row_heights[:row])
-            _draw_cell(fig, size, left, top, images[i], pixels[i], cell)
+            _draw_cell(fig, size, left, top, labels[i] if labels is not None else images[i], pixels[i], cell)
         save_png(fig, output, dpi)
     finally:
         plt.close(fig)

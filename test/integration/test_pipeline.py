@@ -20,6 +20,7 @@ from imcap.plots.captions import PANEL_WIDTH
 from imcap.plots.curves import CURVE_PANEL_SIZE
 from imcap.plots.figure import DPI, FIGURE_MARGIN
 from imcap.features import CLASSES_SUFFIX, classes_path
+from imcap.scoring import metric_label
 from test.common import IMAGES, requires_shared
 from test.figures import check_captions_grid, drawn_curves, read_png
 from test.integration.conftest import NUM_REFERENCES, SUBSET_SIZES, read_lines, run_cli
@@ -401,19 +402,21 @@ def test_evaluate(test_captions, small_data):
                    "--quiet")
     table = output_lines(proc)
     assert table[0].split() == ["metric", "value"]
-    scores = {}
+    scores = {}   # by the label the table prints: which BLEU each BLEU is
     for line in table[1:]:
-        match = re.match(r"^(\S+)\s+(\d+\.\d+)$", line)
+        match = re.match(r"^(\S.*?)\s+(\d+\.\d+)$", line)
         assert match, line
         scores[match.group(1)] = float(match.group(2))
-    expected = ["bleu1", "bleu2", "bleu3", "bleu4", "ROUGE-L", "CIDEr-D"] + (["METEOR"] if shutil.which("java") else [])
-    assert sorted(scores) == sorted(expected)
+    java = ["coco-bleu1", "coco-bleu2", "coco-bleu3", "coco-bleu4", "METEOR"] if shutil.which("java") else []
+    expected = ["bleu1", "bleu2", "bleu3", "bleu4", "ROUGE-L", "CIDEr-D"] + java
+    assert sorted(scores) == sorted(metric_label(key) for key in expected)
+    assert "BLEU-4 (sacrebleu, tok:none)" in scores
     proc = run_cli("evaluate", "--hypotheses", test_captions.path, "--references", *references(small_data),
                    "--json", "--quiet")
     values = json.loads(proc.stdout.decode("utf-8"))
-    assert sorted(values) == sorted(scores)
+    assert sorted(values) == sorted(expected)
     for key, value in values.items():
-        assert 0.0 <= value <= 100.0 and value == pytest.approx(scores[key], abs=0.006)
+        assert 0.0 <= value <= 100.0 and value == pytest.approx(scores[metric_label(key)], abs=0.006)
     assert values["bleu1"] >= values["bleu4"]
 
 

@@ -1,7 +1,10 @@
 """Tests of imcap.evaluate: BLEU, ROUGE-L and CIDEr-D against hand-computed values, METEOR pinned (needs
-Java: one JVM for the module), multiple and empty references, CLI checks."""
+Java: one JVM for the module), multiple and empty references, CLI checks; the coco-caption BLEU equal to
+pycocoevalcap's COCOEvalCap computation on real Flickr8k captions (Java: the PTB tokenizer), per-image scores, several
+captions per image, --compare's bad input."""
 import json
 import math
+import os
 import re
 from collections import Counter
 
@@ -9,7 +12,7 @@ import pytest
 
 from imcap import arguments
 from imcap import evaluate, scoring
-from imcap.utils import ImcapError
+from imcap.utils import ImcapError, read_lines
 
 
 # A fixed example: 4 images with 2 to 4 references each (the empty lines are dropped).
@@ -118,13 +121,15 @@ def test_cli_table_and_json(tmp_path, capsys):
     assert scores["bleu4"] == pytest.approx(100.0)
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["metric", "value"]
-    assert out[1].split() == ["bleu1", "100.00"] and len(out) == 5
+    # every BLEU says which it is
+    assert out[1].split() == ["BLEU-1", "(sacrebleu,", "tok:none)", "100.00"] and len(out) == 5
 
     # Families are reported in the order of METRICS whatever the order asked; CIDEr-D with 3 decimals.
     scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references", ref0, ref1,
                                            "--metrics", "cider", "rouge", "bleu"]))
     assert list(scores) == ["bleu1", "bleu2", "bleu3", "bleu4", "ROUGE-L", "CIDEr-D"]
     out = capsys.readouterr().out.splitlines()
+    assert out[4].split() == ["BLEU-4", "(sacrebleu,", "tok:none)", "100.00"]
     assert out[5].split() == ["ROUGE-L", "100.00"]
     assert out[6].split()[0] == "CIDEr-D" and out[6].split()[1] == "%.3f" % scores["CIDEr-D"]
 
@@ -134,14 +139,15 @@ def test_cli_table_and_json(tmp_path, capsys):
 
 
 def test_cli_default_metrics_without_java(tmp_path, capsys, monkeypatch):
-    # All families by default; without Java, METEOR is skipped with a one-line note on STDERR.
+    # All families by default; without Java, the coco-caption BLEU and METEOR are skipped with a one-line note each.
     monkeypatch.setattr(scoring.shutil, "which", lambda name: None)
     hyp = _write(tmp_path / "hyp", HYPS)
     refs = [_write(tmp_path / ("ref.%d" % k), stream) for k, stream in enumerate(REFS)]
     scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references"] + refs))
     assert list(scores) == ["bleu1", "bleu2", "bleu3", "bleu4", "ROUGE-L", "CIDEr-D"]
     captured = capsys.readouterr()
-    assert captured.err == "METEOR skipped: Java not found (pycocoevalcap's METEOR 1.5 needs `java` on PATH)\n"
+    assert captured.err == ("BLEU (coco-caption) skipped: Java not found (pycocoevalcap's PTB tokenizer needs `java` on "
+                            "PATH)\nMETEOR skipped: Java not found (pycocoevalcap's METEOR 1.5 needs `java` on PATH)\n")
     assert len(captured.out.splitlines()) == 7
     with pytest.raises(ImcapError, match="no metric computed"):
         evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references"] + refs + ["--metrics", "meteor"]))
@@ -308,10 +314,14 @@ def test_meteor_failure_is_an_error(tmp_path, monkeypatch, capsys):
     refs = [_write(tmp_path / ("ref.%d" % k), stream) for k, stream in enumerate(REFS)]
     scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references"] + refs))
     assert list(scores) == ["bleu1", "bleu2", "bleu3", "bleu4", "ROUGE-L", "CIDEr-D"]
-    err = capsys.readouterr().err
-    assert err.startswith("METEOR skipped: METEOR (java -jar meteor-1.5.jar) failed") and len(err.splitlines()) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and re.match(r"COCO-BLEU skipped: coco-caption BLEU: the PTB tokenizer \(java\) gave back \d+ of "
+                                      r"\d+ captions; its stderr: Error: no JVM here$", err[0])
+    assert err[1].startswith("METEOR skipped: METEOR (java -jar meteor-1.5.jar) failed")
     with pytest.raises(ImcapError, match="no JVM here"):
         evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references"] + refs + ["--metrics", "bleu", "meteor"]))
+    with pytest.raises(ImcapError, match="PTB tokenizer .*no JVM here"):
+        evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references"] + refs + ["--metrics", "coco-bleu"]))
 
 
 def test_diversity_figures(tmp_path, capsys):
@@ -331,3 +341,189 @@ def test_diversity_figures(tmp_path, capsys):
     assert list(scores)[4:] == ["repeated-trigram-%", "distinct-captions", "vocabulary", "distinct-1", "distinct-2",
                                 "novel-%"]
     assert re.search(r"^distinct-1 +0\.579$", capsys.readouterr().out, re.M)
+
+
+# --- the coco-caption BLEU, on real Flickr8k captions -------------------------------------------------------------
+
+COCO_IMAGES = 300
+
+
+@pytest.fixture(scope="module")
+def flickr_raw_files(tmp_path_factory):
+    """The raw captions.tsv captions (capitals, punctuation) of the first test images: the first as hypotheses, with
+    an empty line and a line of punctuation only, the other four as references."""
+    from imcap.prepare_data import read_flickr_captions
+    from test.common import FLICKR8K
+    if not os.path.isfile(os.path.join(FLICKR8K, "captions.tsv")):
+        pytest.skip("Flickr8k not found under %s" % FLICKR8K)
+    captions = read_flickr_captions(os.path.join(FLICKR8K, "captions.tsv"))
+    images = [line.strip() for line in open(os.path.join(FLICKR8K, "test.txt"), encoding="utf-8")
+              if line.strip()][:COCO_IMAGES]
+    folder = tmp_path_factory.mktemp("coco")
+    hyps = [captions[image][0] for image in images]
+    hyps[3], hyps[7] = "", " . , !"
+    files = {"hyp": _write(folder / "hyp", hyps)}
+    for k in range(1, 5):
+        files["ref.%d" % k] = _write(folder / ("ref.%d" % k), [captions[image][k] for image in images])
+    files["per-image"] = str(folder / "per-image.jsonl")
+    return files
+
+
+@pytest.fixture(scope="module")
+def coco_evalcap_bleu(flickr_raw_files):
+    """BLEU-1..4 and the per-image BLEU of the files as pycocoevalcap's COCOEvalCap.evaluate computes them:
+    PTBTokenizer on the references, then on the hypotheses (two JVMs), then Bleu(4)."""
+    if not scoring.java_available():
+        pytest.skip("java not on PATH")
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+    hyps = read_lines(flickr_raw_files["hyp"])
+    refs = [read_lines(flickr_raw_files["ref.%d" % k]) for k in range(1, 5)]
+    gts = {i: [{"caption": stream[i]} for stream in refs] for i in range(len(hyps))}
+    res = {i: [{"caption": hyp}] for i, hyp in enumerate(hyps)}
+    tokenizer = PTBTokenizer()
+    gts, res = tokenizer.tokenize(gts), tokenizer.tokenize(res)
+    return Bleu(4).compute_score(gts, res, verbose=0)
+
+
+def test_coco_caption_bleu_is_coco_evalcaps(flickr_raw_files, coco_evalcap_bleu, capsys):
+    files = flickr_raw_files
+    scores = evaluate.run_evaluate(_parse(["--hypotheses", files["hyp"], "--references"]
+                                          + [files["ref.%d" % k] for k in range(1, 5)]
+                                          + ["--metrics", "bleu", "coco-bleu", "--per-image", files["per-image"],
+                                             "--json"]))
+    captured = capsys.readouterr()
+    assert "PTBTokenizer" not in captured.err          # the tokenizer's count of tokens is not passed on
+    expected, per_image = coco_evalcap_bleu
+    # to the digit: the same floats, times 100
+    assert [scores["coco-bleu%d" % n] for n in range(1, 5)] == [100 * b for b in expected]
+    assert 15 < scores["coco-bleu4"] < 30 and scores["coco-bleu4"] != scores["bleu4"]
+    assert re.search(r"^BLEU-4 \(coco-caption, PTB\) +%.2f$" % (100 * expected[3]),
+                     evaluate.format_table(scores), re.M)
+    records = [json.loads(line) for line in read_lines(files["per-image"])]
+    assert [r["line"] for r in records] == list(range(1, COCO_IMAGES + 1))
+    assert [r["coco-bleu4"] for r in records] == [100 * b for b in per_image[3]]
+    assert records[3]["hypothesis"] == "" and records[3]["coco-bleu4"] == pytest.approx(0, abs=1e-6)
+
+
+def test_labels():
+    assert scoring.metric_label("bleu4") == "BLEU-4 (sacrebleu, tok:none)"
+    assert scoring.metric_label("coco-bleu2") == "BLEU-2 (coco-caption, PTB)"
+    assert scoring.metric_label("self-BLEU-4") == "self-BLEU-4 (sacrebleu, tok:none)"
+    assert scoring.metric_label("CIDEr-D") == "CIDEr-D"
+
+
+# --- per-image scores ---------------------------------------------------------------------------------------------
+
+def test_per_image_scores(tmp_path, capsys):
+    import sacrebleu
+    hyp = _write(tmp_path / "hyp", HYPS)
+    refs = [_write(tmp_path / ("ref.%d" % k), stream) for k, stream in enumerate(REFS)]
+    output = str(tmp_path / "per-image.jsonl")
+    scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references"] + refs
+                                          + ["--metrics", "bleu", "rouge", "cider", "--per-image", output]))
+    records = [json.loads(line) for line in read_lines(output)]
+    assert [r["line"] for r in records] == [1, 2, 3, 4]
+    assert records[2] == {"line": 3, "hypothesis": HYPS[2], "references": _references_of(2),
+                          "sentence-bleu4": pytest.approx(records[2]["sentence-bleu4"]),
+                          "ROUGE-L": pytest.approx(records[2]["ROUGE-L"]), "CIDEr-D": pytest.approx(records[2]["CIDEr-D"])}
+    # the corpus CIDEr-D and ROUGE-L are the means of the per-image scores (CIDEr-D: IDF of the whole reference set)
+    assert sum(r["CIDEr-D"] for r in records) / 4 == pytest.approx(scores["CIDEr-D"], abs=1e-12)
+    assert sum(r["ROUGE-L"] for r in records) / 4 == pytest.approx(scores["ROUGE-L"], abs=1e-9)
+    # sentence BLEU: sacrebleu's sentence_bleu (exp smoothing, effective order) against the image's references
+    for i, record in enumerate(records):
+        assert record["sentence-bleu4"] == pytest.approx(
+            sacrebleu.sentence_bleu(HYPS[i], _references_of(i), tokenize="none").score, abs=1e-9)
+    capsys.readouterr()
+
+
+# --- several captions per image -----------------------------------------------------------------------------------
+
+SETS = [["a dog runs on the grass", "a dog runs on the grass", "a brown dog is running"],
+        ["a man rides a bike down the hill", "a cyclist goes down a hill", "a man on a bike"],
+        ["the cat sat", "a black cat on a rug", "a cat is sitting on a mat"],
+        ["two children play in the snow", "kids in the snow", "children play outside"]]
+
+
+def _captioner_json(path, sets):
+    """Captioner --output-type json lines with an n-best list per image."""
+    lines = [json.dumps({"line": i + 1, "image": "%d.jpg" % i, "caption": s[0], "tokens": s[0].split(), "score": -1.0,
+                         "nbest": [{"caption": c, "score": -1.0 - k} for k, c in enumerate(s)]})
+             for i, s in enumerate(sets)]
+    return _write(path, lines)
+
+
+def test_sets_of_captions_text_and_json(tmp_path, capsys):
+    from imcap.diversity import distinct_n
+    refs = [_write(tmp_path / ("ref.%d" % k), stream) for k, stream in enumerate(REFS)]
+    text = _write(tmp_path / "sets.txt", [c for s in SETS for c in s])
+    options = ["--references"] + refs + ["--metrics", "bleu", "cider"]
+    by_text = evaluate.run_evaluate(_parse(["--hypotheses", text, "--captions-per-image", "3"] + options))
+    by_json = evaluate.run_evaluate(_parse(["--hypotheses", _captioner_json(tmp_path / "n.json", SETS)] + options))
+    assert by_text == pytest.approx(by_json)
+    # the first caption of each image is the one scored
+    first = scoring.evaluate([s[0] for s in SETS], REFS, ["bleu", "cider"])
+    assert {k: by_text[k] for k in first} == pytest.approx(first)
+    assert by_text["captions-per-image"] == 3 and by_text["set-distinct-captions"] == pytest.approx(11 / 4)
+    assert by_text["set-distinct-1"] == pytest.approx(sum(distinct_n([c.split() for c in s], 1) for s in SETS) / 4)
+    assert by_text["set-distinct-1"] == pytest.approx((9 / 17 + 10 / 19 + 10 / 16 + 8 / 13) / 4)   # by hand
+    # self-BLEU: each caption against the other two of its image; the repeated caption scores 100 against its twin
+    streams = [[s[1], s[0], s[0]] for s in SETS], [[s[2], s[2], s[1]] for s in SETS]
+    expected = scoring.bleu_scores([c for s in SETS for c in s],
+                                   [[x for row in stream for x in row] for stream in streams])["bleu4"]
+    assert by_text["self-BLEU-4"] == pytest.approx(expected)
+    # oracle and mean CIDEr-D: every caption scored with the IDF of the whole reference set
+    per_caption = scoring.cider_of_sets(SETS, REFS)
+    assert [s[0] for s in per_caption] == pytest.approx(scoring.score_cider([s[0] for s in SETS], REFS).images["CIDEr-D"])
+    assert by_text["oracle-CIDEr-D"] == pytest.approx(sum(max(s) for s in per_caption) / 4)
+    assert by_text["mean-CIDEr-D"] == pytest.approx(sum(sum(s) for s in per_caption) / 12)
+    assert by_text["oracle-CIDEr-D"] > by_text["CIDEr-D"] > 0
+    out = capsys.readouterr().out
+    assert re.search(r"^self-BLEU-4 \(sacrebleu, tok:none\) +\d+\.\d\d$", out, re.M)
+
+
+def test_sets_of_other_sizes_and_per_image(tmp_path, capsys):
+    # an n-best list may be shorter (constraints), a line without one is a set of one
+    sets = [SETS[0], SETS[1][:1], SETS[2][:2], SETS[3]]
+    refs = [_write(tmp_path / ("ref.%d" % k), stream) for k, stream in enumerate(REFS)]
+    output = str(tmp_path / "per-image.jsonl")
+    scores = evaluate.run_evaluate(_parse(["--hypotheses", _captioner_json(tmp_path / "n.json", sets), "--references"]
+                                          + refs + ["--metrics", "cider", "--per-image", output]))
+    assert scores["captions-per-image"] == 2.25
+    records = [json.loads(line) for line in read_lines(output)]
+    assert [[c["caption"] for c in r["captions"]] for r in records] == sets
+    assert records[0]["captions"][0]["CIDEr-D"] == pytest.approx(records[0]["CIDEr-D"])
+    assert scores["mean-CIDEr-D"] == pytest.approx(sum(c["CIDEr-D"] for r in records for c in r["captions"]) / 9)
+    capsys.readouterr()
+
+
+def test_bad_hypotheses_and_compare_files(tmp_path, capsys):
+    ref = _write(tmp_path / "ref", ["a dog", "a cat"])
+    five = _write(tmp_path / "five", ["a dog", "a dog", "a cat", "a cat", "a cow"])
+    with pytest.raises(ImcapError, match=r"five has 5 lines, not a multiple of --captions-per-image 2"):
+        evaluate.run_evaluate(_parse(["--hypotheses", five, "--references", ref, "--captions-per-image", "2"]))
+    with pytest.raises(ImcapError, match=r"ref has 2 lines, .*five has 5$"):
+        evaluate.run_evaluate(_parse(["--hypotheses", five, "--references", ref, "--metrics", "bleu"]))
+    four = _write(tmp_path / "four", ["a dog", "a dog", "a cat", "a cat"])
+    three = _write(tmp_path / "three", ["a dog", "a cat", "a cow"])
+    with pytest.raises(ImcapError, match=r"three has 3 lines, .*four has 4 \(2 images x 2 captions\)"):
+        evaluate.run_evaluate(_parse(["--hypotheses", four, "--references", ref, three, "--captions-per-image", "2"]
+                                     + ["--metrics", "bleu"]))
+    good = _captioner_json(tmp_path / "n.json", SETS[:2])
+    bad = _write(tmp_path / "bad.json", read_lines(good) + ["a dog"])
+    with pytest.raises(ImcapError, match=r"bad\.json line 3: not JSON"):
+        evaluate.run_evaluate(_parse(["--hypotheses", bad, "--references", ref]))
+    with pytest.raises(ImcapError, match=r"n\.json is the captioner's JSON: .*not --captions-per-image 2"):
+        evaluate.run_evaluate(_parse(["--hypotheses", good, "--references", ref, "--captions-per-image", "2"]))
+    no_caption = _write(tmp_path / "x.json", ['{"line": 1}', '{"line": 2}'])
+    with pytest.raises(ImcapError, match=r"x\.json line 1: no 'caption' string"):
+        evaluate.run_evaluate(_parse(["--hypotheses", no_caption, "--references", ref]))
+    # --compare with another line count: one line naming both files, before anything is scored
+    hyp = _write(tmp_path / "hyp", ["a dog", "a cat"])
+    other = _write(tmp_path / "other", ["a dog", "a cat", "a cow"])
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--hypotheses", hyp, "--references", ref, "--compare", other, "--quiet"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err == ("Error: %s has 3 lines, %s has 2: --compare needs the captions of the same images, in the same "
+                   "order\n" % (other, hyp))

@@ -315,3 +315,54 @@ def test_one_region_grid_rule():
         visualize.attention_grid(record, None)
     with pytest.raises(ImcapError, match="--grid 7x7 has 49 regions, the attention has 48"):
         visualize.attention_grid(record, (7, 7))
+
+
+def test_worst_best_from_per_image_scores(tmp_path, flickr_test):
+    """visualize worst-best reads evaluate --per-image's JSON lines and draws the lowest-scoring images, lowest first,
+    then the highest, highest first (ties in file order), with each record's caption and references."""
+    images, references = flickr_test
+    (tmp_path / "test.images").write_text("\n".join(images) + "\n", encoding="utf-8")
+    cider = [0.5, 0.1, 2.0, 0.1, 1.5, 0.0, 0.9, 3.0]
+    lines = [json.dumps({"line": i + 1, "hypothesis": refs[0], "references": refs[1:], "CIDEr-D": score,
+                         "sentence-bleu4": 10.0 * i})
+             for i, (refs, score) in enumerate(zip(references, cider))]
+    per_image = tmp_path / "per-image.jsonl"
+    per_image.write_text("\n".join(lines) + "\n\n", encoding="utf-8")
+    records = visualize.read_per_image_scores(str(per_image), "CIDEr-D")
+    chosen = visualize.worst_and_best(records, "CIDEr-D", 3)
+    assert [(which, rank, r["line"]) for which, rank, r in chosen] == [
+        ("worst", 1, 6), ("worst", 2, 2), ("worst", 3, 4), ("best", 1, 8), ("best", 2, 3), ("best", 3, 5)]
+    output = str(tmp_path / "out" / "worst-best.png")
+    args = visualize.create_parser().parse_args(
+        ["worst-best", "--per-image", str(per_image), "--images", str(tmp_path / "test.images"),
+         "--image-root", IMAGE_ROOT, "--num-images", "3", "--output", output, "--dpi", "40"])
+    size = visualize.run_visualize(args)
+    assert size[0] == pytest.approx((3 * PANEL_WIDTH + 2 * FIGURE_MARGIN) * 40, abs=1)
+    _check_png(output, size)
+    # a row of the 3 worst, then a row of the 3 best, each with its four references
+    check_captions_grid(output, [images[i - 1] for i in (6, 2, 4, 8, 3, 5)], IMAGE_ROOT, columns=3, dpi=40,
+                        title=True, references=4)
+    by_bleu = visualize.worst_and_best(visualize.read_per_image_scores(str(per_image), "sentence-bleu4"),
+                                       "sentence-bleu4", 2)
+    assert [r["line"] for _, _, r in by_bleu] == [1, 2, 8, 7]
+
+
+def test_worst_best_errors(tmp_path):
+    per_image = tmp_path / "per-image.jsonl"
+    per_image.write_text('{"line": 1, "hypothesis": "a dog", "references": ["a dog"], "ROUGE-L": 50.0}\n'
+                         '{"line": 5, "hypothesis": "a cat", "references": ["a cat"], "ROUGE-L": 20.0}\n',
+                         encoding="utf-8")
+    images = tmp_path / "images"
+    images.write_text("a.jpg\nb.jpg\n", encoding="utf-8")
+    with pytest.raises(ImcapError, match=r"per-image\.jsonl line 1 has no 'CIDEr-D' score \(it has: ROUGE-L\)"):
+        visualize.read_per_image_scores(str(per_image), "CIDEr-D")
+    args = visualize.create_parser().parse_args(
+        ["worst-best", "--per-image", str(per_image), "--images", str(images), "--by", "ROUGE-L", "--output", "x.png"])
+    with pytest.raises(ImcapError, match=r"per-image\.jsonl: a score of line 5, .*images has 2 lines"):
+        visualize.run_visualize(args)
+    per_image.write_text('{"line": 1}\n', encoding="utf-8")
+    with pytest.raises(ImcapError, match=r"line 1: not a per-image record of imcap\.evaluate --per-image"):
+        visualize.read_per_image_scores(str(per_image), "CIDEr-D")
+    per_image.write_text('a dog\n', encoding="utf-8")
+    with pytest.raises(ImcapError, match=r"line 1: not JSON"):
+        visualize.read_per_image_scores(str(per_image), "CIDEr-D")
