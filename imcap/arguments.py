@@ -66,6 +66,14 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--use-cpu", action="store_true", help="Use the CPU even if GPUs are present.")
 
 
+def add_backend_arg(group: Any, what: str) -> None:
+    """``--backend {mxnet,onnxruntime}``, shared by the captioner and the server (``what``: what ONNX Runtime does
+    not run yet)."""
+    group.add_argument("--backend", choices=C.BACKEND_CHOICES, default=C.BACKEND_MXNET,
+                       help="The runtime: mxnet (--models are model dirs) or onnxruntime (--models are exported dirs "
+                            "that python -m imcap.export writes; no MXNet is loaded). %s" % what)
+
+
 def add_logging_args(parser: argparse.ArgumentParser) -> None:
     """``--quiet``."""
     parser.add_argument("--quiet", action="store_true", help="Log nothing to STDERR but errors.")

@@ -54,6 +54,11 @@ OUTPUT_TYPE_CAPTION = "caption"
 OUTPUT_TYPE_CAPTION_WITH_SCORE = "caption_with_score"
 OUTPUT_TYPE_JSON = "json"
 OUTPUT_TYPES = [OUTPUT_TYPE_CAPTION, OUTPUT_TYPE_CAPTION_WITH_SCORE, OUTPUT_TYPE_JSON]
+
+# The runtimes of the captioner and the server: MXNet over model dirs, ONNX Runtime over exported dirs (imcap.export)
+BACKEND_MXNET = "mxnet"
+BACKEND_ONNXRUNTIME = "onnxruntime"
+BACKEND_CHOICES = [BACKEND_MXNET, BACKEND_ONNXRUNTIME]
 FEATURE_DTYPES = ["float16", "float32"]
 
 # Metrics file columns and the optimized metric per name (lower or higher is better).

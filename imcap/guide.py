@@ -26,7 +26,6 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import mxnet as mx
 import numpy as np
 
 from .tokenizer import tokenize
@@ -210,6 +209,8 @@ def expand_vocabulary(models: Sequence[Any], vocab: Any, new_words: Dict[str, Li
     :raises ImcapError: if a stand-in is not in ``vocab``.
     """
     import gluonnlp as nlp
+    import mxnet as mx
+
     from .model import CaptionModel
 
     added = [w for w in sorted(new_words) if w not in vocab.token_to_idx]

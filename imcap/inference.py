@@ -17,6 +17,10 @@ more constraint words than ``max_output_length`` leaves room for, avoided and re
 nothing but that phrase: its result still has the best caption found, a warning in ``warnings`` and
 ``constraints_met`` False where the phrase is not met (:meth:`Captioner.caption`).
 
+Two backends: ``"mxnet"`` (model dirs, or models in memory) and ``"onnxruntime"``: dirs that ``python -m imcap.export``
+wrote, searched on ONNX Runtime (:class:`imcap.onnx_steps.OnnxSteps`) from cached features, without loading MXNet or
+GluonNLP (this module imports the model code, the devices and the CNN only where the mxnet backend needs them).
+
 The captioner CLI (:mod:`imcap.captioner`) is a loop over this module; it reads no command line itself
 (:meth:`Captioner.from_args` takes the CLI's parsed options) and never imports training code. The CLI reads a JSON
 line's phrases with :func:`imcap.phrases.lenient_phrases`: a wrongly typed one becomes a warning of its line.
@@ -30,25 +34,31 @@ import copy
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
 
-import mxnet as mx
 import numpy as np
 
 from . import constants as C
 from .beam_search import BeamSearch, Hypothesis
-from .devices import get_context
 from .features import check_features_match, classes_path, load_classes, resolve, view_path
 from .guide import ClassifierGuide, GuideWord, expand_vocabulary, read_class_words, stand_ins
-from .vision.image_encoder import ImageEncoder
+from .onnx_steps import OnnxSteps
 from .vision.images import augment, check_image, decode_image, load_image, resize_image
-from .model import CaptionModel, load_model
 from .phrases import Constraint, InputPhrases, Phrase, PhraseResult, check_phrases, prepare_phrases, read_avoid_list
 from .search_options import SearchOptions, search_options_from_args
 from .utils import ImcapError, check_condition, read_lines
 from .vocab import ids_to_tokens
 
+if TYPE_CHECKING:   # pragma: no cover  (MXNet is imported where the mxnet backend needs it)
+    import mxnet as mx  # noqa: F401
+    from .model import CaptionModel
+    from .vision.image_encoder import ImageEncoder
+
 logger = logging.getLogger(__name__)
+
+# What the onnxruntime backend says of inputs that need the CNN
+NO_IMAGE_ENCODER = ("backend onnxruntime: the image encoder is not exported yet: give cached features (feature "
+                    "files or arrays, not images)")
 
 _SOURCES = ("path", "data", "image", "features")
 
@@ -180,14 +190,16 @@ class CaptionResult:
 SEARCH_SETTINGS = SearchOptions.names() + ("keep_attention",)
 
 
-def load_models(models: Union[str, Sequence[str], Sequence[CaptionModel]], checkpoints: Union[str, Sequence[str], None],
-                vocab: Any, context: mx.Context) -> Tuple[List[CaptionModel], Any]:
+def load_models(models: Union[str, Sequence[str], Sequence["CaptionModel"]],
+                checkpoints: Union[str, Sequence[str], None], vocab: Any, context: "mx.Context"
+                ) -> Tuple[List["CaptionModel"], Any]:
     """The models of a :class:`Captioner` and their vocabulary: model dirs loaded (``checkpoints`` per dir, default
     ``params.best``), or models in memory with their ``vocab`` (hybridized here for search).
 
     :raises ImcapError: if there is no model, a dir cannot be loaded, ``checkpoints`` does not name one file per dir,
         ``vocab`` is missing for models in memory or given for dirs, or the models disagree on vocabulary or features.
     """
+    from .model import CaptionModel, load_model
     given = [models] if isinstance(models, (str, CaptionModel)) else list(models)
     check_condition(bool(given), "a Captioner needs at least one model dir")
     if all(isinstance(m, CaptionModel) for m in given):
@@ -221,6 +233,7 @@ class Captioner:
 
     :param models: model dirs (one, or several for an ensemble: log-probabilities averaged); a string is one dir. Or
         models in memory (:class:`imcap.model.CaptionModel`, e.g. ``Trainer.model`` after ``fit``), with ``vocab``.
+        With ``backend="onnxruntime"``: exported dirs (``python -m imcap.export`` writes them), and only these.
     :param checkpoints: params file name per model dir (e.g. ``params.00012``, an averaged file); default
         ``params.best``.
     :param vocab: the vocabulary of models in memory (``Trainer.vocab``); not given with model dirs.
@@ -249,7 +262,14 @@ class Captioner:
     :param source_image_size: ``(height, width)`` pixels images are resized to; default: the model's.
     :param image_encoder_no_fusion: do not fuse the CNN's graph with MKLDNN.
     :param source_root: root of relative ``path`` s; default: the current directory.
-    :param context: the device; default :func:`imcap.devices.get_context` (the first GPU, else the CPU).
+    :param context: the device; default :func:`imcap.devices.get_context` (the first GPU, else the CPU). Not with
+        ``backend="onnxruntime"`` (the CPU).
+    :param backend: ``"mxnet"`` (model dirs or models in memory) or ``"onnxruntime"``: exported dirs
+        (:mod:`imcap.export.exported`) searched on ONNX Runtime (:class:`imcap.onnx_steps.OnnxSteps`) without
+        loading MXNet or GluonNLP. The image encoder is not exported yet: with ONNX Runtime the inputs are cached
+        features (feature files or arrays; an input that needs the CNN fails :meth:`caption` with
+        :data:`NO_IMAGE_ENCODER`, unless a ready ``image_encoder`` is given), and ``guide_expand_vocabulary`` is
+        refused (guiding by the class probabilities cached beside feature files works).
     :param avoid_list: phrases no caption contains (the CLI's ``--avoid-list`` file, one phrase per line), besides
         each input's own ``avoid``; blank ones are skipped, one without words is skipped with a logged warning, one
         with a word outside the vocabulary cannot occur anyway. An input's constraint overrides a phrase of the list
@@ -266,33 +286,35 @@ class Captioner:
         (:func:`imcap.guide.expand_vocabulary`), written only where a guide asks for them.
     :raises TypeError: for an unknown search setting or one of the wrong type (naming it).
     :raises ValueError: for a search setting out of its range (naming it).
-    :raises ImcapError: if a model dir cannot be loaded, the models disagree on vocabulary or feature shape, an
-        option is out of range, the class words file cannot be read, or ``guide_with_classifier`` comes with sampling
-        or diverse beam search.
+    :raises ImcapError: if a model dir (an exported dir) cannot be loaded, the models disagree on vocabulary or
+        feature shape, an option is out of range, the class words file cannot be read, ``guide_with_classifier``
+        comes with sampling or diverse beam search, or an option needs MXNet with ``backend="onnxruntime"``.
     """
 
-    def __init__(self, models: Union[str, Sequence[str], Sequence[CaptionModel]],
+    def __init__(self, models: Union[str, Sequence[str], Sequence["CaptionModel"]],
                  checkpoints: Union[str, Sequence[str], None] = None, *, vocab: Any = None,
                  search: Optional[SearchOptions] = None, batch_size: int = 32, keep_attention: bool = False,
                  test_time_augmentations: Union[str, Sequence[str]] = (),
-                 extract_image_features: bool = False, image_encoder: Union[str, ImageEncoder, None] = None,
+                 extract_image_features: bool = False, image_encoder: Union[str, "ImageEncoder", None] = None,
                  image_encoder_model_path: Optional[str] = None, image_encoder_layer: Optional[str] = None,
                  source_image_size: Optional[Sequence[int]] = None, image_encoder_no_fusion: bool = False,
-                 source_root: Optional[str] = None, context: Optional[mx.Context] = None,
+                 source_root: Optional[str] = None, context: Optional["mx.Context"] = None,
                  avoid_list: Sequence[str] = (), guide_with_classifier: bool = False,
                  guide_top_k: int = C.DEFAULT_GUIDE_TOP_K,
                  guide_min_probability: float = C.DEFAULT_GUIDE_MIN_PROBABILITY,
                  guide_class_words: Optional[str] = None, guide_expand_vocabulary: bool = False,
-                 **search_settings: Any) -> None:
+                 backend: str = C.BACKEND_MXNET, **search_settings: Any) -> None:
         check_condition(batch_size >= 1, "batch_size must be >= 1, got %s" % batch_size)
         options = SearchOptions.of(search, **search_settings)
         views = [test_time_augmentations] if isinstance(test_time_augmentations, str) else list(test_time_augmentations)
         unknown = [v for v in views if v not in C.AUGMENTATION_CHOICES]
         check_condition(not unknown, "unknown test-time augmentation %s (choices: %s)"
                         % (", ".join(unknown), ", ".join(C.AUGMENTATION_CHOICES)))
-        self.context = context or get_context()
-        self.models, self.vocab = load_models(models, checkpoints, vocab, self.context)
-        self.feature_shape = _feature_shape(self.models[0])
+        self.backend = backend
+        self.models, self.vocab, self.feature_shape, self.context = _backend_models(backend, models, checkpoints,
+                                                                                    vocab, context)
+        check_condition(backend == C.BACKEND_MXNET or not guide_expand_vocabulary,
+                        "backend onnxruntime: guide_expand_vocabulary changes the models, which needs MXNet")
         self.guide: Optional[ClassifierGuide] = None
         self.expanded_ids: List[int] = []   # words added by guide_expand_vocabulary (written only where required)
         if guide_with_classifier:
@@ -310,10 +332,12 @@ class Captioner:
         self.source_root = source_root
         self.avoid_list = read_avoid_list(avoid_list, self.vocab.token_to_idx)
         self.search = self._build_search(options)
-        self._encoder: Optional[ImageEncoder] = None
+        self._encoder: Optional["ImageEncoder"] = None
         self._encoder_checked = False
-        if isinstance(image_encoder, ImageEncoder):
+        if image_encoder is not None and not isinstance(image_encoder, str):   # a ready ImageEncoder
             self._encoder = image_encoder
+        check_condition(backend == C.BACKEND_MXNET or not extract_image_features or self._encoder is not None,
+                        NO_IMAGE_ENCODER)
         self._encoder_settings: Dict[str, Any] = dict(name=image_encoder if isinstance(image_encoder, str) else None,
                                                       model_path=image_encoder_model_path,
                                                       layer=image_encoder_layer, input_size=source_image_size,
@@ -337,7 +361,8 @@ class Captioner:
         check_condition(self.guide is None or options.selection == "beam",
                         "guide_with_classifier needs beam search (its classes are constraints): not with %s"
                         % ("sample" if options.sample else "diverse_beam_groups above 1"))
-        return BeamSearch(self.models, self.vocab, options, keep_attention=self.keep_attention, ctx=self.context,
+        runtime = self.models if self.backend == C.BACKEND_MXNET else OnnxSteps(self.models)
+        return BeamSearch(runtime, self.vocab, options, keep_attention=self.keep_attention, ctx=self.context,
                           constraint_only=self.expanded_ids, avoid_list=[p.ids for p in self.avoid_list if p.ids])
 
     def with_search_options(self, batch_size: Optional[int] = None, options: Optional[SearchOptions] = None,
@@ -371,6 +396,11 @@ class Captioner:
         :raises ImcapError: as the constructor, and if the avoid list cannot be read.
         """
         avoid_file = getattr(args, "avoid_list", None)
+        backend = getattr(args, "backend", C.BACKEND_MXNET)
+        context = None
+        if backend == C.BACKEND_MXNET:
+            from .devices import get_context
+            context = get_context(args.device_ids, args.use_cpu)
         return cls(args.models, args.checkpoints, search=search_options_from_args(args), batch_size=args.batch_size,
                    keep_attention=args.output_type == C.OUTPUT_TYPE_JSON,
                    test_time_augmentations=args.test_time_augmentations,
@@ -378,7 +408,7 @@ class Captioner:
                    image_encoder_model_path=args.image_encoder_model_path,
                    image_encoder_layer=args.image_encoder_layer, source_image_size=args.source_image_size,
                    image_encoder_no_fusion=args.image_encoder_no_fusion, source_root=args.source_root,
-                   context=get_context(args.device_ids, args.use_cpu),
+                   context=context, backend=backend,
                    avoid_list=read_lines(avoid_file) if avoid_file else (),
                    guide_with_classifier=getattr(args, "guide_with_classifier", False),
                    guide_top_k=getattr(args, "guide_top_k", C.DEFAULT_GUIDE_TOP_K),
@@ -386,13 +416,16 @@ class Captioner:
                    guide_class_words=getattr(args, "guide_class_words", None),
                    guide_expand_vocabulary=getattr(args, "guide_expand_vocabulary", False))
 
-    def get_image_encoder(self) -> ImageEncoder:
+    def get_image_encoder(self) -> "ImageEncoder":
         """The CNN that turns pixels into the models' features, created (and checked) on the first call.
 
-        :raises ImcapError: if it cannot be created (unknown name, missing weights) or its features do not have the
-            models' shape ``(regions, dim)``.
+        :raises ImcapError: if it cannot be created (unknown name, missing weights; with the onnxruntime backend
+            unless one was given: :data:`NO_IMAGE_ENCODER`) or its features do not have the models' shape
+            ``(regions, dim)``.
         """
         if self._encoder is None:
+            check_condition(self.backend == C.BACKEND_MXNET, NO_IMAGE_ENCODER)
+            from .vision.image_encoder import ImageEncoder
             self._encoder = ImageEncoder.from_description(self.models[0].config.feature_extraction,
                                                           ctx=self.context, classify=self.guide is not None,
                                                           **self._encoder_settings)
@@ -585,12 +618,40 @@ class Captioner:
         return result
 
 
+def _backend_models(backend: str, models: Any, checkpoints: Union[str, Sequence[str], None], vocab: Any,
+                    context: Any) -> Tuple[List[Any], Any, Tuple[int, int], Any]:
+    """The models of a :class:`Captioner` on ``backend``, their vocabulary, feature shape ``(regions, dim)`` and
+    device: :func:`load_models` (MXNet), or the exported dirs (:func:`imcap.export.exported.load_exported_models`:
+    :class:`imcap.onnx_steps.OnnxModel` s, no device).
+
+    :raises ImcapError: for an unknown backend, the models cannot be loaded, or (onnxruntime) anything but exported
+        dirs, with ``checkpoints``, ``vocab`` or ``context``.
+    """
+    check_condition(backend in C.BACKEND_CHOICES, "unknown backend %r (choices: %s)"
+                    % (backend, ", ".join(C.BACKEND_CHOICES)))
+    if backend == C.BACKEND_MXNET:
+        from .devices import get_context
+        context = context or get_context()
+        on_mxnet, vocab = load_models(models, checkpoints, vocab, context)
+        return list(on_mxnet), vocab, _feature_shape(on_mxnet[0]), context
+    folders = [models] if isinstance(models, str) else list(models)
+    check_condition(all(isinstance(f, str) for f in folders), "backend onnxruntime takes exported dirs (python -m "
+                                                              "imcap.export writes them), not models in memory")
+    check_condition(checkpoints is None, "backend onnxruntime: no checkpoints (an exported dir holds the one "
+                                         "python -m imcap.export --checkpoint chose)")
+    check_condition(vocab is None and context is None, "backend onnxruntime: no vocab and no context (exported "
+                                                       "dirs hold their vocabulary; ONNX Runtime runs on the CPU)")
+    from .export.exported import load_exported_models
+    loaded, vocab, shape = load_exported_models(folders)
+    return loaded, vocab, shape, None
+
+
 def _line(position: int, item: CaptionInput) -> int:
     """The input's number: its ``line``, else its 1-based position among the inputs."""
     return item.line if item.line is not None else position + 1
 
 
-def _feature_shape(model: CaptionModel) -> Tuple[int, int]:
+def _feature_shape(model: "CaptionModel") -> Tuple[int, int]:
     """``(regions, dim)`` of the features ``model`` was trained on (with a CNN tail: those of the cached layer, which
     the CNN cut there makes from pixels and the model's tail continues)."""
     return model.feature_shape

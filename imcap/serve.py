@@ -32,6 +32,8 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--models", "-m", required=True, nargs="+", help="Model directories (several: an ensemble).")
     group.add_argument("--checkpoints", "-c", nargs="+", default=None,
                        help="Params file per model (e.g. params.best, params.avg). Default: params.best.")
+    arguments.add_backend_arg(group, "The server captions images, and the image encoder is not exported yet: "
+                                     "onnxruntime is refused for now.")
     group.add_argument("--test-time-augmentations", nargs="+", default=[], choices=C.AUGMENTATION_CHOICES,
                        help="Every model also decodes these views of each image (hflip: mirrored).")
     server = parser.add_argument_group("Server")
@@ -82,6 +84,9 @@ def build_app(args: argparse.Namespace) -> Any:
     from .search_options import search_options_from_args
     from .serving.uploads import UploadLimits
     from .utils import check_condition
+    check_condition(getattr(args, "backend", C.BACKEND_MXNET) == C.BACKEND_MXNET,
+                    "--backend %s: the server captions images, and the image encoder is not exported to ONNX yet "
+                    "(python -m imcap.captioner --backend %s captions cached features)" % (args.backend, args.backend))
     check_condition(args.sample or args.nbest_size <= args.beam_size,
                     "--nbest-size (%d) must be at most --beam-size (%d)" % (args.nbest_size, args.beam_size))
     defaults = search_options_from_args(args)

@@ -33,6 +33,12 @@ from .rnn import array, dense
 EXPORTERS: Dict[type, object] = {RNNDecoderConfig: rnn}
 
 
+def exported_decoders() -> List[str]:
+    """The names (``--decoder``) of the decoders that export to ONNX."""
+    from ..decoder import Decoder
+    return [Decoder._registry[t][0] if t in Decoder._registry else t.__name__ for t in EXPORTERS]
+
+
 def _exporter(model):
     """The exporter module of ``model``'s decoder.
 
@@ -42,8 +48,8 @@ def _exporter(model):
                     "(--image-encoder-fine-tune) is not implemented")
     exporter = EXPORTERS.get(type(model.config.decoder))
     if exporter is None:
-        raise ImcapError("ONNX export of the %s decoder is not implemented (only: %s)"
-                         % (model.config.decoder_name, ", ".join(t.__name__ for t in EXPORTERS)))
+        raise ImcapError("ONNX export of the %s decoder is not implemented yet (exported: %s)"
+                         % (model.config.decoder_name, ", ".join(exported_decoders())))
     return exporter
 
 

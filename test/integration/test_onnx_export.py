@@ -1,7 +1,9 @@
 """The model trained on real Flickr8k features (conftest's ``model``), exported to ONNX (imcap.export) and searched
 on ONNX Runtime (imcap.onnx_steps): the captions of MXNet on the test images' cached features, constraints
-included."""
+included; ``python -m imcap.export`` and the captioner CLI's ``--backend onnxruntime`` against ``--backend mxnet``."""
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -39,3 +41,86 @@ def test_the_trained_model_exported_captions_the_test_images_as_mxnet(model, sma
         np.testing.assert_allclose(np.concatenate([h.attention for hyps in found for h in hyps]),
                                    np.concatenate([h.attention for hyps in expected for h in hyps]), atol=1e-5)
     assert any(len(hyps[0].ids) > 1 for hyps in expected)
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    """The trained model exported by ``python -m imcap.export`` (params.best)."""
+    from test.integration.conftest import run_cli
+    out = str(tmp_path_factory.mktemp("onnx") / "exported")
+    run_cli("export", "--models", model.dir, "--output", out, "--quiet")
+    return out
+
+
+def _captions(models, backend, small_data, *args, input):
+    """STDOUT and STDERR of the captioner CLI with ``backend`` over ``models`` on the cached test features."""
+    from test.integration.conftest import run_cli
+    proc = run_cli("captioner", "--backend", backend, "--models", models, "--source-root", small_data.cache,
+                   "--quiet", *args, input=input)
+    return proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8")
+
+
+def _same_json(found, expected):
+    """JSON output lines equal, their floats to 1e-5."""
+    a, b = [json.loads(line) for line in found.splitlines()], [json.loads(line) for line in expected.splitlines()]
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert {k: v for k, v in x.items() if k not in ("score", "attention", "nbest")} == \
+            {k: v for k, v in y.items() if k not in ("score", "attention", "nbest")}
+        assert x["score"] == pytest.approx(y["score"], rel=1e-5, abs=1e-5)
+        np.testing.assert_allclose(x["attention"], y["attention"], atol=2e-5)
+        assert [n["caption"] for n in x.get("nbest", [])] == [n["caption"] for n in y.get("nbest", [])]
+
+
+def test_the_captioner_cli_on_onnxruntime_writes_the_captions_of_mxnet(model, exported, small_data, tmp_path):
+    """``--backend onnxruntime`` over the exported dir: the same captions as ``--backend mxnet`` over the model dir,
+    plain, with n-best and repeat blocking, sampling and diverse beam search, guided by the cached class
+    probabilities, with constraints and avoided phrases (``--json-input``, ``--avoid-list``) and as JSON with
+    attention."""
+    paths = read_lines(os.path.join(small_data.data, "test.features"))
+    plain = "".join(p + "\n" for p in paths)
+    for args in ((), ("--beam-size", "3", "--no-repeat-ngram-size", "2", "--length-penalty-alpha", "0.5"),
+                 ("--sample", "--seed", "3", "--nbest-size", "2", "--output-type", "json"),
+                 ("--diverse-beam-groups", "2", "--beam-size", "4", "--nbest-size", "2", "--output-type", "json"),
+                 ("--guide-with-classifier", "--guide-top-k", "3", "--guide-min-probability", "0.0", "--output-type",
+                  "json")):
+        found, expected = (_captions(m, b, small_data, *args, input=plain) for m, b in
+                           ((exported, "onnxruntime"), (model.dir, "mxnet")))
+        if "json" in args:
+            _same_json(found[0], expected[0])
+            assert "--guide-with-classifier" not in args or any(json.loads(line).get("guide")
+                                                                 for line in found[0].splitlines())
+        else:
+            assert found[0] == expected[0] and found[0].strip()
+    avoid_list = tmp_path / "avoid.txt"
+    avoid_list.write_text("a man\n")
+    lines = "".join(json.dumps({"image": p, "constraints": [["dog", "dogs"]] if i % 2 else ["in the water"],
+                                "avoid": ["grass"] if i % 3 == 0 else []}) + "\n" for i, p in enumerate(paths))
+    args = ("--json-input", "--output-type", "json", "--nbest-size", "2", "--avoid-list", str(avoid_list))
+    found, expected = (_captions(m, b, small_data, *args, input=lines) for m, b in
+                       ((exported, "onnxruntime"), (model.dir, "mxnet")))
+    _same_json(found[0], expected[0])
+    warnings = lambda err: [line for line in err.splitlines() if line.startswith("Warning")]  # noqa: E731
+    assert warnings(found[1]) == warnings(expected[1])
+    assert all(json.loads(line)["constraints_met"] for line in found[0].splitlines())
+
+
+def test_the_onnxruntime_captioner_refuses_a_model_dir_and_another_vocabulary(model, exported, small_data, tmp_path):
+    from test.integration.conftest import run_cli
+    proc = run_cli("captioner", "--backend", "onnxruntime", "--models", model.dir, input="x.npy\n", expect=1)
+    assert proc.stderr.decode("utf-8").strip() == (
+        "Error: %s: a model dir, not an exported one (no export.json): python -m imcap.export --models %s --output DIR "
+        "exports it for ONNX Runtime" % (model.dir, model.dir))
+    other = tmp_path / "other"
+    shutil.copytree(exported, str(other))
+    with open(str(other / "vocab.trg.json"), "a", encoding="utf-8") as f:
+        f.write(" ")   # another file than the one exported
+    proc = run_cli("captioner", "--backend", "onnxruntime", "--models", str(other), input="x.npy\n", expect=1)
+    err = proc.stderr.decode("utf-8").strip()
+    assert err.startswith("Error: %s: another vocabulary than the one the graphs were exported with"
+                          % (other / "vocab.trg.json")) and len(err.splitlines()) == 1
+    proc = run_cli("captioner", "--backend", "onnxruntime", "--models", exported, "--extract-image-features",
+                   input="x.jpg\n", expect=1)
+    assert "the image encoder is not exported yet: give cached features" in proc.stderr.decode("utf-8")
+    proc = run_cli("serve", "--backend", "onnxruntime", "--models", exported, "--no-page", expect=1)
+    assert "the image encoder is not exported to ONNX yet" in proc.stderr.decode("utf-8")

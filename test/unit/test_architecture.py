@@ -17,9 +17,9 @@ ARCHITECTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".
 
 # The command-line tools: each is a thin layer over library modules, and no library module imports one.
 CLI = {"arguments", "train", "captioner", "extract_features", "average", "evaluate", "visualize", "prepare_data", "serve",
-       "launch", "lexical_constraints"}
+       "launch", "lexical_constraints", "export.__main__"}
 VISION = {"vision.images", "vision.efficientnet", "vision.zoo", "vision.image_encoder", "vision.tail"}
-EXPORT = {"export.builder", "export.rnn", "export.graphs"}
+EXPORT = {"export.builder", "export.rnn", "export.graphs", "export.exported", "export.package"}
 MODEL = {"layers", "encoder", "decoder", "rnn", "rnn_teacher_forcing", "transformer", "convolution", "model",
          "beam_search", "search_steps", "onnx_steps", "constraints"} | VISION | EXPORT
 TRAINING = {"training", "loss", "self_critical"}
@@ -193,6 +193,17 @@ def test_no_function_of_the_search_inference_phrase_and_figure_code_is_longer_th
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.end_lineno - node.lineno + 1 > LONGEST_FUNCTION]
     assert not long, "%s: %s" % (module, ", ".join(long))
+
+
+def test_the_search_and_the_onnx_runtime_load_without_mxnet():
+    """The search (its vocabulary helpers included), the ONNX Runtime runtime, the exported dirs' reader and the
+    Captioner (whose onnxruntime backend needs neither) load neither MXNet nor GluonNLP, transitively."""
+    code = ("import sys\nimport imcap.beam_search, imcap.onnx_steps, imcap.export.exported, imcap.inference\n"
+            "import imcap.vocab, imcap.captioner\n"
+            "loaded = sorted(m for m in ('mxnet', 'gluonnlp') if m in sys.modules)\nassert not loaded, loaded\n")
+    root = os.path.dirname(os.path.abspath(PACKAGE))
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("module", ["onnx_steps", "export.builder"])

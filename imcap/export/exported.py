@@ -1,0 +1,131 @@
+"""An exported model dir (what ``python -m imcap.export`` writes, :mod:`imcap.export.package`), read back and checked
+without MXNet or GluonNLP, for ONNX Runtime (:mod:`imcap.onnx_steps`).
+
+An exported dir holds the two graphs (``encode.onnx``, ``step.onnx``), the model's vocabulary (``vocab.trg.json``)
+and configuration (``config.yaml``, a copy, for people: nothing here reads it), and ``export.json``: the format
+version, imcap's version, the model dir and params file exported, the SHA-256 of the vocabulary file, the ONNX
+opset, the decoder, the feature shape ``(regions, dim)`` and each graph's input and output names. Loading checks
+that every file is there, that the vocabulary is the one the graphs were exported with (its hash) and that the
+graphs have the recorded inputs and outputs and the vocabulary's size.
+"""
+import hashlib
+import json
+import os
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from .. import constants as C
+from ..onnx_steps import ENCODE_NAME, STEP_NAME, OnnxModel, load_onnx_model
+from ..utils import ImcapError, check_condition
+from ..vocab import Vocabulary
+
+EXPORT_INFO_NAME = "export.json"
+EXPORT_FORMAT = 1    # the version of export.json's layout
+# The files of an exported dir
+EXPORTED_FILES = (ENCODE_NAME, STEP_NAME, C.VOCAB_TRG_NAME, C.CONFIG_NAME, EXPORT_INFO_NAME)
+EXPORT_HINT = "python -m imcap.export --models MODEL_DIR --output DIR writes one"
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_export_info(folder: str) -> Dict[str, Any]:
+    """``folder``'s ``export.json``, checked to be one this imcap reads.
+
+    :raises ImcapError: naming ``folder`` if it is no exported dir (a model dir: say how to export it) or its
+        ``export.json`` is unreadable or of another format.
+    """
+    path = os.path.join(folder, EXPORT_INFO_NAME)
+    if not os.path.isfile(path):
+        if os.path.isfile(os.path.join(folder, C.CONFIG_NAME)):
+            raise ImcapError("%s: a model dir, not an exported one (no %s): python -m imcap.export --models %s "
+                             "--output DIR exports it for ONNX Runtime" % (folder, EXPORT_INFO_NAME, folder))
+        raise ImcapError("%s: not an exported model (no %s; %s)" % (folder, EXPORT_INFO_NAME, EXPORT_HINT))
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ImcapError("%s: not readable (%s)" % (path, e))
+    check_condition(isinstance(info, dict) and info.get("format") == EXPORT_FORMAT,
+                    "%s: an export of another format (%r, this imcap reads %d): export the model again"
+                    % (path, info.get("format") if isinstance(info, dict) else None, EXPORT_FORMAT))
+    return info
+
+
+class ExportedModel(NamedTuple):
+    """An exported dir loaded for ONNX Runtime: its graphs (:class:`imcap.onnx_steps.OnnxModel`), vocabulary
+    (:class:`imcap.vocab.Vocabulary`), ``export.json`` and feature shape ``(regions, dim)``."""
+    folder: str
+    model: OnnxModel
+    vocab: Vocabulary
+    info: Dict[str, Any]
+    feature_shape: Tuple[int, int]
+
+
+def load_exported(folder: str, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None
+                  ) -> ExportedModel:
+    """The exported dir ``folder`` on ONNX Runtime (``threads``, ``providers``: as
+    :func:`imcap.onnx_steps.load_onnx_model`).
+
+    :raises ImcapError: naming the file, if ``folder`` is no exported dir, misses a file, its vocabulary is not the
+        one its graphs were exported with, or its graphs do not have the recorded inputs and outputs.
+    """
+    check_condition(os.path.isdir(folder), "%s: no such directory" % folder)
+    info = read_export_info(folder)
+    for name in EXPORTED_FILES:
+        check_condition(os.path.isfile(os.path.join(folder, name)), "%s: an incomplete export (no %s): export the "
+                                                                    "model again" % (folder, name))
+    vocab_path = os.path.join(folder, C.VOCAB_TRG_NAME)
+    check_condition(file_sha256(vocab_path) == info.get("vocab_sha256"),
+                    "%s: another vocabulary than the one the graphs were exported with (its SHA-256 is not %s's): "
+                    "export the model again" % (vocab_path, EXPORT_INFO_NAME))
+    vocab = Vocabulary.load(vocab_path)
+    try:
+        model = load_onnx_model(folder, threads, providers)
+    except Exception as e:   # onnxruntime's own errors (a broken or truncated graph)
+        raise ImcapError("%s: ONNX Runtime cannot load the graphs (%s)" % (folder, str(e).splitlines()[0]))
+    _check_graphs(folder, model, info, len(vocab))
+    shape: Any = info.get("feature_shape")
+    check_condition(isinstance(shape, list) and len(shape) == 2, "%s: no feature_shape in %s"
+                    % (folder, EXPORT_INFO_NAME))
+    return ExportedModel(folder, model, vocab, info, (int(shape[0]), int(shape[1])))
+
+
+def _check_graphs(folder: str, model: OnnxModel, info: Dict[str, Any], vocab_size: int) -> None:
+    """The graphs' inputs and outputs are those ``export.json`` records, their vocabulary ``vocab_size`` words.
+
+    :raises ImcapError: naming the graph file otherwise.
+    """
+    graphs = info.get("graphs") or {}
+    for name, session in ((ENCODE_NAME, model.encode_session), (STEP_NAME, model.step_session)):
+        recorded = graphs.get(name[:-len(".onnx")], {})
+        found = {"inputs": [i.name for i in session.get_inputs()], "outputs": [o.name for o in session.get_outputs()]}
+        check_condition(found == {k: recorded.get(k) for k in found}, "%s: its inputs and outputs are not those %s "
+                        "records: export the model again" % (os.path.join(folder, name), EXPORT_INFO_NAME))
+    words = model.step_session.get_outputs()[0].shape[-1]
+    check_condition(words == vocab_size, "%s: its graphs score %s words, its %s has %d: export the model again"
+                    % (os.path.join(folder, STEP_NAME), words, C.VOCAB_TRG_NAME, vocab_size))
+
+
+def load_exported_models(folders: Sequence[str], threads: Optional[int] = None,
+                         providers: Optional[Sequence[str]] = None
+                         ) -> Tuple[List[OnnxModel], Vocabulary, Tuple[int, int]]:
+    """The exported dirs of an ensemble (:func:`load_exported` each): ``(models, vocab, feature shape)``.
+
+    :raises ImcapError: as :func:`load_exported`, if there is none, or if they disagree on the vocabulary or the
+        features.
+    """
+    check_condition(bool(folders), "no exported model dir given")
+    loaded = [load_exported(str(folder), threads, providers) for folder in folders]
+    first = loaded[0]
+    for other in loaded[1:]:
+        check_condition(other.vocab.idx_to_token == first.vocab.idx_to_token, "%s has another vocabulary than %s"
+                        % (other.folder, first.folder))
+        check_condition(other.feature_shape == first.feature_shape, "%s expects other features than %s"
+                        % (other.folder, first.folder))
+    return [e.model for e in loaded], first.vocab, first.feature_shape

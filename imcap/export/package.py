@@ -1,0 +1,101 @@
+"""A model dir exported as a self-contained dir for ONNX Runtime (``python -m imcap.export``): the ``encode`` and
+``step`` graphs of one checkpoint (:mod:`imcap.export.graphs`), the vocabulary, a copy of ``config.yaml`` and
+``export.json`` (:mod:`imcap.export.exported` describes the files and reads them back without MXNet).
+
+The dir is written whole or not at all: into ``OUT.tmp`` beside it, renamed to ``OUT`` once complete (an existing
+``OUT`` is replaced only when asked, after the new one is complete).
+"""
+import json
+import logging
+import os
+import shutil
+from typing import Any, Dict
+
+from .. import __version__
+from .. import constants as C
+from ..utils import ImcapError, check_condition
+from .builder import OPSET
+from .exported import EXPORT_FORMAT, EXPORT_INFO_NAME, file_sha256
+
+logger = logging.getLogger(__name__)
+
+
+def check_model_dir(model_dir: str, params_name: str) -> None:
+    """``model_dir`` holds a config, a vocabulary and ``params_name``, and its decoder is one that exports.
+
+    :raises ImcapError: naming the missing file, or the decoder not exported yet.
+    """
+    check_condition(os.path.isdir(model_dir), "%s: no such directory" % model_dir)
+    for name in (C.CONFIG_NAME, C.VOCAB_TRG_NAME, params_name):
+        check_condition(os.path.isfile(os.path.join(model_dir, name)), "%s: not a model dir (no %s)"
+                        % (model_dir, name))
+    from ..model import ModelConfig
+    from .graphs import EXPORTERS, exported_decoders
+    config = ModelConfig.load(os.path.join(model_dir, C.CONFIG_NAME))
+    check_condition(type(config.decoder) in EXPORTERS, "%s: ONNX export of the %s decoder is not implemented yet "
+                    "(exported: %s)" % (model_dir, config.decoder_name, ", ".join(exported_decoders())))
+
+
+def export_model_dir(model_dir: str, output: str, params_name: str = C.PARAMS_BEST_NAME, force: bool = False
+                     ) -> Dict[str, Any]:
+    """Export ``model_dir``'s ``params_name`` checkpoint to the dir ``output`` (see the module docstring).
+
+    :param force: replace an existing ``output``.
+    :return: what ``export.json`` holds.
+    :raises ImcapError: if ``model_dir`` misses a file or has a decoder or CNN tail that does not export yet, or
+        ``output`` exists (without ``force``) or is not a dir; ``output`` is then left as it was.
+    """
+    output = os.path.normpath(output)
+    check_condition(force or not os.path.lexists(output), "%s exists (--force replaces it)" % output)
+    check_condition(not os.path.lexists(output) or os.path.isdir(output), "%s exists and is not a directory" % output)
+    check_model_dir(model_dir, params_name)
+    tmp = output + ".tmp"
+    if os.path.lexists(tmp):   # left by an export that failed
+        shutil.rmtree(tmp)
+    try:
+        info = _write(model_dir, params_name, tmp)
+        _replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("Exported %s (%s) to %s: %s", model_dir, params_name, output, ", ".join(sorted(os.listdir(output))))
+    return info
+
+
+def _write(model_dir: str, params_name: str, folder: str) -> Dict[str, Any]:
+    """Write the exported files of ``model_dir``'s ``params_name`` into the new dir ``folder``."""
+    from ..model import load_model
+    from .graphs import encode_graph, step_graph
+    import onnx
+    model, _ = load_model(model_dir, params_name)
+    graphs = {"encode": encode_graph(model), "step": step_graph(model)}
+    os.makedirs(folder)
+    for name, graph in graphs.items():
+        onnx.save_model(graph, os.path.join(folder, name + ".onnx"))
+    for name in (C.VOCAB_TRG_NAME, C.CONFIG_NAME):
+        shutil.copyfile(os.path.join(model_dir, name), os.path.join(folder, name))
+    info = {"format": EXPORT_FORMAT, "imcap_version": __version__, "model_dir": os.path.abspath(model_dir),
+            "params": params_name, "vocab_sha256": file_sha256(os.path.join(folder, C.VOCAB_TRG_NAME)),
+            "vocab_size": model.config.vocab_size, "opset": OPSET, "decoder": model.config.decoder_name,
+            "feature_shape": list(model.feature_shape),
+            "graphs": {name: {"file": name + ".onnx", "inputs": [i.name for i in graph.graph.input],
+                              "outputs": [o.name for o in graph.graph.output]} for name, graph in graphs.items()}}
+    with open(os.path.join(folder, EXPORT_INFO_NAME), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
+        f.write("\n")
+    return info
+
+
+def _replace(tmp: str, output: str) -> None:
+    """Rename the complete dir ``tmp`` to ``output``; an existing ``output`` is removed once the new one is in place."""
+    if not os.path.lexists(output):
+        os.rename(tmp, output)
+        return
+    old = "%s.old.%d" % (output, os.getpid())
+    os.rename(output, old)
+    try:
+        os.rename(tmp, output)
+    except OSError as e:
+        os.rename(old, output)
+        raise ImcapError("cannot replace %s: %s" % (output, e))
+    shutil.rmtree(old)
