@@ -307,7 +307,7 @@ class BeamSearch:
     the images (test-time augmentation: every model on every view is a member of the ensemble).
 
     :param models: :class:`imcap.model.CaptionModel` objects with the same vocabulary (stepped by
-        :class:`imcap.search_steps.MXNetSteps`), or a ready runtime of the step contract (:mod:`imcap.search_steps`).
+        :class:`imcap.mxnet_steps.MXNetSteps`), or a ready runtime of the step contract (:mod:`imcap.search_steps`).
     :param vocab: the target vocabulary.
     :param options: the search settings (:class:`imcap.search_options.SearchOptions`; default: its defaults). Keywords
         named as its fields (``beam_size=3``, ...) override them. ``nbest_size`` above ``beam_size`` is lowered to it.
@@ -328,7 +328,7 @@ class BeamSearch:
         if hasattr(models, "step") and hasattr(models, "start"):
             self.steps = models
         else:
-            from .search_steps import MXNetSteps
+            from .mxnet_steps import MXNetSteps
             self.steps = MXNetSteps(models, ctx)
         self.models = getattr(self.steps, "models", [])
         self.keep_attention = keep_attention

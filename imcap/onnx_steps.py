@@ -10,6 +10,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .search_steps import EnsembleSteps
+
 # The file names of the exported graphs in a folder (imcap.export.export_model writes them)
 ENCODE_NAME = "encode.onnx"
 STEP_NAME = "step.onnx"
@@ -79,65 +81,23 @@ def row_best(scores: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(values, order, axis=1).astype(np.float32), words.astype(np.int32)
 
 
-class OnnxSteps:
+class OnnxSteps(EnsembleSteps):
     """The step contract (:mod:`imcap.search_steps`) on ONNX Runtime: ``models`` (:class:`OnnxModel`, one
-    vocabulary); each model on each view is a member of the ensemble."""
+    vocabulary); each model on each view is a member of the ensemble. Every array is numpy."""
 
-    def __init__(self, models: Sequence[OnnxModel]) -> None:
-        self.models = list(models)
-        self._members: List[OnnxModel] = []
-        self._states: List[Tuple[List[np.ndarray], List[np.ndarray]]] = []
-        self._full_static: List[List[np.ndarray]] = []
-        self._rows = 0
+    def _array(self, values: np.ndarray, dtype: str) -> np.ndarray:
+        return values.astype(np.float32, copy=False) if dtype == "float32" else values
 
-    @property
-    def num_members(self) -> int:
-        """Models times views of the current search."""
-        return len(self._members)
+    def _repeat(self, state: np.ndarray, times: int) -> np.ndarray:
+        return np.repeat(state, times, axis=0)
 
-    def start(self, views: Sequence[np.ndarray], beam: int) -> None:
-        """Encode ``views`` (each ``(batch, regions, dim)``) with every model; states repeated ``beam`` times."""
-        self._members, self._states = [], []
-        for view in views:
-            for model in self.models:
-                static, dynamic = model.encode(view)
-                self._members.append(model)
-                self._states.append(([np.repeat(s, beam, axis=0) for s in static],
-                                     [np.repeat(d, beam, axis=0) for d in dynamic]))
-        self._full_static = [static for static, _ in self._states]
-        self._rows = len(views[0]) * beam
+    def _take(self, state: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return state[rows]
 
-    def step(self, words: np.ndarray, attention: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """One step of every member: the summed log-probabilities ``(rows, vocab)`` float32 and, if ``attention``,
-        the attention ``(rows, regions)`` float32 over the first view (the mean over the models)."""
-        summed: Optional[np.ndarray] = None
-        mean: Optional[np.ndarray] = None
-        for i, model in enumerate(self._members):
-            log_probs, att, dynamic = model.step(words, *self._states[i])
-            self._states[i] = (self._states[i][0], dynamic)
-            summed = log_probs if summed is None else summed + log_probs
-            if attention and i < len(self.models):   # the attention reported is over the regions of the first view
-                mean = att if mean is None else mean + att
-        assert summed is not None, "step before start"
-        if not attention or mean is None:
-            return summed, None
-        return summed, (mean / len(self.models) if len(self._members) > 1 else mean).astype(np.float32)
+    def _host(self, values: np.ndarray) -> np.ndarray:
+        return values.astype(np.float32, copy=False)
 
     @staticmethod
     def row_best(summed: np.ndarray, bias: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """The ``k`` best words of each row of ``summed + bias``: ``(values, words)``, each ``(rows, k)``."""
         return row_best(summed + bias.astype(np.float32, copy=False), k)
-
-    @staticmethod
-    def to_host(summed: np.ndarray) -> np.ndarray:
-        """The summed log-probabilities ``(rows, vocab)`` as float32 numpy."""
-        return summed.astype(np.float32, copy=False)
-
-    def reorder(self, keep: np.ndarray, origin: np.ndarray) -> None:
-        """Compute the ``keep`` rows from now on, each extending the row at position ``origin``
-        (:mod:`imcap.search_steps`)."""
-        if len(keep) < self._rows:   # images finished: their rows leave the computation
-            self._states = [([s[keep] for s in static_all], dynamic)
-                            for static_all, (_, dynamic) in zip(self._full_static, self._states)]
-        self._states = [(static, [d[origin] for d in dynamic]) for static, dynamic in self._states]
-        self._rows = len(keep)

@@ -1,5 +1,5 @@
 """The model side of beam search: the step contract between :class:`imcap.beam_search.BeamSearch` and a runtime, and
-its MXNet implementation (:class:`MXNetSteps`).
+what every runtime of an ensemble shares (:class:`EnsembleSteps`: the members, their states, the shrinking rows).
 
 The contract. A runtime holds the members of an ensemble (every model on every view of the images) and their
 decoder states, and offers the search five calls (and ``num_members``, models times views); every array crossing it is numpy on the host, every state stays
@@ -20,28 +20,44 @@ on the runtime's device:
   from the full-size states kept since ``start``), and ``origin (open rows,)`` int64, for each such row the position
   among the rows computed at the last step of the hypothesis it extends (its recurrent states are taken from there).
 
-:class:`MXNetSteps` implements it over :class:`imcap.model.CaptionModel` objects (their hybridized ``encode`` and
-``step`` graphs); another runtime (e.g. ONNX Runtime over exported graphs) implements the same four calls.
+:class:`imcap.mxnet_steps.MXNetSteps` implements it over :class:`imcap.model.CaptionModel` objects (their hybridized
+``encode`` and ``step`` graphs), :class:`imcap.onnx_steps.OnnxSteps` over exported ONNX graphs on ONNX Runtime; both
+are :class:`EnsembleSteps`, which holds the bookkeeping and leaves the arrays to them. This module imports no MXNet.
 """
 from typing import Any, List, Optional, Sequence, Tuple
 
-import mxnet as mx
 import numpy as np
 
 
-class MXNetSteps:
-    """The step contract (module docstring) on MXNet: ``models`` (:class:`imcap.model.CaptionModel`, one vocabulary)
-    on ``ctx``; each model on each view is a member of the ensemble."""
+class EnsembleSteps:
+    """``start``, ``step`` and ``reorder`` of the step contract for ``models`` of one vocabulary, each model on each
+    view a member of the ensemble; a runtime subclasses it and says how its arrays are made and moved (the methods
+    that raise ``NotImplementedError``) and how a model encodes and steps (``model.encode(x) -> (static, dynamic)``,
+    ``model.step(words, static, dynamic) -> (log_probs, attention, dynamic)`` on its arrays)."""
 
-    def __init__(self, models: Sequence, ctx: Optional[mx.Context] = None) -> None:
+    def __init__(self, models: Sequence[Any]) -> None:
         self.models = list(models)
-        self.ctx = ctx or mx.cpu()
         self._members: List[Any] = []
-        self._states: List[Tuple[List[mx.nd.NDArray], List[mx.nd.NDArray]]] = []
-        self._full_static: List[List[mx.nd.NDArray]] = []
-        self._bias: Optional[mx.nd.NDArray] = None
-        self._bias_host: Optional[np.ndarray] = None
+        self._states: List[Tuple[List[Any], List[Any]]] = []
+        self._full_static: List[List[Any]] = []
         self._rows = 0
+
+    # what a runtime provides
+    def _array(self, values: np.ndarray, dtype: str) -> Any:
+        """``values`` as an array of the runtime (``float32`` features, ``int32`` word ids and row indexes)."""
+        raise NotImplementedError
+
+    def _repeat(self, state: Any, times: int) -> Any:
+        """Each row of ``state`` repeated ``times`` times, in place (row ``i`` becomes rows ``i * times ..``)."""
+        raise NotImplementedError
+
+    def _take(self, state: Any, rows: Any) -> Any:
+        """The ``rows`` (an array of :meth:`_array`) of ``state``."""
+        raise NotImplementedError
+
+    def _host(self, values: Any) -> np.ndarray:
+        """An array of the runtime as float32 numpy."""
+        raise NotImplementedError
 
     @property
     def num_members(self) -> int:
@@ -52,19 +68,19 @@ class MXNetSteps:
         """Encode ``views`` (each ``(batch, regions, dim)``) with every model; states repeated ``beam`` times."""
         self._members, self._states = [], []
         for view in views:
-            x = mx.nd.array(view, ctx=self.ctx, dtype="float32")
+            x = self._array(view, "float32")
             for model in self.models:
                 static, dynamic = model.encode(x)
                 self._members.append(model)
-                self._states.append(([s.repeat(beam, axis=0) for s in static], [d.repeat(beam, axis=0)
-                                                                                 for d in dynamic]))
+                self._states.append(([self._repeat(s, beam) for s in static],
+                                     [self._repeat(d, beam) for d in dynamic]))
         self._full_static = [static for static, _ in self._states]
         self._rows = len(views[0]) * beam   # the rows computed
 
-    def step(self, words: np.ndarray, attention: bool = False) -> Tuple[mx.nd.NDArray, Optional[np.ndarray]]:
-        """One step of every member: the summed log-probabilities ``(rows, vocab)`` (on the device) and, if
+    def step(self, words: np.ndarray, attention: bool = False) -> Tuple[Any, Optional[np.ndarray]]:
+        """One step of every member: the summed log-probabilities ``(rows, vocab)`` (an array of the runtime) and, if
         ``attention``, the attention ``(rows, regions)`` float32 over the first view (the mean over the models)."""
-        prev = mx.nd.array(words, ctx=self.ctx, dtype="int32")
+        prev = self._array(words, "int32")
         summed: Any = None
         mean: Any = None
         for i, model in enumerate(self._members):
@@ -77,27 +93,18 @@ class MXNetSteps:
             return summed, None
         if len(self._members) > 1:
             mean = mean / len(self.models)
-        return summed, mean.asnumpy()
+        return summed, self._host(mean)
 
-    def row_best(self, summed: mx.nd.NDArray, bias: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        """The ``k`` best words of each row of ``summed + bias``: ``(values, words)`` numpy, each ``(rows, k)``."""
-        if self._bias is None or self._bias_host is not bias:
-            self._bias, self._bias_host = mx.nd.array(bias, ctx=self.ctx), bias
-        values, words = mx.nd.topk(mx.nd.broadcast_add(summed, self._bias), axis=-1, k=k, ret_typ="both",
-                                   dtype="int32")
-        return values.asnumpy(), words.asnumpy()
-
-    @staticmethod
-    def to_host(summed: mx.nd.NDArray) -> np.ndarray:
+    def to_host(self, summed: Any) -> np.ndarray:
         """The summed log-probabilities ``(rows, vocab)`` as float32 numpy."""
-        return summed.asnumpy()
+        return self._host(summed)
 
     def reorder(self, keep: np.ndarray, origin: np.ndarray) -> None:
         """Compute the ``keep`` rows from now on, each extending the row at position ``origin`` (module docstring)."""
-        origin_nd = mx.nd.array(origin, ctx=self.ctx, dtype="int32")
+        origin_rows = self._array(origin, "int32")
         if len(keep) < self._rows:   # images finished: their rows leave the computation
-            rows_nd = mx.nd.array(keep, ctx=self.ctx, dtype="int32")
-            self._states = [([mx.nd.take(s, rows_nd) for s in static_all], dynamic)
+            keep_rows = self._array(keep, "int32")
+            self._states = [([self._take(s, keep_rows) for s in static_all], dynamic)
                             for static_all, (_, dynamic) in zip(self._full_static, self._states)]
-        self._states = [(static, [mx.nd.take(d, origin_nd) for d in dynamic]) for static, dynamic in self._states]
+        self._states = [(static, [self._take(d, origin_rows) for d in dynamic]) for static, dynamic in self._states]
         self._rows = len(keep)
