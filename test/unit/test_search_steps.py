@@ -135,6 +135,7 @@ def test_select_diverse_keeps_each_groups_best_penalized_for_the_words_of_the_gr
                         diverse_beam_strength=5.0)
     beam = start(search, 1)
     beam.scores, beam.finished = np.array([[-1.0, -1.0]]), np.array([True, True])
+    beam.lengths = np.array([1, 1])   # a finished hypothesis has written </s> at least
     finished = log_probs[:2].copy()
     finished[:] = NEG_INF
     finished[:, PAD] = 0.0
