@@ -66,3 +66,18 @@ def append_row(path: str, section: str, columns: Sequence[str], command: str, va
     text = text[:end] + row + text[end:]
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def timed_captions(captioner, inputs, name: str):
+    """The results of ``captioner.caption(inputs)`` (an :class:`imcap.inference.Captioner`) and its images/s; a
+    failed input stops the benchmark with its line and error (``name`` says which benchmark)."""
+    import sys
+    import time
+    start = time.time()
+    results = captioner.caption(inputs)
+    speed = len(inputs) / (time.time() - start)
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        sys.exit("%s: line %d: %s" % (name, failed[0].line, failed[0].error))
+    return results, speed
+

@@ -15,7 +15,6 @@ appends a row per method to docs/benchmarks.md. Run it alone on the machine.
 import argparse
 import os
 import sys
-import time
 from typing import Dict, List, Sequence, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -27,7 +26,7 @@ from imcap.inference import CaptionInput, Captioner  # noqa: E402
 from imcap.scoring import KEY_MEAN_CIDER_D, KEY_ORACLE_CIDER_D, set_cider_scores  # noqa: E402
 from imcap.search_options import SearchOptions  # noqa: E402
 from imcap.utils import read_lines  # noqa: E402
-from benchlib import append_row  # noqa: E402
+from benchlib import append_row, timed_captions  # noqa: E402
 
 SECTION = "Several captions per image (bench/diverse_captions.py)"
 COLUMNS = ["model", "method", "captions per image", "oracle CIDEr-D", "mean CIDEr-D", "first caption's CIDEr-D",
@@ -46,14 +45,8 @@ def methods(captions: int, beam: int, seed: int) -> Dict[str, SearchOptions]:
 
 def caption_sets(captioner: Captioner, inputs: Sequence[CaptionInput]) -> Tuple[List[List[str]], float]:
     """Each image's captions (its n-best list, best first) and the images/s of the search."""
-    start = time.time()
-    results = captioner.caption(inputs)
-    speed = len(inputs) / (time.time() - start)
-    failed = [r for r in results if r.error is not None]
-    if failed:
-        sys.exit("diverse_captions: line %d: %s" % (failed[0].line, failed[0].error))
+    results, speed = timed_captions(captioner, inputs, "diverse_captions")
     return [[" ".join(tokens) for tokens, _ in r.nbest] or [r.caption] for r in results], speed
-
 
 def figures(sets: List[List[str]], references: List[List[str]]) -> Dict[str, float]:
     """The set figures of the module docstring."""

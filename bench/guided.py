@@ -22,7 +22,6 @@ import argparse
 import glob
 import os
 import sys
-import time
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -39,18 +38,12 @@ from imcap.inference import CaptionInput, CaptionResult, Captioner  # noqa: E402
 from imcap.scoring import KEY_CIDER_D, bleu_scores, cider_scores  # noqa: E402
 from imcap.tokenizer import tokenize  # noqa: E402
 from imcap.utils import read_lines  # noqa: E402
-from benchlib import append_row  # noqa: E402
+from benchlib import append_row, timed_captions  # noqa: E402
 
 
 def timed(captioner: Captioner, inputs: Sequence[CaptionInput]) -> Tuple[List[CaptionResult], float]:
     """The results of ``inputs`` and the images/s of :meth:`Captioner.caption`."""
-    start = time.time()
-    results = captioner.caption(inputs)
-    speed = len(inputs) / (time.time() - start)
-    failed = [r for r in results if r.error is not None]
-    if failed:
-        sys.exit("guided: line %d: %s" % (failed[0].line, failed[0].error))
-    return results, speed
+    return timed_captions(captioner, inputs, "guided")
 
 
 def names_own_class(caption: str, probabilities: np.ndarray, class_words, top: int = 5) -> bool:
