@@ -25,9 +25,12 @@ setup(
         "matplotlib",
         "pyyaml",
         "tqdm",
+        "nltk",                # imcap.fluency: the Kneser-Ney language model of the training captions
+        "sentencepiece",       # imcap.tokenizer: subword vocabularies
+        "jieba",               # imcap.tokenizer: Chinese word segmentation
     ],
     extras_require={
-        "test": ["pytest", "ruff==0.17.5", "mypy==2.4.1",  # linters pinned: they gate CI
+        "test": ["pytest", "pytest-xdist", "ruff==0.17.5", "mypy==2.4.1",  # linters pinned: they gate CI
                  "httpx", "playwright"],                    # API and browser tests (the browser: Debian's chromium)
         "serve": ["gradio==6.31.0",  # python -m imcap.serve; Gradio 3.x and 4.x break on today's dependencies
                   "pillow<13",       # what gradio 6.31 accepts

@@ -1,154 +1,225 @@
 #!/usr/bin/env python3
-"""Guided captioning (imcap.guide; Anderson et al. 2017, EMNLP): the CNN's ImageNet classes as disjunctive
-constraints, against the unguided search of the same model, on Flickr8k and on the photos of
-../shared/data/imagenet-check.
+"""Guided captioning (imcap.guide): the CNN's ImageNet classes as hard constraints (Anderson et al. 2017), as a soft
+guide (Hendricks et al. 2016's late fusion) and against the words they rule out, against the unguided search of the
+same model, on 100 COCO photos unlike Flickr8k's (../shared/data/coco-dev100) and on Flickr8k.
 
     .venv/bin/python bench/guided.py --model runs/guided/model --checkpoint params.avg \\
         --data runs/guided/data --source-root runs/features-efficientnet_lite0
 
-1. On the validation split, every setting of ``--top-k`` x ``--min-probability`` is decoded (beam ``--beam-size``);
-   the one chosen guides the most captions among those whose CIDEr-D is at most ``--tolerance`` below the unguided
-   search's (so that guidance does not cost quality where it can be measured).
-2. The test split is scored once, guided with that setting and unguided: CIDEr-D, BLEU-4, the share of captions that
-   name an object of their image's own top-5 classes (any word of their entries in the mapping), the share of images
-   guided, and the speed ratio guided / unguided (images/s of the same run; the goal is at least 0.5 at beam 5).
-3. The photos of ``--photos`` (raw images through the CNN, classes from the same forward pass): each caption
-   unguided and guided, and the share that name one of their top-5 classes.
+1. Every setting of ``--soft-weight`` x ``--against`` x ``--hard`` (and the unguided search, and today's hard guide
+   ``--guide-top-k 2 --guide-min-probability 0.2``) captions the COCO photos (features and classes from one pass of the
+   CNN) and Flickr8k val: CIDEr-D, BLEU-4, METEOR, the share of captions naming an object of their image's top-5
+   classes, fluency (mean log2-probability per word under a Kneser-Ney trigram model of the training captions, and
+   SLOR: imcap.fluency), images/s.
+2. The setting chosen is the one with the best COCO CIDEr-D among those whose COCO fluency is at least the unguided
+   captions' and whose Flickr8k val CIDEr-D is at most ``--tolerance`` below the unguided search's (if no setting
+   keeps the unguided fluency: at least the hard guide's, and the script says so).
+3. Flickr8k test is scored once: unguided, today's hard guide, and the chosen setting.
+4. The captions of ``--photos`` (by file name) under each of the three.
 
 Class probabilities of cached features come from IMAGE.classes.npy beside them (imcap.extract_features writes them).
-Prints one figure per line and appends a row to docs/benchmarks.md. Run it alone on the machine.
+Prints one figure per line and appends rows to docs/benchmarks.md. Run it alone on the machine.
 """
 import argparse
-import glob
+import itertools
 import os
 import sys
-from typing import List, Sequence, Tuple
+from collections import OrderedDict
+from typing import Dict, List, Tuple
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import imcap  # noqa: E402,F401
-from imcap.features import classes_path, load_classes, resolve  # noqa: E402
-from imcap.guide import read_class_words  # noqa: E402
-from imcap.vision.image_encoder import ImageEncoder  # noqa: E402
-from imcap.vision.images import load_image  # noqa: E402
 from imcap.constraints import count_occurrences  # noqa: E402
-from imcap.inference import CaptionInput, CaptionResult, Captioner  # noqa: E402
-from imcap.scoring import KEY_CIDER_D, bleu_scores, cider_scores  # noqa: E402
+from imcap.features import classes_path, load_classes, resolve  # noqa: E402
+from imcap.fluency import KEY_FLUENCY, KEY_SLOR, CaptionLanguageModel  # noqa: E402
+from imcap.guide import read_class_words  # noqa: E402
+from imcap.inference import CaptionInput, Captioner  # noqa: E402
+from imcap.scoring import KEY_CIDER_D, bleu_scores, cider_scores, meteor_scores  # noqa: E402
 from imcap.tokenizer import tokenize  # noqa: E402
 from imcap.utils import read_lines  # noqa: E402
+from imcap.vision.image_encoder import ImageEncoder  # noqa: E402
+from imcap.vision.images import load_image  # noqa: E402
 from benchlib import append_row, timed_captions  # noqa: E402
 
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
+UNGUIDED = "unguided"
+HARD = "hard K=2 P=0.2"
+# issue 34's photos: the model's habitual subject where the classifier sees something else
+PHOTOS = ["000000235064.jpg", "000000054718.jpg", "COCO_val2014_000000557731.jpg", "000000354072.jpg"]
 
-def timed(captioner: Captioner, inputs: Sequence[CaptionInput]) -> Tuple[List[CaptionResult], float]:
-    """The results of ``inputs`` and the images/s of :meth:`Captioner.caption`."""
-    return timed_captions(captioner, inputs, "guided")
+
+class Split:
+    """Inputs (features with their class probabilities), reference streams and class probabilities of one split."""
+
+    def __init__(self, inputs: List[CaptionInput], references: List[List[str]], probabilities: List[np.ndarray]):
+        self.inputs, self.references, self.probabilities = inputs, references, probabilities
+
+
+def flickr_split(data: str, source_root: str, name: str) -> Split:
+    paths = [p.strip() for p in read_lines(os.path.join(data, name + ".features"))]
+    references = [read_lines(os.path.join(data, "%s.captions.%d" % (name, i))) for i in range(5)]
+    probabilities = [load_classes(classes_path(resolve(p, source_root))) for p in paths]
+    return Split([CaptionInput(path=p, line=n) for n, p in enumerate(paths, 1)], references, probabilities)
+
+
+def coco_split(folder: str, encoder: ImageEncoder) -> Tuple[Split, List[str]]:
+    """The photos of a captions.tsv folder through the CNN once: features and class probabilities in the inputs."""
+    captions: Dict[str, List[str]] = OrderedDict()
+    for number, line in enumerate(read_lines(os.path.join(folder, "captions.tsv")), 1):
+        image, caption = line.split("\t", 1)
+        captions.setdefault(image, []).append(" ".join(tokenize(caption)))
+    names = sorted(captions)
+    inputs, probabilities = [], []
+    for n, name in enumerate(names, 1):
+        features, classes = encoder.encode_with_classes(load_image(os.path.join(folder, "images", name),
+                                                                   encoder.input_size)[None])
+        inputs.append(CaptionInput(features=features[0], class_probabilities=classes[0], line=n, source=name))
+        probabilities.append(classes[0])
+    streams = [[captions[name][i] if i < len(captions[name]) else "" for name in names] for i in range(5)]
+    return Split(inputs, streams, probabilities), names
 
 
 def names_own_class(caption: str, probabilities: np.ndarray, class_words, top: int = 5) -> bool:
     """Whether ``caption`` contains a word of the mapping entries of one of the image's ``top`` classes."""
     tokens = caption.split()
-    for index in np.argsort(-probabilities)[:top]:
-        if any(count_occurrences(tokens, tokenize(a)) for a in class_words[index].alternatives):
-            return True
-    return False
+    return any(count_occurrences(tokens, tokenize(a)) for index in np.argsort(-probabilities)[:top]
+               for a in class_words[index].alternatives)
 
 
-def main() -> None:
+def settings(args: argparse.Namespace) -> Dict[str, dict]:
+    """Name -> Captioner guide keywords: unguided, today's hard guide, and the grid of the new settings."""
+    grid: Dict[str, dict] = OrderedDict([(UNGUIDED, {}), (HARD, dict(guide_top_k=2, guide_min_probability=0.2))])
+    for weight, against, hard in itertools.product(args.soft_weight, args.against, args.hard):
+        if (weight == 0 and against == 0 and hard in (1, 0.2)) or (against > 0 and hard >= 1):
+            continue   # the unguided search, today's hard guide, or guidance against without a hard constraint
+        name = "soft %g, against %g, %s" % (weight, against, "hard P>=%g" % hard if hard < 1 else "no hard")
+        grid[name] = dict(guide_top_k=2 if hard < 1 else 0, guide_min_probability=min(hard, 1.0),
+                          guide_soft_weight=weight, guide_against=against)
+    return grid
+
+
+def figures(captioner: Captioner, split: Split, class_words, language_model: CaptionLanguageModel,
+            meteor: bool) -> Tuple[dict, List[str]]:
+    """The figures of one setting on one split, and its captions."""
+    captioner.caption(split.inputs[:captioner.batch_size])   # warm-up: the graphs of this batch size
+    results, speed = timed_captions(captioner, split.inputs, "guided")
+    hyps = [r.caption for r in results]
+    scores = dict(cider=cider_scores(hyps, split.references)[KEY_CIDER_D],
+                  bleu=bleu_scores(hyps, split.references)["bleu4"],
+                  named=float(np.mean([names_own_class(h, p, class_words) for h, p in zip(hyps, split.probabilities)])),
+                  speed=speed)
+    scores.update(language_model.corpus_scores([h.split() for h in hyps]))
+    if meteor:
+        scores["meteor"] = meteor_scores(hyps, split.references).get("METEOR", float("nan"))
+    return scores, hyps
+
+
+def report(where: str, name: str, scores: dict) -> None:
+    for key, unit in (("cider", "CIDEr-D %.3f"), ("bleu", "BLEU-4 %.2f"), ("meteor", "METEOR %.2f"),
+                      ("named", "%.3f name an own class"), (KEY_FLUENCY, "fluency %.3f bits/word"),
+                      (KEY_SLOR, "SLOR %.3f"), ("speed", "%.1f images/s")):
+        if key in scores:
+            print("%s %s: %s" % (where, name, unit % scores[key]))
+
+
+def choose(coco: Dict[str, dict], val: Dict[str, dict], tolerance: float, fluency: str) -> Tuple[str, str]:
+    """The new setting with the best COCO CIDEr-D whose COCO ``fluency`` is at least the unguided captions' and whose
+    Flickr8k val CIDEr-D is at most ``tolerance`` below the unguided search's; if none keeps that fluency, the one with
+    the best COCO CIDEr-D whose fluency is at least today's hard guide's (said in the second value)."""
+    new = [name for name in coco if name not in (UNGUIDED, HARD)
+           and val[name]["cider"] >= val[UNGUIDED]["cider"] - tolerance]
+    for floor, rule in ((UNGUIDED, "fluency at least the unguided captions'"),
+                        (HARD, "no setting keeps the unguided fluency: fluency at least the hard guide's")):
+        allowed = [name for name in new if coco[name][fluency] >= coco[floor][fluency]]
+        if allowed:
+            return max(allowed, key=lambda name: coco[name]["cider"]), rule
+    sys.exit("guided: no setting keeps Flickr8k val CIDEr-D within %.3f and COCO fluency at least the hard guide's"
+             % tolerance)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--checkpoint", default="params.best")
-    parser.add_argument("--data", required=True, help="Folder of {val,test}.features and .captions.0-4.")
+    parser.add_argument("--data", required=True, help="Folder of {train,val,test}.features and .captions(.0-4).")
     parser.add_argument("--source-root", required=True)
-    parser.add_argument("--photos", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
-                                                         "shared", "data", "imagenet-check"))
+    parser.add_argument("--coco", default=os.path.join(SHARED, "data", "coco-dev100"))
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--top-k", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--min-probability", type=float, nargs="+", default=[0.3, 0.5, 0.7])
-    parser.add_argument("--tolerance", type=float, default=0.005, help="CIDEr-D a setting may lose on val.")
-    parser.add_argument("--expand-vocabulary", action="store_true", help="Also --guide-expand-vocabulary.")
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=3)
+    parser.add_argument("--soft-weight", type=float, nargs="+", default=[0.0, 1.0, 3.0, 6.0])
+    parser.add_argument("--against", type=float, nargs="+", default=[0.0, 0.01])
+    parser.add_argument("--hard", type=float, nargs="+", default=[1.0, 0.5, 0.2],
+                        help="Hard constraints (K=2) for classes of at least this probability; 1: none.")
+    parser.add_argument("--tolerance", type=float, default=0.01, help="Flickr8k val CIDEr-D a setting may lose.")
+    parser.add_argument("--fluency", choices=[KEY_FLUENCY, KEY_SLOR], default=KEY_FLUENCY,
+                        help="The fluency figure the chosen setting must keep at the unguided captions' level.")
     parser.add_argument("--benchmarks", default="docs/benchmarks.md")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     class_words = read_class_words()
+    language_model = CaptionLanguageModel.from_file(os.path.join(args.data, "train.captions"))
+    grid = settings(args)
 
-    def split(name: str):
-        paths = [p.strip() for p in read_lines(os.path.join(args.data, name + ".features"))]
-        refs = [read_lines(os.path.join(args.data, "%s.captions.%d" % (name, i))) for i in range(5)]
-        probs = [load_classes(classes_path(resolve(p, args.source_root))) for p in paths]
-        return [CaptionInput(path=p, line=n) for n, p in enumerate(paths, 1)], refs, probs
-
-    def captioner(guided: bool, top_k: int = 1, min_probability: float = 0.5, **kw) -> Captioner:
+    def captioner(name: str) -> Captioner:
+        guide = grid[name]
         return Captioner([args.model], [args.checkpoint], beam_size=args.beam_size, batch_size=args.batch_size,
-                         source_root=args.source_root, guide_with_classifier=guided, guide_top_k=top_k,
-                         guide_min_probability=min_probability, guide_expand_vocabulary=args.expand_vocabulary,
-                         **kw)
+                         no_repeat_ngram_size=args.no_repeat_ngram_size, source_root=args.source_root,
+                         guide_with_classifier=bool(guide), **guide)
 
-    val, val_refs, _ = split("val")
-    plain = captioner(False)
-    plain.caption(val[:args.batch_size])   # warm-up: the graphs
-    results, _ = timed(plain, val)
-    base = cider_scores([r.caption for r in results], val_refs)[KEY_CIDER_D]
-    print("val unguided: CIDEr-D %.3f" % base)
-    choice, best_guided = None, -1
-    for top_k in args.top_k:
-        for p in args.min_probability:
-            results, _ = timed(captioner(True, top_k, p), val)
-            cider = cider_scores([r.caption for r in results], val_refs)[KEY_CIDER_D]
-            guided = sum(1 for r in results if r.guide)
-            print("val guided K=%d P=%.2f: CIDEr-D %.3f, %d images guided" % (top_k, p, cider, guided))
-            if cider >= base - args.tolerance and guided > best_guided:
-                choice, best_guided = (top_k, p), guided
-    if choice is None:
-        sys.exit("guided: no setting is within %.3f CIDEr-D of the unguided search on val" % args.tolerance)
-    print("chosen on val: K=%d P=%.2f" % choice)
-
-    test, test_refs, test_probs = split("test")
-    figures = {}
-    for name, search in (("unguided", plain), ("guided", captioner(True, *choice))):
-        search.caption(test[:args.batch_size])
-        results, speed = timed(search, test)
-        hyps = [r.caption for r in results]
-        figures[name] = dict(cider=cider_scores(hyps, test_refs)[KEY_CIDER_D],
-                             bleu=bleu_scores(hyps, test_refs)["bleu4"],
-                             named=np.mean([names_own_class(h, p, class_words) for h, p in zip(hyps, test_probs)]),
-                             guided=np.mean([bool(r.guide) for r in results]), speed=speed)
-        for key, unit in (("cider", "CIDEr-D %.3f"), ("bleu", "BLEU-4 %.2f"), ("named", "%.3f name an own class"),
-                          ("guided", "%.3f of images guided"), ("speed", "%.1f images/s")):
-            print("test %s: %s" % (name, unit % figures[name][key]))
-    ratio = figures["guided"]["speed"] / figures["unguided"]["speed"]
-    print("test speed guided / unguided at beam %d: %.2f" % (args.beam_size, ratio))
-    print("test CIDEr-D guided - unguided: %+.3f" % (figures["guided"]["cider"] - figures["unguided"]["cider"]))
-
-    photos = sorted(glob.glob(os.path.join(args.photos, "*.jpg")))
+    plain = captioner(UNGUIDED)
     encoder = ImageEncoder.from_description(plain.models[0].config.feature_extraction, classify=True)
-    photo_probs = [encoder.encode_with_classes(load_image(p, encoder.input_size)[None])[1][0] for p in photos]
-    named = {}
-    for name, guided in (("unguided", False), ("guided", True)):
-        search = captioner(guided, *choice, extract_image_features=True, image_encoder=encoder)
-        results = search.caption([CaptionInput(path=p) for p in photos])
-        for path, result in zip(photos, results):
-            guides = ", ".join("%s (%.2f)" % ("|".join(g.words), g.probability) for g in result.guide)
-            print("photo %s %s: %s%s" % (os.path.basename(path), name, result.caption,
-                                         "  [guide: %s]" % guides if guides else ""))
-        named[name] = float(np.mean([names_own_class(r.caption, q, class_words) for r, q in zip(results, photo_probs)]))
-        print("photos %s: %.2f name an own class" % (name, named[name]))
+    coco, names = coco_split(args.coco, encoder)
+    val = flickr_split(args.data, args.source_root, "val")
+    on_coco, on_val, coco_captions = {}, {}, {}
+    for name in grid:
+        search = plain if name == UNGUIDED else captioner(name)
+        on_coco[name], coco_captions[name] = figures(search, coco, class_words, language_model, meteor=True)
+        report("coco", name, on_coco[name])
+        on_val[name], _ = figures(search, val, class_words, language_model, meteor=False)
+        report("val", name, on_val[name])
+    chosen, rule = choose(on_coco, on_val, args.tolerance, args.fluency)
+    print("chosen on coco-dev100 and Flickr8k val: %s (%s)" % (chosen, rule))
+    test = flickr_split(args.data, args.source_root, "test")
+    on_test = {}
+    for name in (UNGUIDED, HARD, chosen):
+        on_test[name], _ = figures(plain if name == UNGUIDED else captioner(name), test, class_words, language_model,
+                                   meteor=True)
+        report("test", name, on_test[name])
+    for photo in PHOTOS:
+        index = names.index(photo)
+        for name in (UNGUIDED, HARD, chosen):
+            print("photo %s %s: %s" % (photo, name, coco_captions[name][index]))
+    write_rows(args, grid, chosen, on_coco, on_val, on_test)
 
-    command = ("bench/guided.py --model %s --checkpoint %s --beam-size %d --top-k %s --min-probability %s%s"
-               % (args.model, args.checkpoint, args.beam_size, " ".join(map(str, args.top_k)),
-                  " ".join("%g" % p for p in args.min_probability),
-                  " --expand-vocabulary" if args.expand_vocabulary else ""))
-    u, g = figures["unguided"], figures["guided"]
-    append_row(args.benchmarks, "Guided captioning (bench/guided.py)",
-               ["chosen on val (K, P)", "test CIDEr-D unguided / guided", "test BLEU-4 unguided / guided",
-                "test captions naming an own class unguided / guided", "test images guided",
-                "speed guided / unguided (beam %d)" % args.beam_size, "photos naming an own class unguided / guided"],
-               command, ["K=%d, P=%.2f" % choice, "%.3f / %.3f" % (u["cider"], g["cider"]),
-                         "%.2f / %.2f" % (u["bleu"], g["bleu"]),
-                         "%.1f%% / %.1f%%" % (100 * u["named"], 100 * g["named"]),
-                         "%.1f%%" % (100 * g["guided"]), "%.2f" % ratio,
-                         "%d%% / %d%%" % (100 * named["unguided"], 100 * named["guided"])])
+
+def write_rows(args: argparse.Namespace, grid: Dict[str, dict], chosen: str, on_coco: Dict[str, dict],
+               on_val: Dict[str, dict], on_test: Dict[str, dict]) -> None:
+    command = ("bench/guided.py --model %s --checkpoint %s --data %s --source-root %s --soft-weight %s --against %s "
+               "--hard %s --fluency %s" % (args.model, args.checkpoint, args.data, args.source_root,
+                              " ".join("%g" % w for w in args.soft_weight), " ".join("%g" % a for a in args.against),
+                              " ".join("%g" % h for h in args.hard), args.fluency))
+    columns = ["setting", "COCO CIDEr-D", "COCO BLEU-4", "COCO METEOR", "COCO naming an own class",
+               "COCO fluency (bits/word)", "COCO SLOR", "val CIDEr-D", "images/s (val)"]
+    for name in grid:
+        c, v = on_coco[name], on_val[name]
+        label = name + (" (chosen)" if name == chosen else "")
+        append_row(args.benchmarks, "Guided captioning on COCO photos (bench/guided.py)", columns, command,
+                   [label, "%.3f" % c["cider"], "%.2f" % c["bleu"], "%.2f" % c["meteor"], "%.0f%%" % (100 * c["named"]),
+                    "%.3f" % c[KEY_FLUENCY], "%.3f" % c[KEY_SLOR], "%.3f" % v["cider"], "%.1f" % v["speed"]])
+    for name in (UNGUIDED, HARD, chosen):
+        t = on_test[name]
+        append_row(args.benchmarks, "Guided captioning on Flickr8k test (bench/guided.py)",
+                   ["setting", "CIDEr-D", "BLEU-4", "METEOR", "naming an own class", "fluency (bits/word)", "SLOR",
+                    "images/s"], command,
+                   [name, "%.3f" % t["cider"], "%.2f" % t["bleu"], "%.2f" % t["meteor"], "%.1f%%" % (100 * t["named"]),
+                    "%.3f" % t[KEY_FLUENCY], "%.3f" % t[KEY_SLOR], "%.1f" % t["speed"]])
 
 
 if __name__ == "__main__":

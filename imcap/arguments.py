@@ -177,10 +177,19 @@ def add_guide_args(parser: argparse.ArgumentParser) -> None:
                             "words. The probabilities come from the CNN's forward pass (--extract-image-features) "
                             "or from IMAGE.classes.npy beside cached features (imcap.extract_features writes them). "
                             "JSON output says which classes guided.")
-    guide.add_argument("--guide-top-k", type=int_greater_or_equal(1), default=C.DEFAULT_GUIDE_TOP_K,
-                       help="The most classes that guide one caption (the most probable first).")
+    guide.add_argument("--guide-top-k", type=int_greater_or_equal(0), default=C.DEFAULT_GUIDE_TOP_K,
+                       help="The most classes that are hard constraints of one caption (the most probable first); "
+                            "0: none (soft guidance and guidance against only).")
     guide.add_argument("--guide-min-probability", type=float, default=C.DEFAULT_GUIDE_MIN_PROBABILITY,
-                       help="The least probability of a class that guides.")
+                       help="The least probability of a class that is a hard constraint.")
+    guide.add_argument("--guide-soft-weight", type=float, default=0.0,
+                       help="Soft guidance (Hendricks et al. 2016's late fusion): each word of the mapping gains this "
+                            "weight times its classes' summed probability on its log-probability, at each step until "
+                            "the caption has it. 0: off.")
+    guide.add_argument("--guide-against", type=float, default=0.0,
+                       help="Guidance against: hold back (avoid) the animal words whose classes have together less "
+                            "than this share of the top class's probability (a 'dog' when the classifier sees a bear "
+                            "at 0.97 and no dog). People words are never held back. In [0, 1]; 0: off.")
     guide.add_argument("--guide-class-words", type=regular_file, default=None,
                        help="The class -> caption words mapping (INDEX<TAB>NAME<TAB>word|word..., - for none). "
                             "Default: imcap's reviewed mapping of the 1000 ImageNet classes.")

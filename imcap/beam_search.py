@@ -251,6 +251,7 @@ class BeamState:
     :param words: ``(rows,)`` int64 the last word of each row (``<s>`` at the start).
     :param keys: ``(batch,)`` int64 each image's place in the input, whose random draws sampling makes
         (:func:`sampling_uniforms`).
+    :param bonus: ``(batch, vocab)`` float64 soft guidance's bonus of each image's words, or None.
     """
     scores: np.ndarray
     finished: np.ndarray
@@ -260,6 +261,7 @@ class BeamState:
     computed: np.ndarray
     words: np.ndarray
     keys: Optional[np.ndarray] = None
+    bonus: Optional[np.ndarray] = None
 
     @classmethod
     def start(cls, batch: int, beam: int, bos: int, groups: int = 1,
@@ -385,7 +387,7 @@ class BeamSearch:
     def search(self, features: Union[np.ndarray, Sequence[np.ndarray]],
                constraints: Optional[Sequence[Sequence[Union[Phrase, Constraint]]]] = None,
                avoid: Optional[Sequence[Sequence[Phrase]]] = None, *,
-               keys: Optional[Sequence[int]] = None) -> List[List[Hypothesis]]:
+               keys: Optional[Sequence[int]] = None, bonus: Optional[np.ndarray] = None) -> List[List[Hypothesis]]:
         """Caption a batch of images.
 
         :param features: ``(batch, regions, feature_dim)`` float, or a list of such arrays, one per view of the
@@ -401,11 +403,14 @@ class BeamSearch:
             occurs inside one of the image's required phrases is not avoided for that image.
         :param keys: per image, its place in the input (an int), on which alone, with the seed, its samples depend
             (``sample``); default: ``0 .. batch - 1``.
+        :param bonus: ``(batch, vocab)`` float, added to each word's log-probability (the members' mean) at each
+            step until the hypothesis has written the word (soft guidance, :meth:`imcap.guide.ClassifierGuide.guide`);
+            hypotheses' scores include it.
         :return: per image, its ``nbest_size`` best hypotheses, best first (diverse beam search: each group's best
             first; sampling: the samples).
         :raises ValueError: if ``constraints`` or ``avoid`` is not one list per image of lists of word ids that a
             caption may contain, if there are required phrases with ``sample`` or ``diverse_beam_groups`` above 1,
-            or if ``keys`` are not one int per image.
+            or if ``keys`` are not one int per image, or ``bonus`` is not ``(batch, vocab)``.
         """
         views = [features] if isinstance(features, np.ndarray) else list(features)
         batch = views[0].shape[0]
@@ -416,9 +421,14 @@ class BeamSearch:
                              % ("sample" if self.options.sample else "diverse_beam_groups above 1"))
         if keys is not None and len(keys) != batch:
             raise ValueError("keys: %d for %d images" % (len(keys), batch))
+        if bonus is not None and np.shape(bonus) != (batch, self.vocab_size):
+            raise ValueError("bonus: shape %s, expected (batch, vocab) = (%d, %d)" % (np.shape(bonus), batch,
+                                                                                       self.vocab_size))
+
         rows = self.options.hypotheses_per_image
         self.steps.start(views, rows)
         beam = BeamState.start(batch, rows, self.bos, self._live_groups(), keys)
+        beam.bonus = None if bonus is None else np.asarray(bonus, dtype=np.float64)
         select = self._select_step()
         for t in range(self.max_output_length):
             last = t + 1 == self.max_output_length
@@ -447,7 +457,7 @@ class BeamSearch:
         if attention is not None:
             attention = self._all_rows(attention, beam.computed, rows)
         if guide is None and not self.no_repeat_ngram_size and not last and k < self.vocab_size \
-                and not self.options.sample:
+                and not self.options.sample and beam.bonus is None:
             log_probs, words = self.preselect(summed, beam.computed, rows)     # (rows, k) each
         else:
             log_probs, words = self.restrict(summed, beam, guide, dba, last), None
@@ -477,6 +487,8 @@ class BeamSearch:
         log_probs = self._all_rows(self.steps.to_host(summed).astype(np.float64), beam.computed, rows)
         if self.steps.num_members > 1:
             log_probs /= self.steps.num_members
+        if beam.bonus is not None:
+            self._add_bonus(log_probs, beam)
         log_probs[:, self.blocked] = NEG_INF
         if len(self.constraint_only):
             self._block_constraint_only(log_probs, dba)
@@ -490,6 +502,16 @@ class BeamSearch:
             forced[:, self.eos] = log_probs[:, self.eos]
             log_probs = forced
         return log_probs
+
+    @staticmethod
+    def _add_bonus(log_probs: np.ndarray, beam: BeamState) -> None:
+        """Add, in place, each row's image's bonus to ``log_probs (rows, vocab)``, except on the words the row has
+        written already."""
+        assert beam.bonus is not None
+        bonus = np.repeat(beam.bonus, beam.shape[1], axis=0)
+        if beam.history.shape[1]:
+            np.put_along_axis(bonus, beam.history, 0.0, axis=1)
+        log_probs += bonus
 
     def _block_constraint_only(self, log_probs: np.ndarray, dba: Optional[SearchConstraints]) -> None:
         """Forbid, in place, the :attr:`constraint_only` words of ``log_probs (rows, vocab)`` except in the rows

@@ -61,7 +61,12 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
                        help="Inputs are image files: run the model's CNN on them (settings from the model's "
                             "config.yaml unless --image-encoder* options are given).")
     group.add_argument("--output-type", choices=C.OUTPUT_TYPES, default=C.OUTPUT_TYPE_CAPTION,
-                       help="Output format.")
+                       help="Output format. Captions are written as text by the model's tokenizer (its "
+                            "tokenizer.json: pieces joined, Chinese without spaces); the json output also has the "
+                            "tokens.")
+    group.add_argument("--join-subwords", action="store_true",
+                       help="Join subword-nmt's '@@' pieces in the captions written (a model trained on "
+                            "pre-segmented captions, prepare_data --tokenizer none; by default they are kept).")
     group.add_argument("--test-time-augmentations", nargs="+", default=[], choices=C.AUGMENTATION_CHOICES,
                        help="Test-time augmentation: every model also decodes these views of each image (hflip: "
                             "mirrored), as members of one ensemble. Cached inputs need the views beside them "

@@ -83,10 +83,13 @@ class ParallelData:
         validation set, each paired with the same images).
     :param vocab: target vocabulary.
     :param max_seq_len: captions longer than this (tokens, ``</s>`` included) are cut.
+    :param tokenize: splits a line into tokens (default: on whitespace; validation references of a SentencePiece
+        model hold words, which its tokenizer turns into pieces).
     :raises ImcapError: if a caption file's length differs from the feature list's.
     """
 
-    def __init__(self, store: FeatureStore, caption_files: Sequence[str], vocab: nlp.Vocab, max_seq_len: int) -> None:
+    def __init__(self, store: FeatureStore, caption_files: Sequence[str], vocab: nlp.Vocab, max_seq_len: int,
+                 tokenize: Callable[[str], List[str]] = str.split) -> None:
         self.store = store
         rows, captions = [], []
         skipped = truncated = 0
@@ -95,7 +98,7 @@ class ParallelData:
             check_condition(len(lines) == len(store), "%s has %d lines, but %s has %d"
                             % (path, len(lines), store.list_path, len(store)))
             for number, (row, line) in enumerate(zip(store.index, lines)):
-                tokens = line.split()
+                tokens = tokenize(line)
                 if row < 0 or not tokens:
                     skipped += 1
                     continue

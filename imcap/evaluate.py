@@ -9,7 +9,8 @@ Every file has one caption per line, already lower-cased and tokenized by :mod:`
 each reference file is one of the references of line ``i`` of the hypotheses. The metrics (BLEU-1..4 of sacrebleu
 and of the coco-caption toolkit, METEOR, ROUGE-L, CIDEr-D), their scales and the sources they follow are described
 in :mod:`imcap.scoring`; with ``--diversity`` (or ``--training-captions``) also the reference-free figures of
-:mod:`imcap.diversity`.
+:mod:`imcap.diversity`; with ``--training-captions`` also fluency under an n-gram language model of them
+(:mod:`imcap.fluency`: the mean log2-probability per word, and SLOR).
 
 Several captions per image (an n-best list, samples): ``--captions-per-image N`` reads N consecutive lines per image,
 and a hypotheses file whose first line is a JSON object is read as the captioner's ``--output-type json`` (its
@@ -26,8 +27,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import arguments
 from .diversity import diversity_scores, set_diversity_scores
+from .fluency import DEFAULT_ORDER, KEY_FLUENCY, KEY_SLOR, CaptionLanguageModel
 from .scoring import DEFAULT_METRICS, JAVA_METRICS, KEY_CIDER_D, METRICS, TABLE_DECIMALS, MetricScores, \
     evaluate_detailed, metric_label, set_cider_scores
+from .tokenizer import SCORING_CHOICES, segment_for_scoring
 from .significance import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, Comparison, compare_systems
 from .utils import ImcapError, atomic_open, check_condition, read_lines
 
@@ -69,7 +72,19 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
                             "distinct-2.")
     group.add_argument("--training-captions", default=None, type=arguments.regular_file,
                        help="Training captions, one per line (e.g. train.captions): also report the share of "
-                            "hypotheses that are no training caption (novel-%%); implies --diversity.")
+                            "hypotheses that are no training caption (novel-%%), implying --diversity, and fluency: "
+                            "the mean log2-probability per word of the hypotheses under an interpolated Kneser-Ney "
+                            "n-gram model of these captions (NLTK; closer to 0 is more fluent), and SLOR, the same "
+                            "minus the words' unigram log2-probabilities (how well the words fit together, whatever "
+                            "their frequency; higher is more fluent).")
+    group.add_argument("--language-model-order", type=arguments.int_greater_or_equal(1), default=DEFAULT_ORDER,
+                       help="The n-gram order of the fluency model.")
+    group.add_argument("--tokenize", choices=SCORING_CHOICES, default="none",
+                       help="How hypotheses and references are segmented before every metric: none (as given, "
+                            "words separated by spaces), zh (sacrebleu's Chinese tokenizer: each Chinese character a "
+                            "token), char (every character), jieba (jieba's Chinese words, as Li et al. 2016 scored "
+                            "Flickr8k-CN). METEOR and the coco-caption BLEU are English only: not computed with zh, "
+                            "char or jieba.")
     group.add_argument("--json", action="store_true",
                        help="Print one JSON object instead of a table.")
     _add_compare_args(parser)
@@ -138,8 +153,9 @@ def read_references(paths: Sequence[str], hypotheses_path: str, num_images: int,
 
 
 def _decimals(key: str) -> int:
-    """Decimals of a score in the table: CIDEr-D and distinct-n 3, the others 2."""
-    return TABLE_DECIMALS.get(key, 3 if "distinct-" in key and key[-1].isdigit() else 2)
+    """Decimals of a score in the table: CIDEr-D, distinct-n, fluency and SLOR 3, the others 2."""
+    return TABLE_DECIMALS.get(key, 3 if ("distinct-" in key and key[-1].isdigit()) or key in (KEY_FLUENCY, KEY_SLOR)
+                              else 2)
 
 
 def format_table(scores: Dict[str, float]) -> str:
@@ -212,6 +228,29 @@ def _compare(args: argparse.Namespace, hypotheses: List[str], other: List[str],
     return comparisons, summary
 
 
+def _metrics_for(args: argparse.Namespace) -> List[str]:
+    """The metric families to compute: ``--metrics``, else the default; without the English-only ones (METEOR and
+    the coco-caption BLEU, whose tokenizer is the PTB's) for a Chinese ``--tokenize``.
+
+    :raises ImcapError: if an English-only metric is asked for with a Chinese ``--tokenize``.
+    """
+    if args.tokenize == "none":
+        return list(args.metrics or DEFAULT_METRICS)
+    english = [m for m in (args.metrics or []) if m in JAVA_METRICS]
+    check_condition(not english, "--metrics %s: English only, not with --tokenize %s" % (" ".join(english),
+                                                                                            args.tokenize))
+    return [m for m in (args.metrics or DEFAULT_METRICS) if m not in JAVA_METRICS]
+
+
+def _segmented(scheme: str, hypotheses: List[str], references: List[List[str]], sets: List[List[str]],
+               other: Optional[List[str]]) -> Tuple[List[str], List[List[str]], List[List[str]], Optional[List[str]]]:
+    """Every caption segmented by ``scheme`` (:func:`imcap.tokenizer.segment_for_scoring`)."""
+    def segment(captions: Sequence[str]) -> List[str]:
+        return [segment_for_scoring(c, scheme) for c in captions]
+    return (segment(hypotheses), [segment(stream) for stream in references], [segment(s) for s in sets],
+            None if other is None else segment(other))
+
+
 def run_evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     """Read the files named in ``args``, print the scores to STDOUT (and the comparison), write the per-image scores,
     and return the scores (with ``comparison`` after ``--compare``, as ``--json`` prints them).
@@ -222,7 +261,9 @@ def run_evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     hypotheses, sets, other = _read_systems(args)
     references = read_references(args.references, args.hypotheses, len(hypotheses), args.captions_per_image)
     logger.info("Evaluating %d hypotheses against %d reference file(s)", len(hypotheses), len(references))
-    metrics = args.metrics or DEFAULT_METRICS
+    metrics = _metrics_for(args)
+    if args.tokenize != "none":
+        hypotheses, references, sets, other = _segmented(args.tokenize, hypotheses, references, sets, other)
     detailed = evaluate_detailed(hypotheses, references, metrics, skip_failing=() if args.metrics else JAVA_METRICS,
                                  per_image=args.per_image is not None)
     scores: Dict[str, Any] = dict(detailed.corpus)
@@ -230,6 +271,9 @@ def run_evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     if args.diversity or args.training_captions:
         training = read_lines(args.training_captions) if args.training_captions else None
         scores.update(diversity_scores(hypotheses, training))
+    if args.training_captions:
+        language_model = CaptionLanguageModel.from_file(args.training_captions, args.language_model_order)
+        scores.update(language_model.corpus_scores([h.split() for h in hypotheses]))
     set_cider = None
     if any(len(captions) > 1 for captions in sets):
         set_scores, set_cider = set_cider_scores(sets, references)

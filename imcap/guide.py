@@ -18,6 +18,25 @@ same mapping entries after it that the model knows (its more general words there
 the model scores the new word as it would score them. Expanded words are *constraint-only*: the search writes them
 only where a constraint asks for them (:class:`imcap.beam_search.BeamSearch` ``constraint_only``), so unguided
 captions do not change.
+
+Two gentler guides sit beside the hard constraints (:meth:`ClassifierGuide.guide`):
+
+- **Soft guidance** (``guide_soft_weight``, after the late fusion of Hendricks et al. 2016, CVPR, "Deep Compositional
+  Captioning", which adds an image tagger's word scores to the language model's): each word of the mapping gains
+  ``weight x mass`` on its log-probability at every step until the caption has written it, where ``mass`` is the
+  summed probability of the classes whose one-word alternatives include the word (at most 1). The search stays free
+  to write something else; a confident class can still be a hard constraint (``top_k``, ``min_probability``).
+- **Guidance against** (``guide_against``): the classifier also says what is *not* in the image. ImageNet-1k's
+  animal classes (:data:`ANIMAL_CLASSES`) are many and fine-grained (120 dog breeds), so when an image's animal words
+  get almost no mass the animal is not there: a one-word alternative that only animal classes list is *held back*
+  (avoided, as an avoid list would, with its plural forms) when its mass is below ``guide_against`` times the image's
+  most probable class's probability (a bear at 0.97 and every dog class together under 0.0097 holds back ``dog``,
+  ``dogs``, ``puppy`` and ``puppies`` at 0.01), and only where a hard constraint names what the image shows instead:
+  a caption whose habitual subject is held back with nothing to write in its place loses its way ("a brown and white
+  and white ... is sitting on a bed").
+  Objects and scenery are never held back (a photo classified as a couch can still show a table), nor people words
+  (:data:`PEOPLE_WORDS`: ImageNet has no person class, so its silence says nothing of people), nor animal words with
+  a common other sense (:data:`OTHER_SENSES`: cricket the sport).
 """
 import dataclasses
 import json
@@ -38,6 +57,16 @@ DEFAULT_CLASS_WORDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "
                                    "imagenet-caption-words.tsv")
 #: A mapping entry that names no caption word (the class is context rather than subject, or no word is reliable).
 NO_WORDS = "-"
+#: ImageNet-1k's animal classes: indices 0-397 are WordNet's animal subtree (fish, birds, amphibians, reptiles,
+#: invertebrates, dogs and the other mammals), 398-999 objects, food, plants and scenery.
+ANIMAL_CLASSES = range(0, 398)
+#: Words guidance against never holds back, whatever the mapping says: ImageNet has no person class.
+PEOPLE_WORDS = frozenset("man men woman women person people boy boys girl girls child children kid kids baby babies "
+                         "player players lady ladies guy guys crowd family couple".split())
+#: Animal words of the mapping with a common sense outside the animal (cricket the sport, to fly), never held back.
+OTHER_SENSES = frozenset({"cricket", "fly"})
+#: A pushed word is reported when its bonus is at least this (log-probability units).
+REPORTED_BONUS = 0.01
 
 
 @dataclass
@@ -109,19 +138,77 @@ class GuideWord:
     met: bool = False
 
 
+@dataclass
+class PushedWord:
+    """A word soft guidance pushed for an image (:attr:`imcap.inference.CaptionResult.guide_pushed`).
+
+    :param word: the word.
+    :param probability: the summed probability of the classes that list it (at most 1).
+    :param bonus: what it gained on its log-probability at each step before it was written (weight x probability).
+    :param written: whether the caption has it.
+    """
+    word: str
+    probability: float
+    bonus: float
+    written: bool = False
+
+
+@dataclass
+class HeldBackWord:
+    """A word guidance against held back for an image: its classes' summed probability (an animal word the
+    classifier rules out, :attr:`imcap.inference.CaptionResult.guide_held_back`)."""
+    word: str
+    probability: float
+
+
+@dataclass
+class Guidance:
+    """Everything the classifier's guide does for one image (:meth:`ClassifierGuide.guide`).
+
+    :param guides: the classes of the hard constraints, and ``constraints`` their disjunctive constraints (per class,
+        the word ids of each usable alternative), as :meth:`ClassifierGuide.choose` returns them.
+    :param pushed: the words soft guidance pushes by at least :data:`REPORTED_BONUS`, the largest bonus first.
+    :param bonus: ``(vocab,)`` float32 what soft guidance adds to each word's log-probability, or None (weight 0).
+    :param held_back: the words guidance against holds back, and ``avoid`` their word ids (one phrase each).
+    """
+    guides: List[GuideWord]
+    constraints: List[List[List[int]]]
+    pushed: List[PushedWord]
+    bonus: Optional[np.ndarray]
+    held_back: List[HeldBackWord]
+    avoid: List[List[int]]
+
+
+def plurals(word: str) -> List[str]:
+    """The English plural forms a caption may use for ``word`` (regular ones: "dogs", "foxes", "puppies")."""
+    forms = [word + "s", word + "es"]
+    if word.endswith("y") and len(word) > 2 and word[-2] not in "aeiou":
+        forms.append(word[:-1] + "ies")
+    return forms
+
+
+def check_guide_settings(soft_weight: float, against: float) -> None:
+    """:raises ImcapError: if ``soft_weight`` is negative or not finite, or ``against`` is outside [0, 1]."""
+    check_condition(np.isfinite(soft_weight) and soft_weight >= 0.0,
+                    "guide_soft_weight must be a finite number of at least 0, got %s" % soft_weight)
+    check_condition(0.0 <= against <= 1.0, "guide_against must be in [0, 1] (a share of the top class's "
+                                           "probability; 0: off), got %s" % against)
+
+
 class ClassifierGuide:
-    """Chooses the guide constraints of images from their class probabilities.
+    """Guides captions of images by their class probabilities: hard constraints (:meth:`choose`), and soft guidance
+    and guidance against (:meth:`guide`).
 
     :param class_words: the mapping (:func:`read_class_words`).
     :param token_to_idx: the model's vocabulary (word -> id): alternatives with a word outside it are not used.
-    :param top_k: the most classes used per image (the most probable first).
-    :param min_probability: the least probability of a class used.
-    :raises ImcapError: if ``top_k`` < 1 or ``min_probability`` is not in [0, 1].
+    :param top_k: the most classes made hard constraints per image (the most probable first); 0: none.
+    :param min_probability: the least probability of a class made a hard constraint.
+    :raises ImcapError: if ``top_k`` < 0 or ``min_probability`` is not in [0, 1].
     """
 
     def __init__(self, class_words: Sequence[ClassWords], token_to_idx: Dict[str, int], top_k: int = 2,
                  min_probability: float = 0.2) -> None:
-        check_condition(top_k >= 1, "guide_top_k must be >= 1, got %s" % top_k)
+        check_condition(top_k >= 0, "guide_top_k must be >= 0, got %s" % top_k)
         check_condition(0.0 <= min_probability <= 1.0, "guide_min_probability must be in [0, 1], got %s"
                         % min_probability)
         self.class_words = list(class_words)
@@ -141,6 +228,28 @@ class ClassifierGuide:
             missing = [e.name for e, u in zip(self.class_words, self.usable) if e.alternatives and not u]
             logger.warning("%d classes of the class words file have no word in the model's vocabulary (e.g. %s): "
                            "they do not guide", unknown, ", ".join(missing[:3]))
+        self.vocab_size = max(token_to_idx.values()) + 1 if token_to_idx else 0
+        self._index_words(token_to_idx)
+
+    def _index_words(self, token_to_idx: Dict[str, int]) -> None:
+        """The one-word alternatives the model can write: :attr:`words`, their ids, which classes list each
+        (``membership (classes, words)`` 0/1) and which guidance against may hold back (``against_words``)."""
+        listed: Dict[str, List[int]] = {}
+        for entry in self.class_words:
+            for alternative in entry.alternatives:
+                tokens = tokenize(alternative)
+                if len(tokens) == 1 and tokens[0] in token_to_idx:
+                    listed.setdefault(tokens[0], []).append(entry.index)
+        self.words = sorted(listed)
+        self.word_ids = np.array([token_to_idx[w] for w in self.words], dtype=np.int64)
+        self.membership = np.zeros((self.num_classes, len(self.words)), dtype=np.float64)
+        for column, word in enumerate(self.words):
+            self.membership[sorted(set(listed[word])), column] = 1.0
+        self.forms = [[(w, token_to_idx[w])] + [(p, token_to_idx[p]) for p in plurals(w) if p in token_to_idx]
+                      for w in self.words]
+        never = PEOPLE_WORDS | OTHER_SENSES
+        self.against_words = np.array([w not in never and all(c in ANIMAL_CLASSES for c in listed[w])
+                                       for w in self.words], dtype=bool)
 
     @property
     def num_classes(self) -> int:
@@ -175,6 +284,56 @@ class ClassifierGuide:
             guides.append(GuideWord(int(index), entry.name, float(probabilities[index]), [t for t, _ in usable]))
             constraints.append([ids for _, ids in usable])
         return guides, constraints
+
+    def word_mass(self, probabilities: np.ndarray) -> np.ndarray:
+        """``(words,)`` float64: per word of :attr:`words`, the summed probability of the classes that list it as a
+        one-word alternative, at most 1."""
+        probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+        return np.minimum(probabilities @ self.membership, 1.0)
+
+    def guide(self, probabilities: np.ndarray, soft_weight: float = 0.0, against: float = 0.0) -> Guidance:
+        """The whole guide of one image: the hard constraints of :meth:`choose`, the soft guidance of
+        ``soft_weight`` (each word of :attr:`words` gains ``soft_weight x`` :meth:`word_mass` on its log-probability)
+        and the words held back by ``against`` (where a hard constraint names what the image shows: the animal words
+        whose mass is below ``against`` times the top class's probability, and their plurals, except the hard
+        constraints' words); see the module docstring.
+
+        :param probabilities: ``(classes,)`` the classifier's probabilities for the image.
+        :raises ImcapError: for probabilities of another number of classes, or settings out of range
+            (:func:`check_guide_settings`).
+        """
+        check_guide_settings(soft_weight, against)
+        guides, constraints = self.choose(probabilities) if self.top_k else ([], [])
+        mass = self.word_mass(probabilities)
+        pushed: List[PushedWord] = []
+        bonus = None
+        if soft_weight > 0.0:
+            bonus = np.zeros(self.vocab_size, dtype=np.float32)
+            bonus[self.word_ids] = soft_weight * mass
+            order = np.argsort(-mass, kind="stable")
+            pushed = [PushedWord(self.words[i], float(mass[i]), float(soft_weight * mass[i])) for i in order
+                      if soft_weight * mass[i] >= REPORTED_BONUS]
+        held_back, avoid = self._held_back(probabilities, mass, guides, against) if against > 0.0 else ([], [])
+        return Guidance(guides, constraints, pushed, bonus, held_back, avoid)
+
+    def _held_back(self, probabilities: np.ndarray, mass: np.ndarray, guides: Sequence[GuideWord],
+                   against: float) -> Tuple[List[HeldBackWord], List[List[int]]]:
+        """Guidance against: nothing unless a hard constraint names what the image shows instead (without one, a
+        caption whose subject is held back has nothing to write in its place); else the animal words whose ``mass``
+        is below ``against`` times the top class's probability, except the hard constraints' own, each with its
+        plural forms the model knows ("dog", "dogs")."""
+        if not guides:
+            return [], []
+        required = {w for g in guides for w in g.words}
+        ruled_out = self.against_words & (mass < against * float(np.max(probabilities)))
+        held_back: List[HeldBackWord] = []
+        avoid: List[List[int]] = []
+        for i in np.flatnonzero(ruled_out):
+            for form, word_id in self.forms[i]:
+                if form not in required:
+                    held_back.append(HeldBackWord(form, float(mass[i])))
+                    avoid.append([word_id])
+        return held_back, avoid
 
 
 def stand_ins(class_words: Sequence[ClassWords], token_to_idx: Dict[str, int]) -> Dict[str, List[str]]:
@@ -250,5 +409,6 @@ def expand_vocabulary(models: Sequence[Any], vocab: Any, new_words: Dict[str, Li
     return expanded, new_vocab, [start + i for i in range(len(added))]
 
 
-__all__ = ["ClassWords", "ClassifierGuide", "DEFAULT_CLASS_WORDS", "GuideWord", "ImcapError", "NO_WORDS",
-           "expand_vocabulary", "read_class_words", "stand_ins"]
+__all__ = ["ANIMAL_CLASSES", "ClassWords", "ClassifierGuide", "DEFAULT_CLASS_WORDS", "GuideWord", "Guidance",
+           "HeldBackWord", "ImcapError", "NO_WORDS", "OTHER_SENSES", "PEOPLE_WORDS", "PushedWord", "REPORTED_BONUS",
+           "check_guide_settings", "expand_vocabulary", "plurals", "read_class_words", "stand_ins"]

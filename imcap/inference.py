@@ -31,21 +31,23 @@ line's phrases with :func:`imcap.phrases.lenient_phrases`: a wrongly typed one b
         print(captioner.caption([CaptionInput(data=f.read())])[0].caption)
 """
 import copy
+import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
 from . import constants as C
 from .beam_search import BeamSearch, Hypothesis
 from .features import check_features_match, classes_path, load_classes, resolve, view_path
-from .guide import ClassifierGuide, GuideWord, expand_vocabulary, read_class_words, stand_ins
+from .guide import ClassifierGuide, GuideWord, HeldBackWord, PushedWord, expand_vocabulary, read_class_words, stand_ins
 from .onnx_steps import OnnxSteps
 from .vision.images import augment, check_image, decode_image, load_image, resize_image
 from .phrases import Constraint, InputPhrases, Phrase, PhraseResult, check_phrases, prepare_phrases, read_avoid_list
 from .search_options import SearchOptions, search_options_from_args
+from .tokenizer import WORDS, Tokenizer, join_subwords, load_tokenizer, make_tokenizer
 from .utils import ImcapError, check_condition, read_lines
 from .vocab import ids_to_tokens
 
@@ -165,6 +167,10 @@ class CaptionResult:
         found), in input order; the captioner CLI writes each as ``Warning: line N: ...``.
     :param guide: with ``guide_with_classifier``, the classes whose words the caption was asked to contain (one
         :class:`imcap.guide.GuideWord` each, with ``met``); empty when none was probable enough.
+    :param guide_pushed: with ``guide_soft_weight``, the words soft guidance pushed (:class:`imcap.guide.PushedWord`,
+        with their bonus and whether the caption has them).
+    :param guide_held_back: with ``guide_against``, the words guidance against held back
+        (:class:`imcap.guide.HeldBackWord`).
     """
     line: int
     tokens: List[str]
@@ -178,11 +184,20 @@ class CaptionResult:
     avoid: List[PhraseResult] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     guide: List[GuideWord] = field(default_factory=list)
+    guide_pushed: List[PushedWord] = field(default_factory=list)
+    guide_held_back: List[HeldBackWord] = field(default_factory=list)
+
+    detokenize: Optional[Callable[[Sequence[str]], str]] = field(default=None, repr=False, compare=False)
 
     @property
     def caption(self) -> str:
-        """The tokens joined by spaces (``""`` on error)."""
-        return " ".join(self.tokens)
+        """The caption as text (``""`` on error): the tokens written back by the model's tokenizer (words joined by
+        spaces, pieces joined, Chinese without spaces)."""
+        return self.text(self.tokens)
+
+    def text(self, tokens: Sequence[str]) -> str:
+        """Tokens of this result (its own, or of its n-best) as text."""
+        return self.detokenize(tokens) if self.detokenize is not None else " ".join(tokens)
 
 
 # The keywords of Captioner that configure its beam search (and may differ per request, see with_search_options):
@@ -274,13 +289,17 @@ class Captioner:
         each input's own ``avoid``; blank ones are skipped, one without words is skipped with a logged warning, one
         with a word outside the vocabulary cannot occur anyway. An input's constraint overrides a phrase of the list
         that occurs inside it (with a warning on the result).
+    :param join_subwords: join subword-nmt's ``@@`` pieces in the captions written (models whose tokenizer is
+        ``none``, trained on pre-segmented captions).
     :param guide_with_classifier: guide each caption by the CNN's ImageNet classifier (:mod:`imcap.guide`, Anderson
         et al. 2017): the words of its top classes become disjunctive constraints. The class probabilities come from
         the CNN's forward pass for pixels, from the cache beside a feature file (``imcap.extract_features`` writes
         them), or from the input's ``class_probabilities``; an input without them is captioned unguided, with a
-        warning.
-    :param guide_top_k: the most classes per image.
-    :param guide_min_probability: the least probability of a class that guides.
+        warning. Soft guidance and guidance against are search settings (``guide_soft_weight``, ``guide_against``
+        of :class:`imcap.search_options.SearchOptions`, e.g. ``Captioner(..., guide_with_classifier=True,
+        guide_top_k=0, guide_soft_weight=2.0)``); results report them (``guide_pushed``, ``guide_held_back``).
+    :param guide_top_k: the most classes per image made hard constraints; 0: none.
+    :param guide_min_probability: the least probability of a class made a hard constraint.
     :param guide_class_words: the class -> words mapping file; default :data:`imcap.guide.DEFAULT_CLASS_WORDS`.
     :param guide_expand_vocabulary: add the mapping's words that the model lacks, scored as their stand-ins
         (:func:`imcap.guide.expand_vocabulary`), written only where a guide asks for them.
@@ -303,7 +322,7 @@ class Captioner:
                  guide_top_k: int = C.DEFAULT_GUIDE_TOP_K,
                  guide_min_probability: float = C.DEFAULT_GUIDE_MIN_PROBABILITY,
                  guide_class_words: Optional[str] = None, guide_expand_vocabulary: bool = False,
-                 backend: str = C.BACKEND_MXNET, **search_settings: Any) -> None:
+                 backend: str = C.BACKEND_MXNET, join_subwords: bool = False, **search_settings: Any) -> None:
         check_condition(batch_size >= 1, "batch_size must be >= 1, got %s" % batch_size)
         options = SearchOptions.of(search, **search_settings)
         views = [test_time_augmentations] if isinstance(test_time_augmentations, str) else list(test_time_augmentations)
@@ -315,6 +334,11 @@ class Captioner:
                                                                                     vocab, context)
         check_condition(backend == C.BACKEND_MXNET or not guide_expand_vocabulary,
                         "backend onnxruntime: guide_expand_vocabulary changes the models, which needs MXNet")
+        self.tokenizer = models_tokenizer(models)
+        self.join_subwords = join_subwords
+        check_condition(not guide_with_classifier or self.tokenizer.language == "en",
+                        "guide_with_classifier: the class words mapping is English; this model's captions are %r "
+                        "(its tokenizer.json)" % self.tokenizer.language)
         self.guide: Optional[ClassifierGuide] = None
         self.expanded_ids: List[int] = []   # words added by guide_expand_vocabulary (written only where required)
         if guide_with_classifier:
@@ -330,7 +354,7 @@ class Captioner:
         self.test_time_augmentations = views
         self.extract_image_features = extract_image_features
         self.source_root = source_root
-        self.avoid_list = read_avoid_list(avoid_list, self.vocab.token_to_idx)
+        self.avoid_list = read_avoid_list(avoid_list, self.vocab.token_to_idx, self.tokenizer.tokenize)
         self.search = self._build_search(options)
         self._encoder: Optional["ImageEncoder"] = None
         self._encoder_checked = False
@@ -358,12 +382,21 @@ class Captioner:
 
         :raises ImcapError: for a Captioner guided by the classifier and options that cannot meet constraints.
         """
-        check_condition(self.guide is None or options.selection == "beam",
-                        "guide_with_classifier needs beam search (its classes are constraints): not with %s"
-                        % ("sample" if options.sample else "diverse_beam_groups above 1"))
+        check_condition(self.guide is None or not self.guide.top_k or options.selection == "beam",
+                        "guide_with_classifier with guide_top_k above 0 needs beam search (its classes are "
+                        "constraints): not with %s" % ("sample" if options.sample else "diverse_beam_groups above 1"))
+        check_condition(self.guide is not None or not options.guided_softly,
+                        "guide_soft_weight and guide_against need a Captioner guided by the classifier "
+                        "(guide_with_classifier, --guide-with-classifier)")
         runtime = self.models if self.backend == C.BACKEND_MXNET else OnnxSteps(self.models)
         return BeamSearch(runtime, self.vocab, options, keep_attention=self.keep_attention, ctx=self.context,
                           constraint_only=self.expanded_ids, avoid_list=[p.ids for p in self.avoid_list if p.ids])
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        """Caption tokens as text, by the models' tokenizer (subword-nmt's ``@@`` pieces joined with
+        ``join_subwords``)."""
+        text = self.tokenizer.detokenize(tokens)
+        return join_subwords(text) if self.join_subwords else text
 
     def with_search_options(self, batch_size: Optional[int] = None, options: Optional[SearchOptions] = None,
                             keep_attention: Optional[bool] = None, **settings: Any) -> "Captioner":
@@ -414,7 +447,8 @@ class Captioner:
                    guide_top_k=getattr(args, "guide_top_k", C.DEFAULT_GUIDE_TOP_K),
                    guide_min_probability=getattr(args, "guide_min_probability", C.DEFAULT_GUIDE_MIN_PROBABILITY),
                    guide_class_words=getattr(args, "guide_class_words", None),
-                   guide_expand_vocabulary=getattr(args, "guide_expand_vocabulary", False))
+                   guide_expand_vocabulary=getattr(args, "guide_expand_vocabulary", False),
+                   join_subwords=getattr(args, "join_subwords", False))
 
     def get_image_encoder(self) -> "ImageEncoder":
         """The CNN that turns pixels into the models' features, created (and checked) on the first call.
@@ -540,7 +574,7 @@ class Captioner:
         """The input's phrases as word ids for the search, what its result will report on them, and a warning for
         each that cannot be used as given (:func:`imcap.phrases.prepare_phrases`; see :meth:`caption`)."""
         return prepare_phrases(item.constraints, item.avoid, self.vocab.token_to_idx, self.options.max_output_length,
-                               self.avoid_list)
+                               self.avoid_list, self.tokenizer.tokenize)
 
     def _class_probabilities(self, item: CaptionInput, phrases: InputPhrases) -> Optional[np.ndarray]:
         """The class probabilities ``(classes,)`` of a features input when the Captioner guides by them: the input's
@@ -567,11 +601,11 @@ class Captioner:
         if p.classes is None or self.guide is None:
             return
         try:
-            guides, constraints = self.guide.choose(p.classes)
+            guidance = self.guide.guide(p.classes, self.options.guide_soft_weight, self.options.guide_against)
         except ImcapError as e:
             p.phrases.warnings.append("%s: not guided" % e)
             return
-        p.phrases.add_guide(guides, constraints)
+        p.phrases.add_guidance(guidance)
 
     def _search_batch(self, inputs: Sequence[CaptionInput], pending: List[_Pending],
                       results: List[Optional[CaptionResult]]) -> None:
@@ -595,11 +629,12 @@ class Captioner:
             for p in pending:
                 self._add_guide(p)
         keys = [_line(p.position, inputs[p.position]) for p in pending]   # sampling's random streams
+        bonus = _stacked_bonus([p.phrases for p in pending], len(self.vocab))
         if any(p.phrases.required or p.phrases.avoid for p in pending):
             found = self.search.search(views, [p.phrases.required for p in pending], [p.phrases.avoid for p in pending],
-                                       keys=keys)
+                                       keys=keys, bonus=bonus)
         else:
-            found = self.search.search(views, keys=keys)  # no constraints: the plain search
+            found = self.search.search(views, keys=keys, bonus=bonus)  # no constraints: the plain search
         for p, hyps in zip(pending, found):
             results[p.position] = self._result(p.position, inputs[p.position], hyps, phrases=p.phrases)
 
@@ -611,10 +646,12 @@ class Captioner:
         best = hyps[0]
         tokens = ids_to_tokens(self.vocab, best.ids)
         nbest = [(ids_to_tokens(self.vocab, h.ids), h.score) for h in hyps] if self.nbest_size > 1 else []
-        result = CaptionResult(line, tokens, best.score, best.attention, nbest, source=item.source or "")
+        result = CaptionResult(line, tokens, best.score, best.attention, nbest, source=item.source or "",
+                               detokenize=self.detokenize)
         if phrases is not None:
             result.constraints, result.avoid, result.constraints_met, result.warnings = phrases.report(tokens)
             result.guide = phrases.guides
+            result.guide_pushed, result.guide_held_back = phrases.pushed, phrases.held_back
         return result
 
 
@@ -644,6 +681,32 @@ def _backend_models(backend: str, models: Any, checkpoints: Union[str, Sequence[
     from .export.exported import load_exported_models
     loaded, vocab, shape = load_exported_models(folders)
     return loaded, vocab, shape, None
+
+
+def models_tokenizer(models: Any) -> Tokenizer:
+    """The tokenizer recorded in the model dirs (:func:`imcap.tokenizer.load_tokenizer`; ``words`` for models in
+    memory and dirs without a record).
+
+    :raises ImcapError: if the dirs record different tokenizers.
+    """
+    folders = [models] if isinstance(models, str) else [m for m in models if isinstance(m, str)]
+    tokenizers = [load_tokenizer(folder) for folder in folders] or [make_tokenizer(WORDS)]
+    records = {json.dumps(t.to_dict(), sort_keys=True) for t in tokenizers}
+    check_condition(len(records) == 1, "the models have different tokenizers (%s): an ensemble needs one"
+                    % "; ".join(sorted(records)))
+    return tokenizers[0]
+
+
+def _stacked_bonus(phrases: Sequence[InputPhrases], vocab_size: int) -> Optional[np.ndarray]:
+    """``(batch, vocab)`` the soft guidance bonus of a batch's inputs (zeros for those without), or None if none has
+    one."""
+    if all(p.bonus is None for p in phrases):
+        return None
+    bonus = np.zeros((len(phrases), vocab_size), dtype=np.float64)
+    for row, p in enumerate(phrases):
+        if p.bonus is not None:
+            bonus[row, :len(p.bonus)] = p.bonus
+    return bonus
 
 
 def _line(position: int, item: CaptionInput) -> int:

@@ -5,7 +5,7 @@ Every handler writes exactly one line per input line; a line that could not be c
 ``error`` key (``json``).
 """
 import json
-from typing import IO
+from typing import IO, Any, Dict
 
 import numpy as np
 
@@ -40,13 +40,29 @@ class CaptionWithScoreOutputHandler(OutputHandler):
         return "%.6f\t%s" % (result.score, result.caption) if result.error is None else "\t"
 
 
+def guidance_report(result: CaptionResult) -> Dict[str, Any]:
+    """``{"guide_pushed": [{"word", "probability", "bonus", "written"}], "guide_held_back": [{"word",
+    "probability"}]}``: what soft guidance pushed and guidance against held back (each key only when used)."""
+    report: Dict[str, Any] = {}
+    if getattr(result, "guide_pushed", None):
+        report["guide_pushed"] = [{"word": w.word, "probability": round(float(w.probability), 4),
+                                   "bonus": round(float(w.bonus), 4), "written": bool(w.written)}
+                                  for w in result.guide_pushed]
+    if getattr(result, "guide_held_back", None):
+        report["guide_held_back"] = [{"word": w.word, "probability": round(float(w.probability), 6)}
+                                     for w in result.guide_held_back]
+    return report
+
+
 class JSONOutputHandler(OutputHandler):
     """One JSON object per line (``--output-type json``): ``caption``, ``tokens``, ``score``, ``attention``
     (per generated word, ``</s>`` included, the weights over the regions), ``nbest`` and ``image``; a line with
     lexical constraints also has ``constraints_met`` and, per phrase, ``constraints`` and ``avoid``:
     ``[{"phrase": ..., "met": true|false}, ...]`` (a disjunctive constraint also has its ``alternatives``), and
     ``warnings`` when a phrase could not be used as given; a caption guided by the classifier has ``guide``:
-    ``[{"class", "name", "probability", "words", "met"}]``; a failed line has ``error``."""
+    ``[{"class", "name", "probability", "words", "met"}]``, soft guidance ``guide_pushed``: ``[{"word", "probability",
+    "bonus", "written"}]`` and guidance against ``guide_held_back``: ``[{"word", "probability"}]`` (when used); a failed
+    line has ``error``."""
 
     def format(self, result: CaptionResult) -> str:
         obj = {"line": result.line, "image": result.source, "caption": result.caption, "tokens": result.tokens,
@@ -54,10 +70,11 @@ class JSONOutputHandler(OutputHandler):
         if result.attention is not None:
             obj["attention"] = np.round(result.attention.astype(np.float64), 5).tolist()
         if result.nbest:
-            obj["nbest"] = [{"caption": " ".join(t), "score": s} for t, s in result.nbest]
+            obj["nbest"] = [{"caption": result.text(t), "score": s} for t, s in result.nbest]
         if getattr(result, "guide", None):
             obj["guide"] = [{"class": g.class_index, "name": g.class_name, "probability": round(g.probability, 4),
                              "words": g.words, "met": g.met} for g in result.guide]
+        obj.update(guidance_report(result))
         if result.constraints_met is not None:
             obj["constraints_met"] = result.constraints_met
             obj["constraints"] = [dict({"phrase": p.phrase, "met": p.met},

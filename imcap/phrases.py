@@ -17,14 +17,18 @@ for by :mod:`imcap.constraints`.
 import collections
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 from .constraints import as_alternatives, conflicting, count_occurrences
 from .tokenizer import tokenize
+
+Tokenize = Callable[[str], List[str]]   # a tokenizer's tokenize: text -> tokens
 from .utils import check_condition
 
 if TYPE_CHECKING:
-    from .guide import GuideWord
+    from .guide import GuideWord, Guidance, HeldBackWord, PushedWord
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +146,9 @@ class Encoded(NamedTuple):
     unknown: List[str]
 
 
-def encode_phrase(phrase: str, token_to_idx: Mapping[str, int]) -> Encoded:
-    """``phrase`` tokenized (:func:`imcap.tokenizer.tokenize`) and its words looked up in ``token_to_idx``."""
+def encode_phrase(phrase: str, token_to_idx: Mapping[str, int], tokenize: Tokenize = tokenize) -> Encoded:
+    """``phrase`` tokenized (by the model's tokenizer; default :func:`imcap.tokenizer.tokenize`) and its words looked
+    up in ``token_to_idx``."""
     tokens = tokenize(phrase)
     unknown = [t for t in tokens if t not in token_to_idx]
     return Encoded(tokens, [] if unknown else [token_to_idx[t] for t in tokens], unknown)
@@ -157,7 +162,8 @@ class ListedPhrase(NamedTuple):
     ids: List[int]
 
 
-def read_avoid_list(phrases: Sequence[str], token_to_idx: Mapping[str, int]) -> List[ListedPhrase]:
+def read_avoid_list(phrases: Sequence[str], token_to_idx: Mapping[str, int],
+                    tokenize: Tokenize = tokenize) -> List[ListedPhrase]:
     """The usable phrases of an avoid list (blank ones skipped; one without words skipped with a logged warning).
 
     :raises ImcapError: if ``phrases`` is not a list of strings.
@@ -168,7 +174,7 @@ def read_avoid_list(phrases: Sequence[str], token_to_idx: Mapping[str, int]) -> 
     for number, phrase in enumerate(phrases, 1):
         if not phrase.strip():
             continue
-        encoded = encode_phrase(phrase, token_to_idx)
+        encoded = encode_phrase(phrase, token_to_idx, tokenize)
         if not encoded.tokens:
             logger.warning("avoid list phrase %d (%r) has no words: skipped", number, phrase)
             continue
@@ -266,6 +272,9 @@ class InputPhrases:
     checks: List[PhraseCheck] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     guides: List["GuideWord"] = field(default_factory=list)   # the classes guiding the caption (guide_with_classifier)
+    pushed: List["PushedWord"] = field(default_factory=list)        # soft guidance's words (guide_soft_weight)
+    held_back: List["HeldBackWord"] = field(default_factory=list)   # guidance against's words (guide_against)
+    bonus: Optional[np.ndarray] = None   # (vocab,) soft guidance's bonus per word
 
     def needed_words(self) -> int:
         """The fewest words that meet every constraint of :attr:`required` (a disjunction's shortest alternative)."""
@@ -289,6 +298,15 @@ class InputPhrases:
                 self.required.append(alternatives)
                 self.guides.append(guide)
 
+    def add_guidance(self, guidance: "Guidance") -> None:
+        """Add the classifier's whole guide (:meth:`imcap.guide.ClassifierGuide.guide`): its hard constraints (as
+        :meth:`add_guide`), its soft bonus and pushed words, and its held-back words, avoided by the search but not
+        reported among the input's avoided phrases."""
+        self.add_guide(guidance.guides, guidance.constraints)
+        self.pushed, self.bonus = list(guidance.pushed), guidance.bonus
+        self.held_back = list(guidance.held_back)
+        self.avoid.extend(guidance.avoid)
+
     def report(self, tokens: Sequence[str]) -> PhraseReport:
         """What a caption of ``tokens`` meets; the warnings add, to those of the phrases, one per enforced constraint
         the caption does not meet (no hypothesis met them all within ``max_output_length``). Sets each guide's
@@ -308,16 +326,20 @@ class InputPhrases:
                                 "within max_output_length" % _short(check.phrase))
         for guide in self.guides:
             guide.met = any(count_occurrences(tokens, tokenize(word)) for word in guide.words)
+        for word in self.pushed:
+            word.written = word.word in tokens
         every = [p.met for p in required + avoided]
         return PhraseReport(required, avoided, all(every) if every else None, warnings)
 
 
 def prepare_phrases(constraints: Sequence[Constraint], avoid: Sequence[Phrase], token_to_idx: Mapping[str, int],
-                    max_output_length: int, avoid_list: Sequence[ListedPhrase] = ()) -> InputPhrases:
+                    max_output_length: int, avoid_list: Sequence[ListedPhrase] = (),
+                    tokenize: Tokenize = tokenize) -> InputPhrases:
     """An input's :class:`InputPhrases`: its constraints that can be used and fit in ``max_output_length``, in
     order, and its avoided phrases the model can write, as word ids; a warning for each phrase that cannot be used
     as given; an avoided phrase (of ``avoid`` or of the Captioner's ``avoid_list``) inside a constraint is not avoided,
-    with a warning (the search drops it too, :mod:`imcap.constraints`).
+    with a warning (the search drops it too, :mod:`imcap.constraints`). Phrases are split by ``tokenize`` (the
+    model's tokenizer), so a user writes words and never pieces.
 
     :raises TypeError, ValueError: as :func:`check_phrases`.
     """
@@ -326,12 +348,12 @@ def prepare_phrases(constraints: Sequence[Constraint], avoid: Sequence[Phrase], 
     out = InputPhrases(max_output_length)
     for item in constraints:
         if isinstance(item, list):
-            _add_disjunction(out, item, token_to_idx)
+            _add_disjunction(out, item, token_to_idx, tokenize)
         else:
-            _add_constraint(out, item, token_to_idx)
+            _add_constraint(out, item, token_to_idx, tokenize)
     avoided: List[Phrase] = []   # the phrase of each entry of out.avoid
     for phrase in avoid:
-        if _add_avoided(out, phrase, token_to_idx):
+        if _add_avoided(out, phrase, token_to_idx, tokenize):
             avoided.append(phrase)
     if out.required:
         _drop_conflicts(out, avoided, avoid_list)
@@ -344,10 +366,10 @@ def _ignore(out: InputPhrases, kind: str, phrase: IgnoredPhrase) -> None:
 
 
 def _encode_warned(out: InputPhrases, name: str, phrase: str, token_to_idx: Mapping[str, int],
-                   unknown: Optional[str]) -> Encoded:
+                   unknown: Optional[str], tokenize: Tokenize) -> Encoded:
     """``phrase`` encoded, with a warning if it has no words, and if it has a word outside the vocabulary one that
     ends with ``unknown`` (None: no warning, e.g. an avoided phrase the model cannot write)."""
-    encoded = encode_phrase(phrase, token_to_idx)
+    encoded = encode_phrase(phrase, token_to_idx, tokenize)
     if not encoded.tokens:
         out.warnings.append("%s %s has no words: ignored" % (name, _short(phrase)))
     elif encoded.unknown and unknown is not None:
@@ -356,19 +378,20 @@ def _encode_warned(out: InputPhrases, name: str, phrase: str, token_to_idx: Mapp
     return encoded
 
 
-def _add_constraint(out: InputPhrases, phrase: Phrase, token_to_idx: Mapping[str, int]) -> None:
+def _add_constraint(out: InputPhrases, phrase: Phrase, token_to_idx: Mapping[str, int], tokenize: Tokenize) -> None:
     """Add one phrase the caption must contain, if it can be used and fits."""
     if isinstance(phrase, IgnoredPhrase):
         _ignore(out, CONSTRAINT, phrase)
         return
-    encoded = _encode_warned(out, "constraint", phrase, token_to_idx, "it cannot be met")
+    encoded = _encode_warned(out, "constraint", phrase, token_to_idx, "it cannot be met", tokenize)
     enforced = bool(encoded.ids) and out.fits(len(encoded.ids), phrase)
     if enforced:
         out.required.append(encoded.ids)
     out.checks.append(PhraseCheck(CONSTRAINT, phrase, tuple(encoded.tokens), enforced=enforced))
 
 
-def _add_disjunction(out: InputPhrases, alternatives: List[Phrase], token_to_idx: Mapping[str, int]) -> None:
+def _add_disjunction(out: InputPhrases, alternatives: List[Phrase], token_to_idx: Mapping[str, int],
+                     tokenize: Tokenize) -> None:
     """Add one disjunctive constraint, a list of alternative phrases of which the caption must contain one: the
     alternatives with words inside the vocabulary (a warning for each other one; a warning if none is left)."""
     texts = tuple(phrase_text(a) for a in alternatives)
@@ -378,7 +401,7 @@ def _add_disjunction(out: InputPhrases, alternatives: List[Phrase], token_to_idx
         if isinstance(alternative, IgnoredPhrase):
             out.warnings.append(alternative.warning)
             continue
-        encoded = _encode_warned(out, "constraint alternative", alternative, token_to_idx, "ignored")
+        encoded = _encode_warned(out, "constraint alternative", alternative, token_to_idx, "ignored", tokenize)
         if encoded.ids:
             usable.append(encoded)
     if not usable:
@@ -390,13 +413,13 @@ def _add_disjunction(out: InputPhrases, alternatives: List[Phrase], token_to_idx
                                   alternative_tokens=tuple(tuple(e.tokens) for e in usable)))
 
 
-def _add_avoided(out: InputPhrases, phrase: Phrase, token_to_idx: Mapping[str, int]) -> bool:
+def _add_avoided(out: InputPhrases, phrase: Phrase, token_to_idx: Mapping[str, int], tokenize: Tokenize) -> bool:
     """Add one phrase the caption must not contain; whether the search avoids it (one with a word outside the
     vocabulary needs no avoiding: the model cannot write it)."""
     if isinstance(phrase, IgnoredPhrase):
         _ignore(out, AVOID, phrase)
         return False
-    encoded = _encode_warned(out, "avoid phrase", phrase, token_to_idx, None)
+    encoded = _encode_warned(out, "avoid phrase", phrase, token_to_idx, None, tokenize)
     out.checks.append(PhraseCheck(AVOID, phrase, tuple(encoded.tokens)))
     if encoded.ids:
         out.avoid.append(encoded.ids)

@@ -10,8 +10,11 @@ files that the rest of imcap reads (see docs/architecture.md):
   same line, and ``SPLIT.all.images``/``SPLIT.all.captions`` in the one-pair-per-line form (for the
   validation perplexity).
 
-Captions are lower-cased, stripped of punctuation and joined with single spaces (:func:`imcap.tokenizer.tokenize`,
-which constraint phrases go through too).
+Captions are split into tokens by ``--tokenizer`` (:mod:`imcap.tokenizer`; default ``words``: lower-cased, stripped
+of punctuation, :func:`imcap.tokenizer.tokenize`, which constraint phrases go through too) and joined with single
+spaces; ``tokenizer.json`` (and a SentencePiece model, ``tokenizer.model``) in ``--output`` records the tokenizer,
+which ``imcap.train`` copies into the model dir. Training files hold the model's tokens (SentencePiece pieces);
+reference files hold what captions are scored on: the words (the pieces decoded), jieba's words or the characters.
 Image paths are written relative, exactly as the annotations give them.
 
 Supported annotation formats (``--format``):
@@ -35,7 +38,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import arguments
 from .arguments import DEFAULT_FLICKR8K
-from .tokenizer import tokenize
+from .tokenizer import CHOICES as TOKENIZER_CHOICES, SENTENCEPIECE, WORDS, Tokenizer, make_tokenizer, \
+    train_sentencepiece
 from .utils import ImcapError, atomic_open, check_condition, read_lines
 
 logger = logging.getLogger(__name__)
@@ -102,7 +106,8 @@ def read_flickr_captions(path: str) -> Dict[str, List[str]]:
     """Read Flickr captions, ``<image>\\t<caption>`` (``captions.tsv``) or ``<image>#<n>\\t<caption>``
     (``Flickr8k.token.txt``), into image -> captions in file order. Blank lines are skipped.
 
-    :raises ImcapError: naming file and line for a line without a tab or without an image name.
+    :raises ImcapError: naming file and line for a line without a tab, without an image name or without a caption
+        (and for a file that is not UTF-8).
     """
     captions: Dict[str, List[str]] = collections.OrderedDict()
     for number, line in enumerate(read_lines(path), 1):
@@ -119,6 +124,8 @@ def read_flickr_captions(path: str) -> Dict[str, List[str]]:
         if match is not None:
             image = match.group(1)
         _check_image_path(image, where)
+        check_condition(caption.strip() != "", "%s: empty caption of %s (every line needs its caption text)"
+                        % (where, image))
         captions.setdefault(image, []).append(caption)
     return captions
 
@@ -318,13 +325,16 @@ def _pair_lines(images: Sequence[Tuple[str, List[List[str]]]]) -> Tuple[List[str
     return image_lines, caption_lines, skipped
 
 
-def write_split(output: str, split: str, images: Sequence[ImageCaptions], training: bool) -> SplitSummary:
-    """Tokenize and write one split into directory ``output`` (see the module docstring for the files).
+def write_split(output: str, split: str, images: Sequence[ImageCaptions], training: bool,
+                tokenizer: Optional[Tokenizer] = None) -> SplitSummary:
+    """Tokenize (``tokenizer``, default ``words``) and write one split into directory ``output`` (see the module
+    docstring for the files).
 
     Training splits skip captions that tokenize to nothing; evaluation splits keep them as empty reference
     lines, and an image with fewer than K references repeats its last one.
     """
-    tokenized = [(image, [tokenize(caption) for caption in captions]) for image, captions in images]
+    tokenizer = tokenizer or make_tokenizer(WORDS)
+    tokenized = [(image, [tokenizer.tokenize(caption) for caption in captions]) for image, captions in images]
     prefix = os.path.join(output, split)
     summary = SplitSummary(split=split, training=training, images=len(tokenized))
     kept = [tokens for _, captions in tokenized for tokens in captions if tokens or not training]
@@ -351,7 +361,8 @@ def write_split(output: str, split: str, images: Sequence[ImageCaptions], traini
         summary.files.append(path)
         for k in range(num_refs):
             path = "%s%s.%d" % (prefix, CAPTIONS_SUFFIX, k)
-            _write_lines(path, [" ".join(captions[min(k, len(captions) - 1)]) for _, captions in tokenized])
+            _write_lines(path, [tokenizer.scoring_text(captions[min(k, len(captions) - 1)])
+                                for _, captions in tokenized])
             summary.files.append(path)
         stale = "%s%s.%d" % (prefix, CAPTIONS_SUFFIX, num_refs)
         if os.path.exists(stale):
@@ -407,16 +418,40 @@ def run_prepare_data(args: argparse.Namespace) -> Dict[str, SplitSummary]:
         logger.warning("--train-splits: no split %s in the data (splits: %s)", ", ".join(missing),
                        ", ".join(dataset) or "none")
     os.makedirs(args.output, exist_ok=True)
+    if args.max_images_per_split is not None:
+        dataset = collections.OrderedDict((split, images[:args.max_images_per_split])
+                                          for split, images in dataset.items())
+    tokenizer = build_tokenizer(args, [caption for split in train_splits for _, captions in dataset.get(split, [])
+                                       for caption in captions])
     summaries: Dict[str, SplitSummary] = collections.OrderedDict()
     for split, images in dataset.items():
-        if args.max_images_per_split is not None:
-            images = images[:args.max_images_per_split]
         if not images:
             logger.warning("%s: no images; nothing written", split)
             continue
-        summaries[split] = write_split(args.output, split, images, training=split in train_splits)
+        summaries[split] = write_split(args.output, split, images, split in train_splits, tokenizer)
     check_condition(len(summaries) > 0, "no images in any split; nothing written")
     return summaries
+
+
+def build_tokenizer(args: argparse.Namespace, training_captions: Sequence[str]) -> Tokenizer:
+    """The ``--tokenizer`` of ``args`` (a SentencePiece model trained on ``training_captions``), saved in
+    ``--output``.
+
+    :raises ImcapError: if SentencePiece cannot train a model of ``--vocab-size`` pieces on the captions, or
+        ``--vocab-size`` is given for another tokenizer.
+    """
+    language = args.language
+    if args.tokenizer == SENTENCEPIECE:
+        check_condition(args.vocab_size is not None, "--tokenizer sentencepiece needs --vocab-size (e.g. 2000)")
+        tokenizer: Tokenizer = train_sentencepiece(training_captions, args.output, args.vocab_size,
+                                                   args.sentencepiece_model_type, language or "en")
+        logger.info("SentencePiece (%s) trained on %d captions: %d pieces", args.sentencepiece_model_type,
+                    len(training_captions), args.vocab_size)
+        return tokenizer
+    check_condition(args.vocab_size is None, "--vocab-size is for --tokenizer sentencepiece")
+    tokenizer = make_tokenizer(args.tokenizer, language)
+    tokenizer.save(args.output)
+    return tokenizer
 
 
 def add_prepare_data_args(parser: argparse.ArgumentParser) -> None:
@@ -449,6 +484,20 @@ def add_prepare_data_args(parser: argparse.ArgumentParser) -> None:
                        help="Splits written one (image, caption) pair per line; every other split is an "
                             "evaluation split: one image per line with reference files SPLIT.captions.0 ... "
                             "plus SPLIT.all.images/SPLIT.all.captions.")
+    group = parser.add_argument_group("Tokenizer")
+    group.add_argument("--tokenizer", choices=TOKENIZER_CHOICES, default=WORDS,
+                       help="How captions become tokens (imcap.tokenizer): words (lower-cased words, punctuation "
+                            "removed), none (split on whitespace only: pre-segmented text such as subword-nmt's "
+                            "'constr@@ aint' keeps its pieces), sentencepiece (a SentencePiece model trained on the "
+                            "training captions, --vocab-size pieces), jieba (Chinese words), chars (one token per "
+                            "character). Recorded in OUTPUT/tokenizer.json; the model dir keeps it.")
+    group.add_argument("--vocab-size", type=arguments.int_greater_or_equal(8), default=None,
+                       help="sentencepiece: the pieces of its model.")
+    group.add_argument("--sentencepiece-model-type", choices=["bpe", "unigram"], default="bpe",
+                       help="sentencepiece: BPE or unigram language model segmentation.")
+    group.add_argument("--language", default=None,
+                       help="The captions' language (ISO 639-1): default zh for jieba and chars, en otherwise. The "
+                            "guide's class words and METEOR are English only.")
     arguments.add_logging_args(parser)
 
 

@@ -49,6 +49,12 @@ class SearchOptions:
         must divide ``beam_size``.
     :param diverse_beam_strength: the penalty per earlier group's choice of the same word at the same step
         (Hamming diversity; log-probability units, at least 0; 0: independent groups).
+    :param guide_soft_weight: with a Captioner guided by the classifier, soft guidance (:mod:`imcap.guide`): each
+        word of the class words mapping gains this weight times its classes' summed probability on its
+        log-probability, at each step until written; a finite number of at least 0 (0: off).
+    :param guide_against: with a Captioner guided by the classifier, guidance against (:mod:`imcap.guide`): an
+        animal word is avoided when its classes' summed probability is below this share of the image's top class's
+        probability; in [0, 1] (0: off).
     :raises TypeError: naming the field whose value has the wrong type (a bool for a number, a string, ...).
     :raises ValueError: naming the field whose value is out of its range.
     """
@@ -66,6 +72,8 @@ class SearchOptions:
     seed: int = 0
     diverse_beam_groups: int = 1
     diverse_beam_strength: float = 0.5
+    guide_soft_weight: float = 0.0
+    guide_against: float = 0.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -107,6 +115,15 @@ class SearchOptions:
                      "1 with sample (sampling draws independent captions, it keeps no beam)")
         _check_range("diverse_beam_strength", strength, math.isfinite(strength) and strength >= 0.0,
                      "a finite number of at least 0")
+        weight, against = self.guide_soft_weight, self.guide_against
+        _check_range("guide_soft_weight", weight, math.isfinite(weight) and weight >= 0.0,
+                     "a finite number of at least 0 (0: off)")
+        _check_range("guide_against", against, 0.0 <= against <= 1.0, "in [0, 1] (0: off)")
+
+    @property
+    def guided_softly(self) -> bool:
+        """Whether the options ask for soft guidance or guidance against (which need a guided Captioner)."""
+        return self.guide_soft_weight > 0.0 or self.guide_against > 0.0
 
     @property
     def selection(self) -> str:
@@ -170,14 +187,15 @@ def _check_range(name: str, value: Any, ok: bool, what: str) -> None:
 
 
 def search_options_from_args(args: Any) -> SearchOptions:
-    """The options of the captioner's or the server's parsed command line (:func:`imcap.arguments.add_search_args`),
+    """The options of the captioner's or the server's parsed command line (:func:`imcap.arguments.add_search_args`,
+    and the guide's :func:`imcap.arguments.add_guide_args`; an option the parser lacks keeps its default),
     ``--nbest-size`` lowered to ``--beam-size`` as :meth:`SearchOptions.of` does.
 
     :raises ImcapError: naming the option (``--no-repeat-ngram-size``) whose value is out of range, the other
         options its message names as options too (``--diverse-beam-groups must be at least 1 and divide --beam-size``).
     """
     try:
-        return SearchOptions.of(**{name: getattr(args, name) for name in SearchOptions.names()})
+        return SearchOptions.of(**{name: getattr(args, name) for name in SearchOptions.names() if hasattr(args, name)})
     except (TypeError, ValueError) as e:
         names = "|".join(sorted(SearchOptions.names(), key=len, reverse=True))
         message = re.sub(r"\b(%s)\b" % names, lambda m: "--" + m.group(1).replace("_", "-"), str(e))

@@ -45,6 +45,7 @@ from .features import FeatureStore, read_manifest
 from .model import CaptionModel, ModelConfig, load_params
 from .training import (GRADIENT_CLIPPING_CHOICES, Trainer, TrainerConfig, TrainingState, build_model,
                        has_training_state)
+from .tokenizer import SENTENCEPIECE, Tokenizer, load_tokenizer
 from .utils import ImcapError, atomic_open, check_condition, read_lines, setup_logging
 from .vocab import build_vocab, load_vocab
 
@@ -332,9 +333,10 @@ def prepare_model_dir(args: argparse.Namespace) -> bool:
     return resume
 
 
-def load_vocabulary(args: argparse.Namespace, resume: bool) -> nlp.Vocab:
+def load_vocabulary(args: argparse.Namespace, resume: bool, tokenizer: Tokenizer) -> nlp.Vocab:
     """The target vocabulary: the model dir's when resuming, that of the ``--params`` model, or built from the
-    training captions (``--word-min-count``).
+    training captions (``--word-min-count``; with a SentencePiece tokenizer every piece the captions use: rare words
+    are written as pieces, not as ``<unk>``).
 
     :raises ImcapError: if ``--params`` has no vocabulary beside it.
     """
@@ -345,7 +347,8 @@ def load_vocabulary(args: argparse.Namespace, resume: bool) -> nlp.Vocab:
         check_condition(os.path.isfile(params_vocab), "--params %s: no %s beside it (the vocabulary of those "
                         "parameters)" % (args.params, C.VOCAB_TRG_NAME))
         return load_vocab(params_vocab)
-    return build_vocab((line.split() for line in read_lines(args.target)), min_count=args.word_min_count)
+    min_count = 1 if tokenizer.name == SENTENCEPIECE else args.word_min_count
+    return build_vocab((line.split() for line in read_lines(args.target)), min_count=min_count)
 
 
 def prepare_encoder_tail(args: argparse.Namespace, model: CaptionModel, resume: bool) -> None:
@@ -407,9 +410,12 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
                 if train_store.augmentations else "", val_store.features.shape[0], train_store.shape,
                 "loaded into memory" if args.load_all_features_to_memory else "checked (read lazily)",
                 time.time() - start)
-    vocab = load_vocabulary(args, resume)
+    tokenizer = load_tokenizer(os.path.dirname(os.path.abspath(args.target)))   # prepare_data's, beside the captions
+    vocab = load_vocabulary(args, resume, tokenizer)
+    logger.info("tokenizer: %s (%s), vocabulary: %d tokens", tokenizer.name, tokenizer.language, len(vocab))
     train_data = ParallelData(train_store, [args.target], vocab, args.max_seq_len)
-    val_data = ParallelData(val_store, args.validation_target, vocab, args.max_seq_len)
+    val_data = ParallelData(val_store, args.validation_target, vocab, args.max_seq_len,
+                            tokenizer.tokenize if tokenizer.name == SENTENCEPIECE else str.split)
     # cache.json sits at the root the feature paths are relative to
     manifest = read_manifest(args.source_root if args.source_root is not None
                              else os.path.dirname(os.path.abspath(args.source)))
@@ -425,7 +431,7 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
         logger.info("parameters initialized from %s", args.params)
     return Trainer(config, model=model, vocab=vocab, train_data=train_data, validation_data=val_data,
                    validation_references=[read_lines(p) for p in args.validation_target], output_dir=args.output,
-                   contexts=ctx, progress_bar=not args.quiet)
+                   contexts=ctx, progress_bar=not args.quiet, tokenizer=tokenizer)
 
 
 def run_train(args: argparse.Namespace) -> TrainingState:

@@ -49,6 +49,7 @@ from .reward import CiderD
 from .self_critical import SelfCritical
 from .utils import (ImcapError, atomic_open, atomic_path, check_condition, perplexity, seed_checkpoint_interval,
                     seed_everything)
+from .tokenizer import WORDS, Tokenizer, make_tokenizer
 from .vocab import load_vocab, save_vocab
 
 logger = logging.getLogger(__name__)
@@ -241,6 +242,8 @@ class Trainer:
     :param contexts: the devices; each batch is split over them and their gradients summed by ``config.kvstore``.
     :param progress_bar: show a progress bar from one checkpoint to the next on STDERR when it is a terminal
         (:mod:`imcap.progress`; the log lines every ``config.log_interval`` updates are written either way).
+    :param tokenizer: the captions' tokenizer (:mod:`imcap.tokenizer`; default ``words``), saved into the model dir;
+        validation captions are scored as its :meth:`~imcap.tokenizer.Tokenizer.scoring_text`.
     :raises ImcapError: if the objects do not fit together (vocabulary size, feature shape, references, devices,
         a resumed dir's vocabulary) or the model is not initialized on ``contexts``.
 
@@ -250,8 +253,10 @@ class Trainer:
 
     def __init__(self, config: TrainerConfig, *, model: CaptionModel, vocab: nlp.Vocab, train_data: ParallelData,
                  validation_data: ParallelData, validation_references: Sequence[Sequence[str]], output_dir: str,
-                 contexts: Sequence[mx.Context], progress_bar: bool = True) -> None:
+                 contexts: Sequence[mx.Context], progress_bar: bool = True,
+                 tokenizer: Optional[Tokenizer] = None) -> None:
         self.config = config
+        self.tokenizer = tokenizer or make_tokenizer(WORDS)
         self.progress_bar = progress_bar
         self.model = model
         self.vocab = vocab
@@ -326,6 +331,7 @@ class Trainer:
         os.makedirs(self.dir, exist_ok=True)
         if not self.resume:
             save_vocab(self.vocab, vocab_path)
+            self.tokenizer.copy_to(self.dir)
         self.model.config.save(os.path.join(self.dir, C.CONFIG_NAME))
 
     def _make_batches(self, validation_references: Sequence[Sequence[str]]) -> None:
@@ -455,7 +461,7 @@ class Trainer:
         # an unreadable line (row -1) is decoded from row 0, one with non-finite features from zeros (read lazily),
         # only to keep the lines aligned with the references
         rows = np.maximum(self.val_store.index[:n], 0)
-        hypotheses = [caption for start in range(0, n, 64)
+        hypotheses = [self.tokenizer.scoring_text(caption.split()) for start in range(0, n, 64)
                       for caption in best_captions(search, self.vocab, self.val_store.gather(rows[start:start + 64]),
                                                    64)]
         with atomic_open(os.path.join(self.dir, C.DECODE_OUT_NAME % self.state.checkpoint)) as f:

@@ -2,6 +2,7 @@
 import contextlib
 import logging
 import math
+import io
 import os
 import random
 import sys
@@ -90,14 +91,18 @@ def seed_checkpoint_interval(seed: int, checkpoint: int) -> None:
 def read_lines(path: str) -> list:
     """Read a UTF-8 text file into a list of lines without their line ends (``\\n`` or ``\\r\\n``).
 
-    :raises ImcapError: if the file does not exist or is not valid UTF-8.
+    :raises ImcapError: if the file does not exist or is not valid UTF-8 (naming the first bad line).
     """
     check_condition(os.path.isfile(path), "%s: no such file" % path)
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        with open(path, encoding="utf-8", newline=None) as f:
-            return [line.rstrip("\n").rstrip("\r") for line in f]
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ImcapError("%s: not valid UTF-8 (%s)" % (path, e))
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ImcapError("%s line %d: not valid UTF-8 (%s); save the file as UTF-8 (e.g. iconv -f GBK -t UTF-8)"
+                         % (path, line, e.reason))
+    return [line.rstrip("\n").rstrip("\r") for line in io.StringIO(text, newline=None)]
 
 
 def run_main(run, args) -> None:

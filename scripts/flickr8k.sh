@@ -22,7 +22,11 @@
 # $RUNS/flickr8k-PROFILE-ft-$FINE_TUNE_FROM; docs/finetuning.md), FINE_TUNE_ARGS (options of that fine-tuning,
 # e.g. "--image-encoder-learning-rate 0.0001"), ENSEMBLE_XENT (with SELF_CRITICAL_SECONDS: 1 decodes each
 # self-critical model in an ensemble with the cross-entropy model it started from, MODEL.xent averaged as MODEL is;
-# no training beyond the budget).
+# no training beyond the budget), CAPTIONS (the captions file; default ../shared/data/flickr8k/captions.tsv; the
+# images stay Flickr8k's), TOKENIZER_ARGS (prepare_data's tokenizer options, e.g. "--tokenizer jieba" or
+# "--tokenizer sentencepiece --vocab-size 2000"), SCORE_TOKENIZE (evaluate --tokenize, e.g. jieba for Chinese;
+# default none), NAME (appended to the output folder: $RUNS/flickr8k-PROFILE-NAME). scripts/flickr8k-cn.sh sets
+# them for Flickr8k-CN's Chinese captions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${1:-quick}
@@ -51,6 +55,9 @@ if [ -n "$FINE_TUNE_FROM" ]; then
   # (1e-4 against 1e-3); SCST_ARGS can set another
   SCST_TRAIN="$SCST_TRAIN --image-encoder-learning-rate 0.000005"
 fi
+OUT=$OUT${NAME:+-$NAME}
+CAPTIONS=${CAPTIONS:-$SHARED/data/flickr8k/captions.tsv}
+SCORE_TOKENIZE=${SCORE_TOKENIZE:-none}
 DATA=$OUT/data
 MODELS=${MODELS:-1}
 if [ "$MODELS" -eq 1 ]; then MODEL_DIRS=$OUT/model; else MODEL_DIRS=$(seq -f "$OUT/model.%g" 1 "$MODELS"); fi
@@ -63,8 +70,10 @@ fi
 mkdir -p "$OUT"
 step() { echo; echo "== $(date +%H:%M:%S) $*"; }
 
-step "prepare: Flickr8k captions → $DATA"
-$PY -m imcap.prepare_data --captions "$SHARED/data/flickr8k/captions.tsv" --output "$DATA" $PREP --quiet
+step "prepare: $CAPTIONS → $DATA ${TOKENIZER_ARGS:-}"
+$PY -m imcap.prepare_data --captions "$CAPTIONS" --splits train="$SHARED/data/flickr8k/train.txt" \
+    val="$SHARED/data/flickr8k/val.txt" test="$SHARED/data/flickr8k/test.txt" --output "$DATA" $PREP \
+    ${TOKENIZER_ARGS:-} --quiet
 if [ "$EVAL_LIMIT" -gt 0 ]; then   # the quick profile validates and scores on a part of val and test
   for f in "$DATA"/{val,test}.images "$DATA"/{val,test}.captions.?; do
     head -n "$EVAL_LIMIT" "$f" > "$f.tmp" && mv "$f.tmp" "$f"
@@ -135,7 +144,7 @@ $PY -m imcap.captioner --models $DECODE_DIRS --source-root "$FEATURES" $DECODE \
 
 step "evaluate on test (BLEU of sacrebleu and of coco-caption, 5 references; diversity)"
 $PY -m imcap.evaluate --hypotheses "$OUT"/test.hyp --references "$DATA"/test.captions.{0,1,2,3,4} \
-    --training-captions "$DATA"/train.captions | tee "$OUT"/test.scores
+    --training-captions "$DATA"/train.captions --tokenize "$SCORE_TOKENIZE" | tee "$OUT"/test.scores
 
 step "visualize → $OUT/test-captions.png, $OUT/training-curves.png"
 $PY -m imcap.visualize captions --images "$DATA"/test.images --image-root "$SHARED/data/flickr8k/images" \

@@ -26,6 +26,7 @@ import imcap  # noqa: E402,F401  (sets OMP_NUM_THREADS before mxnet is imported)
 import numpy as np  # noqa: E402
 
 from imcap.beam_search import BeamSearch, best_captions  # noqa: E402
+from imcap.inference import models_tokenizer  # noqa: E402
 from imcap.scoring import KEY_CIDER_D, bleu_scores, cider_scores  # noqa: E402
 from imcap.features import FeatureStore  # noqa: E402
 from imcap.model import load_model  # noqa: E402
@@ -66,6 +67,7 @@ def main() -> None:
     if args.augmentations:
         inputs[" --test-time-augmentations " + " ".join(args.augmentations)] = [view[rows] for view in store.views]
     references = [read_lines(p) for p in args.references]
+    tokenizer = models_tokenizer(args.model)   # captions are scored as the reference files hold them
     best = None
     for checkpoint in args.checkpoints:
         if not all(os.path.isfile(os.path.join(model_dir, checkpoint)) for model_dir in args.model):
@@ -80,7 +82,8 @@ def main() -> None:
             if beam == 1 and alpha != args.alphas[0]:
                 continue  # the length penalty cannot change a greedy search
             start = time.time()
-            hypotheses = decode(models, vocab, features, beam, alpha, no_repeat)
+            hypotheses = [tokenizer.scoring_text(h.split()) for h in decode(models, vocab, features, beam, alpha,
+                                                                            no_repeat)]
             scores = {metric: score(hypotheses, references) for metric, (_, score) in METRICS.items()}
             blocking = " --no-repeat-ngram-size %d" % no_repeat if no_repeat else ""
             print("%s beam %d alpha %.1f%s%s: val BLEU-4 %.2f, CIDEr-D %.3f (%.0f s)" % (

@@ -8,6 +8,7 @@ SHARED = os.environ.get("IMCAP_SHARED") or os.path.normpath(
 FLICKR8K = os.path.join(SHARED, "data", "flickr8k")
 IMAGES = os.path.join(FLICKR8K, "images")
 CHECK_IMAGES = os.path.join(SHARED, "data", "imagenet-check")
+COCO_DEV = os.path.join(SHARED, "data", "coco-dev100")
 MODELS = os.path.join(SHARED, "models")
 
 requires_shared = pytest.mark.skipif(not os.path.isdir(FLICKR8K), reason="../shared is not beside the checkout")

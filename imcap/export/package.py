@@ -65,6 +65,7 @@ def export_model_dir(model_dir: str, output: str, params_name: str = C.PARAMS_BE
 def _write(model_dir: str, params_name: str, folder: str) -> Dict[str, Any]:
     """Write the exported files of ``model_dir``'s ``params_name`` into the new dir ``folder``."""
     from ..model import load_model
+    from ..tokenizer import load_tokenizer
     from .graphs import encode_graph, step_graph
     import onnx
     model, _ = load_model(model_dir, params_name)
@@ -74,6 +75,7 @@ def _write(model_dir: str, params_name: str, folder: str) -> Dict[str, Any]:
         onnx.save_model(graph, os.path.join(folder, name + ".onnx"))
     for name in (C.VOCAB_TRG_NAME, C.CONFIG_NAME):
         shutil.copyfile(os.path.join(model_dir, name), os.path.join(folder, name))
+    load_tokenizer(model_dir).copy_to(folder)   # how captions become text (and constraints tokens)
     info = {"format": EXPORT_FORMAT, "imcap_version": __version__, "model_dir": os.path.abspath(model_dir),
             "params": params_name, "vocab_sha256": file_sha256(os.path.join(folder, C.VOCAB_TRG_NAME)),
             "vocab_size": model.config.vocab_size, "opset": OPSET, "decoder": model.config.decoder_name,

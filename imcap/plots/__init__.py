@@ -15,8 +15,24 @@
 
 The grid the regions lie on is :func:`imcap.features.region_grid`'s (no matplotlib needed to ask it). Importing any
 module of this package selects matplotlib's Agg backend first: figures render to files and arrays, never to a
-display. Nothing here imports MXNet, the training code or a command line.
+display. Text falls back, glyph by glyph, on an installed Chinese font (:data:`FALLBACK_FONTS`; Debian's
+fonts-wqy-microhei) for captions in Chinese. Nothing here imports MXNet, the training code or a command line.
 """
 import matplotlib
 
 matplotlib.use("Agg")  # before any module of the package imports pyplot
+
+#: Fonts matplotlib falls back on, in order, for the glyphs its default font lacks (matplotlib 3.6+).
+FALLBACK_FONTS = ("Noto Sans CJK SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Droid Sans Fallback")
+
+
+def _use_fallback_fonts() -> None:
+    """Make the default font family the default sans-serif font followed by the installed :data:`FALLBACK_FONTS`."""
+    from matplotlib import font_manager
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    fallback = [name for name in FALLBACK_FONTS if name in installed]
+    if fallback:
+        matplotlib.rcParams["font.family"] = [matplotlib.rcParams["font.sans-serif"][0]] + fallback
+
+
+_use_fallback_fonts()

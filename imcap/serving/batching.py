@@ -194,11 +194,14 @@ class BatchingCaptioner:
 
         :return: the future of its :class:`Captioned` (an input that cannot be read gets a result with ``error``,
             as from :meth:`imcap.inference.Captioner.caption`; a search that raises sets the future's exception).
-        :raises ImcapError: if ``options`` break the limits or the worker does not run.
+        :raises ImcapError: if ``options`` break the limits, ask for soft guidance or guidance against of a captioner
+            that is not guided, or the worker does not run.
         :raises QueueFullError: if ``max_queue_size`` requests are waiting.
         """
         options = options or self.defaults
         self.limits.check(options)
+        check_condition(getattr(self.captioner, "guide", None) is not None or not options.guided_softly,
+                        "guide_soft_weight and guide_against need a server started with --guide-with-classifier")
         check_condition(self.alive, "the caption worker is not running")
         future: "Future[Captioned]" = Future()
         with self._lock:

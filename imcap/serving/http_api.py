@@ -8,6 +8,7 @@
   ``constraints`` and ``avoid``. Answers ``{"caption", "tokens", "score", "nbest": [{"caption", "tokens", "score"},
   ...], "attention": [[weight per region] per word, </s> last], "attention_grid", "constraints": [{"phrase", "met"}],
   "avoid": [{"phrase", "met"}], "constraints_met", "guide": [{"class", "name", "probability", "words", "met"}],
+  "guide_pushed": [{"word", "probability", "bonus", "written"}], "guide_held_back": [{"word", "probability"}],
   "warnings", "options", "image", "batch_size", "seconds"}``. A constraint may be disjunctive: a list of alternative
   phrases in the JSON options (``{"constraints": [["cat", "kitten"], "red"]}``), or ``cat | kitten`` in a query
   parameter; its report then has ``alternatives``.
@@ -40,6 +41,7 @@ from .batching import BatchingCaptioner, Captioned, QueueFullError
 from ..features import region_grid
 from ..search_options import SearchOptions
 from ..inference import CaptionInput, CaptionResult, Captioner
+from ..output_handler import guidance_report
 from ..phrases import check_phrases, phrase_text, split_alternatives
 from .uploads import STATUS_TOO_LARGE, UploadError, UploadLimits, UploadedImage, decode_upload, sniff_image, \
     too_large_message
@@ -63,7 +65,7 @@ STATUS_INTERNAL = 500
 _INT_OPTIONS = ("beam_size", "nbest_size", "max_output_length", "no_repeat_ngram_size", "sampling_top_k", "seed",
                 "diverse_beam_groups")
 _FLOAT_OPTIONS = ("length_penalty_alpha", "length_penalty_beta", "sampling_temperature", "sampling_top_p",
-                  "diverse_beam_strength")
+                  "diverse_beam_strength", "guide_soft_weight", "guide_against")
 _BOOL_OPTIONS = ("allow_unk", "sample", "attention")
 _LIST_OPTIONS = ("constraints", "avoid")
 OPTION_NAMES = _INT_OPTIONS + _FLOAT_OPTIONS + _BOOL_OPTIONS + _LIST_OPTIONS
@@ -324,13 +326,15 @@ def caption_response(captioned: Captioned, options: RequestOptions, upload: Uplo
     if options.attention and result.attention is not None:
         attention = np.round(np.asarray(result.attention, dtype=np.float64), ATTENTION_DECIMALS).tolist()
     return {"caption": result.caption, "tokens": list(result.tokens), "score": float(result.score),
-            "nbest": [{"caption": " ".join(tokens), "tokens": list(tokens), "score": float(score)}
+            "nbest": [{"caption": result.text(tokens), "tokens": list(tokens), "score": float(score)}
                       for tokens, score in nbest],
             "attention": attention, "attention_grid": list(grid) if grid else None,
             "constraints": phrase_report(result, "constraints", options.constraints),
             "avoid": phrase_report(result, "avoid", options.avoid),
             "constraints_met": getattr(result, "constraints_met", None),
             "guide": guide_report(result),
+            "guide_pushed": guidance_report(result).get("guide_pushed", []),
+            "guide_held_back": guidance_report(result).get("guide_held_back", []),
             "warnings": [str(w) for w in getattr(result, "warnings", None) or []],
             "options": options.search.to_dict(),
             "image": {"format": upload.format, "width": upload.width, "height": upload.height},

@@ -21,6 +21,7 @@ import numpy as np
 
 from .batching import BatchingCaptioner
 from ..inference import CaptionInput
+from ..output_handler import guidance_report
 from ..phrases import split_alternatives
 from ..search_options import SearchOptions
 from .uploads import UploadError, UploadLimits, decode_preview, decode_upload, sniff_image
@@ -43,12 +44,33 @@ CSS = """
 """
 
 
+GUIDE_MAX_SOFT_WEIGHT = 5.0   # the page's slider ranges (the API takes any value in range)
+GUIDE_MAX_AGAINST = 0.2
+
+
 def split_phrases(text: Optional[str]) -> List[str]:
     """The phrases of a text field: one per line (or separated by ``;``), blanks dropped."""
     if not text:
         return []
     parts = [p.strip() for line in text.splitlines() for p in line.split(";")]
     return [p for p in parts if p]
+
+
+def describe_guidance(result: Any, shown: int = 8) -> str:
+    """The page's lines on soft guidance and guidance against (empty when neither was used): the words pushed, with
+    their bonus and whether the caption has them, and the words held back (the first ``shown`` of each)."""
+    report = guidance_report(result)
+    text = ""
+    pushed = report.get("guide_pushed", [])
+    if pushed:
+        text += "\n\npushed by the classifier: " + ", ".join(
+            "%s (+%.2f)%s" % (w["word"], w["bonus"], " ✓" if w["written"] else "") for w in pushed[:shown])
+    held_back = report.get("guide_held_back", [])
+    if held_back:
+        more = " and %d more" % (len(held_back) - shown) if len(held_back) > shown else ""
+        text += "\n\nheld back (the classifier rules them out): " + ", ".join(
+            w["word"] for w in held_back[:shown]) + more
+    return text
 
 
 def describe_result(constraints: Sequence[Any], avoid: Sequence[str], constraints_met: Any, batch_size: int,
@@ -83,9 +105,11 @@ class CaptionPage:
         self.size = service.captioner.get_image_encoder().input_size
         self._draw_lock = threading.Lock()  # matplotlib's pyplot is not thread-safe
 
-    def caption(self, path: Optional[str], beam_size: float, nbest_size: float, include: str, avoid: str
+    def caption(self, path: Optional[str], beam_size: float, nbest_size: float, include: str, avoid: str,
+                soft_weight: Optional[float] = None, against: Optional[float] = None
                 ) -> Tuple[str, List[List[Any]], Optional[np.ndarray], str]:
-        """Caption the image Gradio saved at ``path`` (its upload cache; None: no image).
+        """Caption the image Gradio saved at ``path`` (its upload cache; None: no image); ``soft_weight`` and
+        ``against``: the guide's settings of a guided server's page (None: the server's).
 
         :return: the caption, the n-best rows ``[rank, caption, score]``, the attention figure, a status line.
         :raises gradio.Error: for a file that is not an image, is too large, or options out of range.
@@ -100,7 +124,10 @@ class CaptionPage:
         constraints = [split_alternatives(p) for p in split_phrases(include)]   # "cat | kitten": either
         avoided = split_phrases(avoid)
         try:
-            options = SearchOptions.of(self.service.defaults, beam_size=int(beam_size), nbest_size=int(nbest_size))
+            guide = {name: float(value) for name, value in (("guide_soft_weight", soft_weight),
+                                                            ("guide_against", against)) if value is not None}
+            options = SearchOptions.of(self.service.defaults, beam_size=int(beam_size), nbest_size=int(nbest_size),
+                                       **guide)
             if len(constraints) > MAX_PHRASES or len(avoided) > MAX_PHRASES:
                 raise UploadError("at most %d phrases to include and %d to avoid" % (MAX_PHRASES, MAX_PHRASES))
             with self.service.preparing():
@@ -116,7 +143,7 @@ class CaptionPage:
         if result.error is not None:
             return "", [], None, "**Could not caption:** %s" % result.error
         nbest = result.nbest or [(result.tokens, result.score)]
-        rows = [[rank, " ".join(tokens), round(float(score), 4)] for rank, (tokens, score) in enumerate(nbest, 1)]
+        rows = [[rank, result.text(tokens), round(float(score), 4)] for rank, (tokens, score) in enumerate(nbest, 1)]
         figure = None
         if self.draw_attention is not None and result.attention is not None:
             preview = decode_preview(upload, PREVIEW_SIDE)
@@ -129,6 +156,7 @@ class CaptionPage:
             status += "\n\nguided by the classifier: " + ", ".join(
                 "%s (%s, %.2f)%s" % (" | ".join(g.words), g.class_name, g.probability, " ✓" if g.met else " ✗")
                 for g in guides)
+        status += describe_guidance(result)
         for warning in getattr(result, "warnings", None) or []:
             status += "\n\n⚠ %s" % warning
         return result.caption, rows, figure, status
@@ -172,6 +200,7 @@ def build_page(page: CaptionPage, examples: Sequence[str] = (), title: str = "im
                                      elem_id="include", placeholder="e.g. a dog")
                 avoid = gr.Textbox(label="Avoid phrases (one per line)", lines=2, elem_id="avoid",
                                    placeholder="e.g. grass")
+                guide_controls = _guide_controls(page, defaults)
                 button = gr.Button("Caption", variant="primary", elem_id="caption_button")
             with gr.Column(scale=3):
                 caption = gr.Textbox(label="Caption", interactive=False, elem_id="caption", lines=1)
@@ -184,12 +213,26 @@ def build_page(page: CaptionPage, examples: Sequence[str] = (), title: str = "im
                     "`python -m imcap.visualize attention` draws it.")
         attention = gr.Image(show_label=False, interactive=False, type="numpy", format="png",
                              elem_id="attention", buttons=["download"])
-        inputs = [image, beam_size, nbest_size, include, avoid]
+        inputs = [image, beam_size, nbest_size, include, avoid] + guide_controls
         outputs = [caption, nbest, attention, status]
         limit = page.service.max_batch_size  # page requests join the API's batches: let as many run at once
         image.change(page.caption, inputs, outputs, concurrency_limit=limit, api_visibility="private")
         button.click(page.caption, inputs, outputs, concurrency_limit=limit, api_visibility="private")
     return blocks
+
+
+def _guide_controls(page: CaptionPage, defaults: SearchOptions) -> List[Any]:
+    """The sliders of soft guidance and guidance against, on the page of a server guided by the classifier (none
+    otherwise)."""
+    import gradio as gr
+    if getattr(page.service.captioner, "guide", None) is None:
+        return []
+    with gr.Row():
+        soft = gr.Slider(0.0, GUIDE_MAX_SOFT_WEIGHT, value=defaults.guide_soft_weight, step=0.1,
+                         label="Soft guide weight (0: off)", elem_id="guide_soft_weight")
+        against = gr.Slider(0.0, GUIDE_MAX_AGAINST, value=defaults.guide_against, step=0.005,
+                            label="Guide against (0: off)", elem_id="guide_against")
+    return [soft, against]
 
 
 def mount_page(app: Any, blocks: Any, limits: UploadLimits, path: str = "/") -> Any:

@@ -102,5 +102,5 @@ def test_the_library_takes_the_same_options(model, small_data, features):
     assert [[tokens for tokens, _ in r.nbest] for r in alone] == [[tokens for tokens, _ in r.nbest] for r in results]
     diverse = Captioner([model.dir], beam_size=6, diverse_beam_groups=3, nbest_size=3)
     assert all(len(r.nbest) == 3 for r in diverse.caption([CaptionInput(features=a) for a in arrays]))
-    with pytest.raises(ImcapError, match="guide_with_classifier needs beam search .*: not with sample"):
+    with pytest.raises(ImcapError, match="guide_with_classifier with guide_top_k above 0 needs beam search .*: not with sample"):
         Captioner([model.dir], sample=True, guide_with_classifier=True)

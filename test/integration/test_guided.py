@@ -8,17 +8,20 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 from starlette.testclient import TestClient
 
 from imcap import arguments, serve
 from imcap.features import classes_path, load_classes
 from imcap.inference import CaptionInput, Captioner
-from test.common import CHECK_IMAGES, IMAGES, requires_shared
+from test.common import CHECK_IMAGES, COCO_DEV, IMAGES, requires_shared
 from test.integration.conftest import read_lines, run_cli
 
 pytestmark = requires_shared
 CAT_CLASSES = range(281, 286)
 PHOTOS = ["chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg"]
+# issue 34's photos of ../shared/data/coco-dev100: a brown bear, an elephant, a pizza, a couch
+COCO_PHOTOS = ["000000235064.jpg", "000000054718.jpg", "COCO_val2014_000000557731.jpg", "000000354072.jpg"]
 
 
 def contains(tokens, phrase):
@@ -115,3 +118,42 @@ def test_images_through_the_cnn_are_guided_by_the_same_forward_pass(model, small
             assert client.get("/v1/health").json()["status"] == "ok"
     finally:
         service.close()
+
+
+def test_soft_guidance_and_guidance_against_on_coco_photos_through_the_cli(model, tmp_path):
+    photos = [os.path.join(COCO_DEV, "images", p) for p in COCO_PHOTOS] + [os.path.join(CHECK_IMAGES, "chelsea.jpg")]
+    lines = "".join(p + "\n" for p in photos)
+    common = ["--models", model.dir, "--extract-image-features", "--output-type", "json", "--guide-with-classifier"]
+    plain = [json.loads(line) for line in run_cli("captioner", *common, "--guide-top-k", "0",
+                                                   input=lines).stdout.decode("utf-8").splitlines()]
+    assert len(plain) == 5 and not any("guide_pushed" in o or "guide_held_back" in o for o in plain)
+    weight = 2.0
+    proc = run_cli("captioner", *common, "--guide-top-k", "1", "--guide-min-probability", "0.5",
+                   "--guide-soft-weight", str(weight), "--guide-against", "0.01", input=lines)
+    guided = [json.loads(line) for line in proc.stdout.decode("utf-8").splitlines()]
+    assert len(guided) == 5
+    for o in guided:
+        for w in o.get("guide_pushed", []):
+            assert w["bonus"] == pytest.approx(weight * w["probability"], abs=2e-4) and 0 < w["probability"] <= 1
+            assert w["written"] == (w["word"] in o["tokens"])
+        held = {w["word"] for w in o.get("guide_held_back", [])}
+        assert not held & set(o["tokens"]), o                 # held back: never written
+        assert not held & {"man", "woman", "people", "person", "boy", "girl"}
+    # the bear: its word is outside the tiny model's vocabulary, no hard constraint names it, nothing is held back
+    assert "guide" not in guided[0] and "guide_held_back" not in guided[0]
+    cat = guided[-1]   # an Egyptian cat at 0.82: "cat" required, the dog words held back
+    assert len(cat["guide"]) == 1 and "cat" in cat["guide"][0]["words"]
+    assert set(cat["guide"][0]["words"]) & set(cat["tokens"])
+    assert cat["guide_pushed"][0]["word"] in cat["guide"][0]["words"]
+    assert {"dog", "dogs"} <= {w["word"] for w in cat["guide_held_back"]}
+    assert any(o["tokens"] != p["tokens"] for o, p in zip(guided, plain))
+    # bad settings: one line naming the option, nothing captioned
+    for option, value, message in (("--guide-soft-weight", "-1", "--guide-soft-weight must be a finite number of "
+                                                                  "at least 0"),
+                                   ("--guide-against", "1.5", "--guide-against must be in [0, 1]")):
+        failed = run_cli("captioner", *common, option, value, input=lines, expect=None)
+        assert failed.returncode != 0 and failed.stdout == b""
+        assert message in failed.stderr.decode("utf-8")
+    unguided = run_cli("captioner", "--models", model.dir, "--extract-image-features", "--guide-soft-weight", "1",
+                       input=lines, expect=None)
+    assert unguided.returncode != 0 and b"need a Captioner guided by the classifier" in unguided.stderr

@@ -120,6 +120,10 @@ def test_every_bad_request_gets_its_status_and_the_next_good_one_works(api, test
         (422, dict(files={"image": ("a.jpg", good, "image/jpeg"), "file": (None, test_images[0])}),
          "unknown multipart field 'file'"),
         (422, dict(files={"image": ("a.jpg", good, "image/jpeg"), "options": (None, "{not json")}), "not JSON"),
+        (422, dict(params={"guide_soft_weight": "-1"}, content=good), "guide_soft_weight must be a finite number"),
+        (422, dict(params={"guide_against": "2"}, content=good), "guide_against must be in [0, 1]"),
+        (422, dict(params={"guide_soft_weight": "1"}, content=good), "need a server started with "
+                                                                      "--guide-with-classifier"),
     ]
     for status, request, message in bad:
         response = api.post("/v1/caption", **request)

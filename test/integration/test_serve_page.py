@@ -2,6 +2,7 @@
 install``: the browser is /usr/bin/chromium), uploads a Flickr8k test image on the page of a server started as a
 subprocess on 127.0.0.1, and reads back the caption the JSON API gives for the same file; the page loads nothing
 from outside the server."""
+import contextlib
 import json
 import os
 import socket
@@ -18,6 +19,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 START_SECONDS = 180
+# the page of a guided server: soft guidance and guidance against, no hard constraint (captions as the API's)
+GUIDE = ["--guide-with-classifier", "--guide-top-k", "0", "--guide-soft-weight", "1.5", "--guide-against", "0.01"]
 
 pytestmark = [requires_shared,
               pytest.mark.skipif(not os.path.exists(CHROMIUM),
@@ -31,14 +34,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(model, tmp_path_factory):
-    """``python -m imcap.serve`` on the tiny model, on a free loopback port; stopped by its process id."""
-    log_path = str(tmp_path_factory.mktemp("serve") / "server.log")
+@contextlib.contextmanager
+def running_server(model_dir, log_folder, *extra):
+    """``python -m imcap.serve --models MODEL_DIR EXTRA`` on a free loopback port (its URL), stopped by its process
+    id."""
+    log_path = str(log_folder / "server.log")
     port = free_port()
     url = "http://127.0.0.1:%d" % port
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cli_command("serve", ["--models", model.dir, "--host", "127.0.0.1", "--port", port]),
+        proc = subprocess.Popen(cli_command("serve", ["--models", model_dir, "--host", "127.0.0.1", "--port", port,
+                                                      *extra]),
                                 cwd=REPO, env=cli_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
         deadline = time.time() + START_SECONDS
@@ -62,6 +67,22 @@ def server(model, tmp_path_factory):
             proc.wait(30)
 
 
+@pytest.fixture(scope="module")
+def server(model, tmp_path_factory):
+    """The server of the tiny model, guided (:data:`GUIDE`)."""
+    with running_server(model.dir, tmp_path_factory.mktemp("serve"), *GUIDE) as url:
+        yield url
+
+
+def upload_and_read_caption(page, server, image):
+    """Open the page, upload ``image`` and wait for its caption; the caption."""
+    page.goto(server + "/", wait_until="networkidle", timeout=60000)
+    page.locator("#image input[type=file]").set_input_files(image)
+    page.wait_for_function("() => { const t = document.querySelector('#caption textarea');"
+                           " return t && t.value.length > 0; }", timeout=60000)
+    return page.locator("#caption textarea").input_value()
+
+
 def test_the_page_captions_an_upload_as_the_api_does(server, small_data, tmp_path):
     from playwright.sync_api import sync_playwright
     image = os.path.join(IMAGES, read_lines(os.path.join(small_data.data, "test.images"))[0])
@@ -75,16 +96,17 @@ def test_the_page_captions_an_upload_as_the_api_does(server, small_data, tmp_pat
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.on("request", lambda request: outside.append(request.url)
                     if not request.url.startswith((server, "data:", "blob:")) else None)
-            page.goto(server + "/", wait_until="networkidle", timeout=60000)
-            page.locator("#image input[type=file]").set_input_files(image)
-            page.wait_for_function("() => { const t = document.querySelector('#caption textarea');"
-                                   " return t && t.value.length > 0; }", timeout=60000)
-            assert page.locator("#caption textarea").input_value() == expected["caption"]
+            assert upload_and_read_caption(page, server, image) == expected["caption"]
             assert expected["caption"] in page.locator("#nbest").inner_text()
             figure = page.locator("#attention img")
             figure.wait_for(state="visible", timeout=30000)
             assert figure.evaluate("img => img.naturalWidth") > 500  # the panels of the image and each word
-            assert "searched with" in page.locator("#status").inner_text()
+            status = page.locator("#status").inner_text()
+            assert "searched with" in status
+            pushed = [w for w in expected["guide_pushed"] if w["bonus"] >= 0.01]
+            assert pushed and "pushed by the classifier: %s (+%.2f)" % (pushed[0]["word"], pushed[0]["bonus"]) in status
+            assert ("held back (the classifier rules them out): " in status) == bool(expected["guide_held_back"])
+            assert page.locator("#guide_soft_weight input[type=number]").input_value() == "1.5"
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
             # an example (the first: the astronaut of ../shared/data/imagenet-check) is captioned as its file
             with open(os.path.join(CHECK_IMAGES, "astronaut.jpg"), "rb") as f:
@@ -119,11 +141,12 @@ def gradio_event(server, fn_index, data):
 
 def test_the_page_takes_no_file_of_the_server(server, small_data):
     config = httpx.get(server + "/config", timeout=30).json()
-    events = [i for i, dependency in enumerate(config["dependencies"]) if len(dependency.get("inputs", [])) == 5]
-    assert events  # the caption events: image, beam size, n-best, include, avoid
+    events = [i for i, dependency in enumerate(config["dependencies"]) if len(dependency.get("inputs", [])) == 7]
+    assert events  # the caption events: image, beam size, n-best, include, avoid, the guide's two settings
     train_image = os.path.join(IMAGES, read_lines(os.path.join(small_data.data, "train.images"))[0])
     for path in ("/etc/passwd", os.path.join(REPO, "setup.py"), train_image):
-        output = gradio_event(server, events[0], [{"path": path, "meta": {"_type": "gradio.FileData"}}, 5, 3, "", ""])
+        output = gradio_event(server, events[0], [{"path": path, "meta": {"_type": "gradio.FileData"}}, 5, 3, "", "",
+                                                  1.5, 0.01])
         assert "not uploaded" in output.get("error", ""), output
         assert "data" not in output
     assert httpx.get(server + "/v1/health", timeout=10).json()["status"] == "ok"

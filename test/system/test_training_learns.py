@@ -4,12 +4,14 @@ once for every decoder: the default RNN (Show, Attend and Tell), the RNN without
 Transformer and the convolutional decoder.
 
 About a minute of CPU per decoder (320 updates of a 1-2M-parameter model), plus ~10 s for the features of 350
-images, computed once.
+images, computed once. The four trainings run two at a time, one thread each (:data:`PARALLEL`): models this small
+gain little from a second thread, so two processes finish sooner than one after the other.
 """
 import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -39,9 +41,15 @@ DECODERS = {
             "--num-embed", "128", "--output-num-hidden", "128", "--image-encoder-num-hidden", "256"],
 }
 
-def run(module, *args, timeout=900):
-    """``python -m imcap.MODULE ARGS`` from the repository root; fails the test (showing STDERR) on a non-zero exit."""
+PARALLEL = 2   # trainings at once, each on OMP_NUM_THREADS=1
+
+
+def run(module, *args, timeout=900, threads=None):
+    """``python -m imcap.MODULE ARGS`` from the repository root (on ``threads`` OpenMP threads if given); fails the
+    test (showing STDERR) on a non-zero exit."""
     env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join([REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     start = time.time()
     proc = subprocess.run([sys.executable, "-m", "imcap." + module] + [str(a) for a in args], cwd=REPO, env=env,
@@ -75,23 +83,38 @@ def subset(tmp_path_factory):
     return {"root": root, "data": data, "cache": cache}
 
 
-@pytest.fixture(scope="module", params=list(DECODERS))
-def trained(request, subset):
-    """Train one decoder and caption the validation images with it."""
+def train_and_caption(subset, name):
+    """Train decoder ``name`` on one thread and caption the validation images with it."""
     data, cache = subset["data"], subset["cache"]
-    model = subset["root"] / ("model-" + request.param)
+    model = subset["root"] / ("model-" + name)
     references = [data / ("val.captions.%d" % k) for k in range(NUM_REFERENCES)]
     seconds = run("train", "--source", cache / "train.features", "--target", data / "train.captions",
                   "--validation-source", cache / "val.features", "--validation-target", *references,
-                  "--output", model, *COMMON, *DECODERS[request.param],
-                  "--checkpoint-interval", CHECKPOINT_INTERVAL, "--max-updates", UPDATES.get(request.param, MAX_UPDATES),
-                  "--decode-and-evaluate", NUM_VAL, "--quiet").seconds
-    captions = subset["root"] / ("val-%s.hyp" % request.param)
+                  "--output", model, *COMMON, *DECODERS[name],
+                  "--checkpoint-interval", CHECKPOINT_INTERVAL, "--max-updates", UPDATES.get(name, MAX_UPDATES),
+                  "--decode-and-evaluate", NUM_VAL, "--quiet", threads=1).seconds
+    captions = subset["root"] / ("val-%s.hyp" % name)
     proc = run("captioner", "--models", model, "--input", cache / "val.features", "--source-root", cache,
-               "--output", captions, "--quiet")
-    print("%s: %.0f s of training" % (request.param, seconds))
-    return {"name": request.param, "data": data, "cache": cache, "model": model, "captions": captions,
+               "--output", captions, "--quiet", threads=1)
+    print("%s: %.0f s of training" % (name, seconds))
+    return {"name": name, "data": data, "cache": cache, "model": model, "captions": captions,
             "captioner_stderr": proc.stderr.decode("utf-8", "replace")}
+
+
+@pytest.fixture(scope="module")
+def trainings(subset):
+    """Every decoder trained and its captions written, :data:`PARALLEL` at a time (futures by decoder name)."""
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        futures = {name: pool.submit(train_and_caption, subset, name) for name in DECODERS}
+        yield futures
+        for future in futures.values():
+            future.cancel()
+
+
+@pytest.fixture(params=list(DECODERS))
+def trained(request, trainings):
+    """One decoder's training and captions (its failure fails only its tests)."""
+    return trainings[request.param].result()
 
 def test_data_was_prepared(subset):
     data, cache = subset["data"], subset["cache"]

@@ -339,8 +339,15 @@ def test_diversity_figures(tmp_path, capsys):
     scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references", ref, "--metrics", "bleu",
                                            "--training-captions", train]))
     assert list(scores)[4:] == ["repeated-trigram-%", "distinct-captions", "vocabulary", "distinct-1", "distinct-2",
-                                "novel-%"]
-    assert re.search(r"^distinct-1 +0\.579$", capsys.readouterr().out, re.M)
+                                "novel-%", "fluency", "slor"]
+    out = capsys.readouterr().out
+    assert re.search(r"^distinct-1 +0\.579$", out, re.M) and re.search(r"^fluency +-\d+\.\d{3}$", out, re.M)
+    from imcap.fluency import CaptionLanguageModel
+    expected = CaptionLanguageModel([["a", "dog", "runs"]]).corpus_scores([h.split() for h in hyps])
+    assert scores["fluency"] == pytest.approx(expected["fluency"]) and scores["slor"] == pytest.approx(expected["slor"])
+    fluent = evaluate.run_evaluate(_parse(["--hypotheses", _write(tmp_path / "good", ["a dog runs"] * 4),
+                                           "--references", ref, "--metrics", "bleu", "--training-captions", train]))
+    assert fluent["fluency"] > scores["fluency"]
 
 
 # --- the coco-caption BLEU, on real Flickr8k captions -------------------------------------------------------------

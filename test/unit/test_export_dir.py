@@ -85,7 +85,7 @@ def test_export_writes_a_self_contained_dir_that_captions_as_mxnet(model_dir, tm
     code, err = run_export(capsys, "--models", model_dir, "--output", out)
     assert code == 0, err
     assert sorted(os.listdir(str(out))) == sorted(["encode.onnx", "step.onnx", C.VOCAB_TRG_NAME, C.CONFIG_NAME,
-                                                   EXPORT_INFO_NAME])
+                                                   EXPORT_INFO_NAME, "tokenizer.json"])
     assert not os.path.exists(str(out) + ".tmp")
     info = json.loads((out / EXPORT_INFO_NAME).read_text())
     assert info["params"] == C.PARAMS_BEST_NAME and info["imcap_version"] == imcap.__version__

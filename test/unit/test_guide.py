@@ -7,8 +7,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from imcap.guide import (DEFAULT_CLASS_WORDS, ClassifierGuide, ClassWords, expand_vocabulary, read_class_words,
-                         stand_ins)
+from imcap.guide import (ANIMAL_CLASSES, DEFAULT_CLASS_WORDS, PEOPLE_WORDS, ClassifierGuide, ClassWords,
+                         check_guide_settings, expand_vocabulary, read_class_words, stand_ins)
 from imcap.vision.image_encoder import read_class_names
 from imcap.model import ModelConfig
 from imcap.tokenizer import tokenize
@@ -75,8 +75,9 @@ def test_the_guide_takes_the_probable_classes_once_per_object():
     assert ClassifierGuide(ENTRIES, VOCAB, top_k=1, min_probability=0.6).choose(np.full(6, 1 / 6)) == ([], [])
     with pytest.raises(ImcapError, match="probabilities for 3 classes, the class words file has 6"):
         guide.choose(np.ones(3))
-    with pytest.raises(ImcapError):
-        ClassifierGuide(ENTRIES, VOCAB, top_k=0)
+    with pytest.raises(ImcapError, match="guide_top_k must be >= 0"):
+        ClassifierGuide(ENTRIES, VOCAB, top_k=-1)
+    assert ClassifierGuide(ENTRIES, VOCAB, top_k=0).guide(np.array([0.9, 0.1, 0, 0, 0, 0])).guides == []
 
 
 def test_stand_ins_are_the_known_more_general_words_of_the_same_entries():
@@ -106,3 +107,65 @@ def test_expanded_words_score_as_their_stand_ins_and_the_rest_is_unchanged():
                                atol=1e-5)   # logits are linear in the output rows: the mean of the stand-ins'
     with pytest.raises(ImcapError, match="stand-ins of 'wolf'"):
         expand_vocabulary([model], vocab, {"wolf": ["coyote"]})
+
+
+def test_soft_guidance_gives_each_word_weight_times_its_classes_probability():
+    guide = ClassifierGuide(ENTRIES, VOCAB, top_k=0)
+    probabilities = np.array([0.1, 0.5, 0.3, 0.05, 0.05, 0.0])
+    guidance = guide.guide(probabilities, soft_weight=2.0)
+    assert guidance.bonus.shape == (15,) and guidance.guides == [] and guidance.held_back == []
+    expected = np.zeros(15)
+    expected[[10, 11, 12, 13]] = 2.0 * np.array([0.1, 0.8, 0.8, 0.05])   # cat; dog and puppy (beagle + basset); cup
+    np.testing.assert_allclose(guidance.bonus, expected, rtol=1e-6)      # space: only in a two-word alternative
+    assert [(w.word, round(w.bonus, 4)) for w in guidance.pushed] == [("dog", 1.6), ("puppy", 1.6), ("cat", 0.2),
+                                                                        ("cup", 0.1)]
+    assert guide.guide(probabilities).bonus is None                      # weight 0: no bonus at all
+    both = ClassifierGuide(ENTRIES, VOCAB, top_k=1, min_probability=0.4).guide(probabilities, soft_weight=1.0)
+    assert [g.class_name for g in both.guides] == ["beagle"] and both.constraints == [[[11], [12]]]
+
+
+REAL_VOCAB = {w: i for i, w in enumerate("<pad> <unk> <s> </s> a dog puppy cat bear elephant man cricket couch "
+                                         "pizza bird dogs puppies".split())}
+
+
+def test_guidance_against_holds_back_the_animal_words_the_classifier_rules_out():
+    guide = ClassifierGuide(read_class_words(), REAL_VOCAB, top_k=1, min_probability=0.5)
+    bear = np.zeros(1000)
+    bear[294], bear[151] = 0.97, 0.005         # brown bear; a Chihuahua: every dog class together 0.005
+    bear[963] = 1.0 - bear.sum()               # the rest on pizza
+    held = guide.guide(bear, against=0.01)
+    assert [g.words for g in held.guides] == [["bear"]]   # the hard constraint names what is there instead
+    assert sorted(w.word for w in held.held_back) == ["bird", "cat", "dog", "dogs", "elephant", "puppies", "puppy"]
+    assert held.avoid == [[REAL_VOCAB[w.word]] for w in held.held_back]
+    assert {w.word: w.probability for w in held.held_back}["dog"] == pytest.approx(0.005)
+    # 0.005 is not below 0.001 x 0.97: the dog is possible at that share
+    assert "dog" not in [w.word for w in guide.guide(bear, against=0.001).held_back]
+    # people words, words with another sense, objects and scenery are never held back
+    assert not {w.word for w in held.held_back} & ({"man", "cricket", "couch", "pizza", "bear"} | PEOPLE_WORDS)
+    assert all(c in ANIMAL_CLASSES for c in range(151, 269)) and 963 not in ANIMAL_CLASSES
+    assert guide.guide(bear).held_back == [] and guide.guide(bear).avoid == []   # 0: off
+    # without a hard constraint (no class confident enough), nothing is held back: the caption keeps its subject
+    unsure = ClassifierGuide(read_class_words(), REAL_VOCAB, top_k=0).guide(bear, soft_weight=1.0, against=0.01)
+    assert unsure.held_back == [] and unsure.avoid == [] and unsure.pushed[0].word == "bear"
+
+
+def test_a_hard_constraints_words_are_never_held_back():
+    guide = ClassifierGuide(read_class_words(), REAL_VOCAB, top_k=2, min_probability=0.001)
+    probabilities = np.zeros(1000)
+    probabilities[294], probabilities[151] = 0.995, 0.005
+    guidance = guide.guide(probabilities, against=0.5)
+    assert [g.words for g in guidance.guides] == [["bear"], ["dog", "puppy"]]
+    assert "dog" not in [w.word for w in guidance.held_back] and "cat" in [w.word for w in guidance.held_back]
+
+
+@pytest.mark.parametrize("weight, against, message", [
+    (-0.5, 0.0, "guide_soft_weight must be a finite number of at least 0, got -0.5"),
+    (float("inf"), 0.0, "guide_soft_weight must be a finite number of at least 0, got inf"),
+    (1.0, 1.5, r"guide_against must be in \[0, 1\]"),
+    (1.0, -0.1, r"guide_against must be in \[0, 1\]"),
+])
+def test_bad_guide_settings_are_one_clear_error(weight, against, message):
+    with pytest.raises(ImcapError, match=message):
+        check_guide_settings(weight, against)
+    with pytest.raises(ImcapError, match=message):
+        ClassifierGuide(ENTRIES, VOCAB).guide(np.full(6, 1 / 6), weight, against)

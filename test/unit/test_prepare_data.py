@@ -6,6 +6,7 @@ from typing import List
 import pytest
 
 from imcap import prepare_data
+from imcap.tokenizer import tokenize
 from imcap.utils import ImcapError
 
 
@@ -45,7 +46,7 @@ def run(argv: List[str]):
     (" . , ! ", []),
 ])
 def test_tokenize(text, expected):
-    assert prepare_data.tokenize(text) == expected
+    assert tokenize(text) == expected
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def flickr8k_output(tmp_path_factory):
 def test_flickr8k_real(flickr8k_output):
     output, summaries = flickr8k_output
     assert sorted(os.listdir(output)) == sorted(
-        ["train.images", "train.captions"]
+        ["train.images", "train.captions", "tokenizer.json"]
         + ["%s.%s" % (split, suffix) for split in ("val", "test")
            for suffix in ["images", "all.images", "all.captions"] + ["captions.%d" % k for k in range(5)]])
     assert list(summaries) == ["train", "val", "test"]
@@ -167,7 +168,7 @@ def test_flickr_missing_split_file(tmp_path):
 def karpathy_json(path) -> str:
     def image(filename, split, raws, filepath=None):
         entry = {"filename": filename, "split": split,
-                 "sentences": [{"raw": raw, "tokens": prepare_data.tokenize(raw)} for raw in raws]}
+                 "sentences": [{"raw": raw, "tokens": tokenize(raw)} for raw in raws]}
         if filepath is not None:
             entry["filepath"] = filepath
         return entry

@@ -6,7 +6,7 @@ from collections import defaultdict
 import pytest
 
 from imcap import scoring
-from imcap.prepare_data import tokenize
+from imcap.tokenizer import tokenize
 from imcap.reward import CiderD, ngram_counts
 from test.common import FLICKR8K, requires_shared
 from test.unit.test_evaluate import CIDER_D, HYPS, REFS

@@ -17,7 +17,7 @@ def test_defaults_are_the_captioners_and_options_are_hashable():
                                  "length_penalty_beta": 0.0, "no_repeat_ngram_size": 0, "allow_unk": False,
                                  "sample": False, "sampling_temperature": 1.0, "sampling_top_k": 0,
                                  "sampling_top_p": 1.0, "seed": 0, "diverse_beam_groups": 1,
-                                 "diverse_beam_strength": 0.5}
+                                 "diverse_beam_strength": 0.5, "guide_soft_weight": 0.0, "guide_against": 0.0}
     assert options.selection == "beam" and options.hypotheses_per_image == 5
     assert SearchOptions(beam_size=3) == SearchOptions(beam_size=3) and len({SearchOptions(), SearchOptions()}) == 1
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -46,6 +46,10 @@ def test_defaults_are_the_captioners_and_options_are_hashable():
      r"diverse_beam_groups must be 1 with sample \(sampling draws independent captions, it keeps no beam\), got 2"),
     ({"diverse_beam_strength": -0.5}, "diverse_beam_strength must be a finite number of at least 0, got -0.5"),
     ({"sample": True, "nbest_size": 0}, "nbest_size must be at least 1, got 0"),
+    ({"guide_soft_weight": -0.5}, r"guide_soft_weight must be a finite number of at least 0 \(0: off\), got -0.5"),
+    ({"guide_soft_weight": float("nan")}, r"guide_soft_weight must be a finite number of at least 0"),
+    ({"guide_against": 1.5}, r"guide_against must be in \[0, 1\] \(0: off\), got 1.5"),
+    ({"guide_against": -0.01}, r"guide_against must be in \[0, 1\] \(0: off\), got -0.01"),
 ])
 def test_a_value_out_of_range_is_a_value_error_naming_the_field(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -121,6 +125,13 @@ def test_a_command_line_option_out_of_range_is_one_error_naming_the_option():
             (["--seed", "-3"], r"^--seed must be between 0 and 2\*\*64 - 1, got -3$")]:
         with pytest.raises(ImcapError, match=message):
             search_options_from_args(parse(argv))
+    guided = arguments.new_parser("test")
+    arguments.add_search_args(guided, nbest_help="n-best")
+    arguments.add_guide_args(guided)
+    with pytest.raises(ImcapError, match=r"^--guide-soft-weight must be a finite number of at least 0 \(0: off\), "
+                                         r"got -1.0$"):
+        search_options_from_args(guided.parse_args(["--guide-soft-weight", "-1"]))
+    assert search_options_from_args(guided.parse_args(["--guide-against", "0.01"])).guide_against == 0.01
     assert search_options_from_args(parse(["--sample", "--nbest-size", "9", "--seed", "4", "--sampling-top-k", "3"])) \
         == SearchOptions(sample=True, nbest_size=9, seed=4, sampling_top_k=3)
     assert search_options_from_args(parse(["-b", "6", "--diverse-beam-groups", "3", "--diverse-beam-strength", "1",

@@ -210,3 +210,50 @@ def test_settings_come_from_search_options_and_keywords_override_them():
     with pytest.raises(TypeError, match="unknown search options beam"):
         BeamSearch(NumpySteps(GARDEN_PATH), make_vocab(), beam=3)
     assert table_with({}).shape == (7, 7)
+
+
+def test_soft_guidance_moves_each_words_score_by_exactly_its_bonus_until_the_row_has_written_it():
+    search = BeamSearch(NumpySteps(LOOP), make_vocab(), beam_size=2)
+    beam = start(search, 2)
+    plain = search.score(beam, None, None, last=False).log_probs
+    beam = start(search, 2)
+    beam.bonus = np.zeros((2, 7))
+    beam.bonus[0, 5], beam.bonus[0, 6], beam.bonus[1, 6] = 0.25, 0.5, 1.5   # image 0: b and c; image 1: c
+    beam.history = np.array([[4, 6], [4, 4], [4, 5], [4, 4]])               # row 0 has written c already
+    beam.words = np.array([4, 4, 5, 4])
+    guided = search.score(beam, None, None, last=False).log_probs
+    assert guided.shape == (4, 7)                       # every word on the host: the bonus may change the best ones
+    plain_rows = search.restrict(np.log(LOOP[beam.words]).astype(np.float32), _without_bonus(beam), None, None,
+                                 False)
+    moved = guided - plain_rows
+    live = plain_rows > NEG_INF / 2
+    expected = np.zeros((4, 7))
+    expected[1, 5], expected[1, 6] = 0.25, 0.5          # row 1 (image 0): both words still unwritten
+    expected[0, 5] = 0.25                               # row 0: c written once, its bonus is spent
+    expected[2, 6], expected[3, 6] = 1.5, 1.5           # image 1's rows
+    np.testing.assert_allclose(moved[live], expected[live], atol=1e-6)
+    assert plain.shape == (4, 2)                        # without a bonus: the preselected best words
+    with pytest.raises(ValueError, match=r"bonus: shape \(1, 7\), expected \(batch, vocab\) = \(2, 7\)"):
+        search.search(np.zeros((2, 2, 1), np.float32), bonus=np.zeros((1, 7)))
+
+
+def _without_bonus(beam):
+    import copy
+    plain = copy.copy(beam)
+    plain.bonus = None
+    return plain
+
+
+def test_a_bonus_changes_the_caption_and_its_score_includes_the_bonus():
+    vocab = make_vocab()
+    search = BeamSearch(NumpySteps(GARDEN_PATH), vocab, beam_size=1, max_output_length=3, length_penalty_alpha=0.0)
+    features = np.zeros((1, 2, 1), np.float32)
+    plain = search.search(features)[0][0]
+    assert plain.ids[0] == 4                                     # "a" (0.6) first
+    bonus = np.zeros((1, 7))
+    bonus[0, 5] = 1.0                                            # "b" (0.4 after <s>) gains 1.0 > log(0.6 / 0.4)
+    pushed = search.search(features, bonus=bonus)[0][0]
+    assert pushed.ids[0] == 5
+    words = [BOS] + pushed.ids + [EOS]
+    expected = sum(np.log(GARDEN_PATH[a, b]) for a, b in zip(words, words[1:])) + 1.0   # b once: one bonus
+    assert pushed.score == pytest.approx(expected, rel=1e-5)
