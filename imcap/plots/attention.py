@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..features import region_grid
+from ..tokenizer import join_cjk
 from ..utils import ImcapError, check_condition
 from .figure import DPI, EMPTY_CAPTION, FIGURE_MARGIN, PANEL_MARGIN, ROW_GAP, TITLE_FONT_SIZE, TITLE_HEIGHT, \
     load_image, render_pixels, save_png
@@ -194,7 +195,7 @@ def draw_attention(image: np.ndarray, tokens: Sequence[str], attention: np.ndarr
     rows_shape = grid_shape(attention.shape[1], grid)
     height_px, width_px = image.shape[:2]
     heat_maps = [upsample_attention(weights.reshape(rows_shape), (width_px, height_px)) for weights in attention]
-    caption = " ".join(tokens)
+    caption = join_cjk(tokens)   # as the caption is written (Chinese without spaces)
     caption_lines = wrap_text(caption if caption else EMPTY_CAPTION, CONTENT_WIDTH, ATTENTION_CAPTION_FONT_SIZE)
     words = list(tokens[:attention.shape[0]]) + [END_LABEL] * (attention.shape[0] - len(tokens))
     titles = [caption] + words

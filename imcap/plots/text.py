@@ -6,6 +6,8 @@ from typing import List
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextToPath
 
+from ..tokenizer import join_cjk
+
 LINE_SPACING = 1.3  # line height / font size
 # What an average line of a caption looks like: the first guess of the characters a line holds.
 _SAMPLE = "a man in a red shirt is riding a bike down the street"
@@ -27,7 +29,8 @@ def line_height(fontsize: float) -> float:
 
 
 def wrap_text(text: str, width: float, fontsize: float, prefix: str = "") -> List[str]:
-    """Wrap ``text`` with :mod:`textwrap` into lines no wider than ``width`` inches at ``fontsize``.
+    """Wrap ``text`` (its words joined as written: Chinese without spaces) with :mod:`textwrap` into lines no wider
+    than ``width`` inches at ``fontsize``.
 
     The first line starts with ``prefix``; the following lines are indented by about its width.
     The character count per line starts from the font's average letter width and shrinks until
@@ -35,7 +38,7 @@ def wrap_text(text: str, width: float, fontsize: float, prefix: str = "") -> Lis
 
     :return: the lines (at least one).
     """
-    text = " ".join(text.split())
+    text = join_cjk(text.split())   # one space between words, none around Chinese characters
     char_width = text_width(_SAMPLE, fontsize) / len(_SAMPLE)
     indent = " " * max(0, int(round(text_width(prefix, fontsize) / max(text_width(" ", fontsize), 1e-6))))
     chars = max(8, int(width / char_width))
