@@ -11,8 +11,9 @@
 initializers (read from the Gluon parameters, float32) and use only the default ONNX domain at opset
 :data:`imcap.export.builder.OPSET`. :mod:`imcap.onnx_steps` runs them under ONNX Runtime without MXNet.
 
-Exported: the image encoder (layer norm, positional embedding, projection) and the RNN decoder family
-(:mod:`imcap.export.rnn`). Not (yet): the Transformer and convolutional decoders, a fine-tuned CNN tail.
+Exported: the image encoder (layer norm, positional embedding, projection) and every decoder: the RNN family
+(:mod:`imcap.export.rnn`), the Transformer (:mod:`imcap.export.transformer`) and the convolutional one
+(:mod:`imcap.export.convolution`). Not (yet): a fine-tuned CNN tail.
 """
 import os
 from typing import Dict, List, Tuple
@@ -22,15 +23,18 @@ import numpy as np
 import onnx
 
 from ..onnx_steps import ENCODE_NAME, STEP_NAME
+from ..convolution import ConvolutionalDecoderConfig
 from ..rnn import RNNDecoderConfig
+from ..transformer import TransformerDecoderConfig
 from ..utils import ImcapError, atomic_path, check_condition
-from . import rnn
+from . import convolution, rnn, transformer
 from .builder import GraphBuilder, tensor_info
-from .rnn import array, dense
+from .blocks import array, dense, layer_norm
 
 # The decoders' exporters by config type: each has init_state(g, decoder, encoded) and step(g, decoder, embedded,
 # static, dynamic) (see imcap.export.rnn).
-EXPORTERS: Dict[type, object] = {RNNDecoderConfig: rnn}
+EXPORTERS: Dict[type, object] = {RNNDecoderConfig: rnn, TransformerDecoderConfig: transformer,
+                                  ConvolutionalDecoderConfig: convolution}
 
 
 def exported_decoders() -> List[str]:
@@ -45,7 +49,7 @@ def _exporter(model):
     :raises ImcapError: for a decoder or a CNN tail that cannot be exported yet.
     """
     check_condition(model.encoder_tail is None, "ONNX export of a model with a fine-tuned CNN tail "
-                    "(--image-encoder-fine-tune) is not implemented")
+                    "(--image-encoder-fine-tune) is not implemented yet")
     exporter = EXPORTERS.get(type(model.config.decoder))
     if exporter is None:
         raise ImcapError("ONNX export of the %s decoder is not implemented yet (exported: %s)"
@@ -55,12 +59,18 @@ def _exporter(model):
 
 def _state_infos(model, prefix: str, batch: str) -> Tuple[List[onnx.ValueInfoProto], List[onnx.ValueInfoProto]]:
     """The value infos ``static<i>`` and ``<prefix>dynamic<i>`` of the states, their shapes those of
-    :meth:`CaptionModel.encode` on one image, with the dynamic axis ``batch`` first."""
+    :meth:`CaptionModel.encode` on one image, with the dynamic axis ``batch`` first, and a dynamic axis
+    ``length<i>`` wherever a step changes the size of dynamic state ``i`` (the Transformer's caches grow)."""
     regions, dim = model.feature_shape
-    static, dynamic = model.encode(mx.nd.zeros((1, regions, dim), ctx=_context(model)))
+    context = _context(model)
+    static, dynamic = model.encode(mx.nd.zeros((1, regions, dim), ctx=context))
+    _, _, stepped = model.step(mx.nd.zeros((1,), dtype="int32", ctx=context), static, dynamic)  # shapes only
+
+    def shape(i: int, before: Tuple[int, ...], after: Tuple[int, ...]) -> List:
+        return [batch] + [size if size == later else "length%d" % i for size, later in zip(before[1:], after[1:])]
     return ([tensor_info("static%d" % i, np.float32, [batch] + list(s.shape[1:])) for i, s in enumerate(static)],
-            [tensor_info("%sdynamic%d" % (prefix, i), np.float32, [batch] + list(d.shape[1:]))
-             for i, d in enumerate(dynamic)])
+            [tensor_info("%sdynamic%d" % (prefix, i), np.float32, shape(i, d.shape, new.shape))
+             for i, (d, new) in enumerate(zip(dynamic, stepped))])
 
 
 def _context(model):
@@ -79,7 +89,7 @@ def encode_graph(model) -> onnx.ModelProto:
     g = GraphBuilder("imcap_encode")
     static_infos, dynamic_infos = _state_infos(model, "", "batch")
     g.reserve("features", *[i.name for i in static_infos + dynamic_infos])
-    x = g.layer_norm("features", array(encoder.norm.gamma), array(encoder.norm.beta), encoder.norm._epsilon)
+    x = layer_norm(g, "features", encoder.norm)
     if encoder.pos_embed is not None:
         x = g.one("Add", [x, g.constant(array(encoder.pos_embed), "pos_embed")])
     encoded = dense(g, x, encoder.projection, "projection")

@@ -21,9 +21,9 @@ logger = logging.getLogger(__name__)
 
 
 def check_model_dir(model_dir: str, params_name: str) -> None:
-    """``model_dir`` holds a config, a vocabulary and ``params_name``, and its decoder is one that exports.
+    """``model_dir`` holds a config, a vocabulary and ``params_name``, and nothing that does not export yet.
 
-    :raises ImcapError: naming the missing file, or the decoder not exported yet.
+    :raises ImcapError: naming the missing file, or a decoder or a fine-tuned CNN tail not exported yet.
     """
     check_condition(os.path.isdir(model_dir), "%s: no such directory" % model_dir)
     for name in (C.CONFIG_NAME, C.VOCAB_TRG_NAME, params_name):
@@ -34,6 +34,8 @@ def check_model_dir(model_dir: str, params_name: str) -> None:
     config = ModelConfig.load(os.path.join(model_dir, C.CONFIG_NAME))
     check_condition(type(config.decoder) in EXPORTERS, "%s: ONNX export of the %s decoder is not implemented yet "
                     "(exported: %s)" % (model_dir, config.decoder_name, ", ".join(exported_decoders())))
+    check_condition(config.encoder_tail is None, "%s: ONNX export of a model with a fine-tuned CNN tail "
+                    "(--image-encoder-fine-tune) is not implemented yet" % model_dir)
 
 
 def export_model_dir(model_dir: str, output: str, params_name: str = C.PARAMS_BEST_NAME, force: bool = False

@@ -12,19 +12,8 @@ import numpy as np
 
 from .. import constants as C
 from ..rnn import RNNDecoder
+from .blocks import INT64_MAX, array, dense
 from .builder import GraphBuilder
-
-
-def array(param: Any) -> np.ndarray:
-    """A Gluon parameter's value as float32 numpy (from its first device)."""
-    return param.list_data()[0].asnumpy().astype(np.float32)
-
-
-def dense(g: GraphBuilder, x: str, block: Any, hint: str) -> str:
-    """Gluon ``nn.Dense`` ``block`` (``flatten=False``, or a 2-D input) applied to ``x``, its activation included."""
-    bias = array(block.bias) if block.bias is not None else None
-    activation = block.act._act_type if block.act is not None else None
-    return g.dense(x, array(block.weight), bias, activation, hint)
 
 
 def cell_step(g: GraphBuilder, cell: Any, cell_type: str, x: str, states: Sequence[str], hint: str
@@ -83,7 +72,7 @@ def init_state(g: GraphBuilder, decoder: RNNDecoder, encoded: str) -> Tuple[List
     dynamic: List[str]
     if decoder.init is not None:
         summary = mean if c.state_init == C.STATE_INIT_AVG else \
-            g.squeeze(g.slice(encoded, 1, -1, np.iinfo(np.int64).max), 1)
+            g.squeeze(g.slice(encoded, 1, -1, INT64_MAX), 1)
         assert summary is not None
         init = dense(g, summary, decoder.init, "init")
         dynamic = g.slices(init, 1, c.num_hidden, num_rnn) if num_rnn > 1 else [init]
@@ -123,7 +112,7 @@ def _attend(g: GraphBuilder, decoder: RNNDecoder, top_hidden: str, keys: str, en
     gated = context
     if step._gating:
         assert projected is not None
-        gate = g.slice(projected, 1, step._query_size, np.iinfo(np.int64).max) if step._query_size else projected
+        gate = g.slice(projected, 1, step._query_size, INT64_MAX) if step._query_size else projected
         gated = g.one("Mul", [context, g.activation(gate, "sigmoid")], "gated")
     return context, attention, gated
 

@@ -13,7 +13,7 @@ import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from imcap import constants as C
-from imcap.model import CaptionModel, ModelConfig, save_params
+from imcap.model import ModelConfig, save_params
 from imcap.utils import ImcapError
 from imcap.vocab import Vocabulary, build_vocab, ids_to_tokens, load_vocab, never_generated_bias, save_vocab
 
@@ -132,21 +132,17 @@ def test_export_errors_are_one_line_and_leave_nothing(model_dir, tmp_path, capsy
     assert code == 1 and err.strip() == "Error: %s: not a model dir (no %s)" % (broken, C.VOCAB_TRG_NAME)
     code, err = run_export(capsys, "-m", model_dir, "-o", tmp_path / "a", "--checkpoint", "params.avg")
     assert code == 1 and "not a model dir (no params.avg)" in err
-    from imcap.transformer import TransformerDecoderConfig
+    from imcap.vision.tail import EncoderTailConfig
     config = make_config()
-    transformer = ModelConfig(vocab_size=VOCAB, encoder=config.encoder, num_embed=32, decoder=TransformerDecoderConfig(
-        model_size=32, num_embed=32, encoder_num_hidden=64, attention_heads=2, feed_forward_num_hidden=32,
-        num_layers=1))
-    folder = tmp_path / "transformer"
-    folder.mkdir()
-    transformer.save(str(folder / C.CONFIG_NAME))
-    shutil.copy(os.path.join(model_dir, C.VOCAB_TRG_NAME), str(folder))
-    model = CaptionModel(transformer, prefix="model_")
-    model.initialize()
-    save_params(model, str(folder / C.PARAMS_BEST_NAME))
+    fine_tuned = ModelConfig(vocab_size=VOCAB, encoder=config.encoder, num_embed=32, decoder=config.decoder,
+                             encoder_tail=EncoderTailConfig())
+    folder = tmp_path / "fine-tuned"
+    shutil.copytree(model_dir, str(folder))
+    fine_tuned.save(str(folder / C.CONFIG_NAME))
     code, err = run_export(capsys, "-m", folder, "-o", tmp_path / "a")
     assert code == 1 and len(err.strip().splitlines()) == 1
-    assert "ONNX export of the transformer decoder is not implemented yet (exported: rnn)" in err
+    assert "%s: ONNX export of a model with a fine-tuned CNN tail (--image-encoder-fine-tune) is not implemented " \
+           "yet" % folder in err
     import imcap.export.graphs
 
     def failing(model):
@@ -154,7 +150,7 @@ def test_export_errors_are_one_line_and_leave_nothing(model_dir, tmp_path, capsy
     monkeypatch.setattr(imcap.export.graphs, "step_graph", failing)
     code, err = run_export(capsys, "-m", model_dir, "-o", tmp_path / "a")
     assert code == 1 and "the step graph failed" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "transformer"]   # no a, no a.tmp
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "fine-tuned"]   # no a, no a.tmp
 
 
 def test_loading_an_export_checks_its_files_and_its_vocabulary(model_dir, tmp_path, capsys):

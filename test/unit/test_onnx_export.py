@@ -1,4 +1,5 @@
-"""ONNX export of the RNN decoder family (imcap.export) and its ONNX Runtime runtime of the step contract
+"""ONNX export of every decoder (imcap.export: the RNN family, the Transformer, the convolutional decoder) and its
+ONNX Runtime runtime of the step contract
 (imcap.onnx_steps): the exported encode and step graphs give the states, log-probabilities and attention of the
 MXNet model (1e-5), and beam search over OnnxSteps gives the captions of beam search over the model (constraints,
 repeat blocking, ensembles and views, attention included)."""
@@ -13,10 +14,12 @@ import pytest
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from imcap import constants as C
 from imcap.beam_search import BeamSearch
+from imcap.convolution import ConvolutionalDecoderConfig
 from imcap.encoder import EncoderConfig
 from imcap.model import CaptionModel, ModelConfig
 from imcap.rnn import RNNDecoderConfig
 from imcap.search_options import SearchOptions
+from imcap.transformer import TransformerDecoderConfig
 from imcap.utils import ImcapError
 from imcap.vocab import build_vocab
 
@@ -32,14 +35,28 @@ TOLERANCE = 1e-5
 
 
 def make_config(attention=C.ATT_MLP, state_init=C.STATE_INIT_AVG, cell=C.RNN_CELL_LSTM, layers=1,
-                positions="none", weight_tying=False, context_gating=True) -> ModelConfig:
+                positions="none", weight_tying=False, context_gating=True, decoder=None) -> ModelConfig:
     """conftest.TINY_MODEL's sizes (an LSTM of 64 with MLP attention, 32-dimensional embeddings), the default
-    dropouts (the identity at inference) and the default attention and state init unless asked."""
+    dropouts (the identity at inference) and the default attention and state init unless asked; ``decoder``: another
+    decoder's config instead of the LSTM's."""
     encoder = EncoderConfig(num_regions=REGIONS, feature_dim=FEATURE_DIM, num_hidden=64, positional_embedding=positions)
-    decoder = RNNDecoderConfig(cell_type=cell, num_layers=layers, num_hidden=64, attention_type=attention,
-                               attention_num_hidden=64, state_init=state_init, context_gating=context_gating,
-                               num_embed=32, output_num_hidden=32, encoder_num_hidden=64)
+    if decoder is None:
+        decoder = RNNDecoderConfig(cell_type=cell, num_layers=layers, num_hidden=64, attention_type=attention,
+                                   attention_num_hidden=64, state_init=state_init, context_gating=context_gating,
+                                   num_embed=32, output_num_hidden=32, encoder_num_hidden=64)
     return ModelConfig(vocab_size=VOCAB, encoder=encoder, decoder=decoder, num_embed=32, weight_tying=weight_tying)
+
+
+def transformer(layers=2, heads=4, max_seq_len=5) -> TransformerDecoderConfig:
+    """A small Transformer decoder; its position table shorter than the searches, so that the last row is reused."""
+    return TransformerDecoderConfig(num_layers=layers, model_size=32, attention_heads=heads, feed_forward_num_hidden=48,
+                                    num_embed=32, encoder_num_hidden=64, max_seq_len=max_seq_len)
+
+
+def convolutional(layers=2, width=3, max_seq_len=5) -> ConvolutionalDecoderConfig:
+    """A small convolutional decoder; its position table shorter than the searches."""
+    return ConvolutionalDecoderConfig(num_layers=layers, num_hidden=48, kernel_width=width, num_embed=32,
+                                      output_num_hidden=32, encoder_num_hidden=64, max_seq_len=max_seq_len)
 
 
 def make_model(config: ModelConfig, seed: int = 1) -> CaptionModel:
@@ -113,14 +130,21 @@ VARIANTS = [dict(),   # the default: a 1-layer LSTM, MLP attention, state from t
             dict(attention=C.ATT_MLP, context_gating=False, state_init=C.STATE_INIT_ZERO),
             dict(attention=C.ATT_NONE), dict(attention=C.ATT_NONE, cell=C.RNN_CELL_GRU, layers=2,
                                              state_init=C.STATE_INIT_ZERO),
-            dict(positions="learned", weight_tying=True), dict(positions="fixed")]
+            dict(positions="learned", weight_tying=True), dict(positions="fixed"),
+            dict(decoder=transformer()), dict(decoder=transformer(layers=1, heads=1), positions="fixed"),
+            dict(decoder=convolutional()), dict(decoder=convolutional(layers=1, width=2), weight_tying=True)]
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=["-".join("%s" % v for v in variant.values()) or "default"
-                                                  for variant in VARIANTS])
+def variant_id(variant: dict) -> str:
+    return "-".join(type(v).__name__[:-len("DecoderConfig")] + str(v.num_layers) if k == "decoder" else "%s" % v
+                    for k, v in variant.items()) or "default"
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[variant_id(v) for v in VARIANTS])
 def test_the_exported_graphs_compute_what_the_model_computes(variant):
+    """Over 8 steps: past the block decoders' position tables (5), through the Transformer's growing caches."""
     model = make_model(make_config(**variant))
-    worst = max_differences(model, onnx_model(model), make_features())
+    worst = max_differences(model, onnx_model(model), make_features(), steps=8)
     assert max(worst.values()) < TOLERANCE, worst
 
 
@@ -170,13 +194,14 @@ def test_beam_search_over_onnx_runtime_gives_the_captions_of_mxnet(settings):
 
 
 def test_an_ensemble_on_two_views_over_onnx_runtime_gives_the_captions_of_mxnet():
-    models = [make_model(make_config(), seed=1), make_model(make_config(attention=C.ATT_COVERAGE, cell="gru"), seed=4)]
+    models = [make_model(make_config(), seed=1), make_model(make_config(attention=C.ATT_COVERAGE, cell="gru"), seed=4),
+              make_model(make_config(decoder=transformer()), seed=5)]
     on_mxnet, on_onnx = searches(models, [onnx_model(m) for m in models], beam_size=3, nbest_size=2)
     features = make_features(batch=3)
     views = [features, features[:, ::-1]]
     assert on_onnx.steps.num_members == 0
     assert_same_captions(on_mxnet.search(views), on_onnx.search(views))
-    assert on_onnx.steps.num_members == 4
+    assert on_onnx.steps.num_members == 6
 
 
 def test_row_best_is_topk_best_first_with_ties_to_the_lower_word():
@@ -226,16 +251,33 @@ def test_the_runtime_captions_without_mxnet(tmp_path):
     assert result.stdout.split() == [str(w) for w in np.repeat(log_probs.asnumpy().argmax(axis=1), 3)]
 
 
-def test_decoders_and_tails_not_exported_yet_are_refused():
-    from imcap.transformer import TransformerDecoderConfig
-    config = make_config()
-    config = ModelConfig(vocab_size=VOCAB, encoder=config.encoder, num_embed=32,
-                         decoder=TransformerDecoderConfig(model_size=32, num_embed=32, encoder_num_hidden=64,
-                                                          attention_heads=2, feed_forward_num_hidden=32,
-                                                          num_layers=1))
-    model = CaptionModel(config, prefix="model_")
-    model.initialize()
-    with pytest.raises(ImcapError, match="transformer decoder is not implemented"):
+def test_the_transformer_caches_have_a_growing_axis_and_other_states_fixed_ones():
+    model = make_model(make_config(decoder=transformer(layers=1, heads=2)))
+    step = step_graph(model)
+    shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(step.graph.input) + list(step.graph.output)}
+    assert shapes["static1"] == ["rows", 2, REGIONS, 16] and shapes["static2"] == ["rows", 2, REGIONS, 16]
+    assert shapes["dynamic0"] == ["rows", 2, "length0", 16] and shapes["new_dynamic1"] == ["rows", 2, "length1", 16]
+    assert shapes["dynamic2"] == ["rows", 1] and shapes["log_probs"] == ["rows", VOCAB]
+    conv = step_graph(make_model(make_config(decoder=convolutional(layers=1, width=3))))
+    assert [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in conv.graph.input[-2:]] == \
+        [["rows", 2, 48], ["rows", 1]]
+
+
+@pytest.mark.parametrize("decoder", [transformer(), convolutional()], ids=["transformer", "cnn"])
+def test_beam_search_over_the_block_decoders_on_onnx_runtime_gives_the_captions_of_mxnet(decoder):
+    model = make_model(make_config(decoder=decoder))
+    on_mxnet, on_onnx = searches([model], [onnx_model(model)], beam_size=3, nbest_size=2, max_output_length=9,
+                                 no_repeat_ngram_size=2)
+    features = make_features(batch=3)
+    constraints, avoid = [[[5, 6]], [], [[7], [[8], [9, 10]]]], [[], [[12]], []]
+    assert_same_captions(on_mxnet.search(features, constraints, avoid), on_onnx.search(features, constraints, avoid))
+
+
+def test_a_fine_tuned_cnn_tail_is_refused():
+    model = make_model(make_config())
+    model.encoder_tail = object()   # what export reads: that the model runs a CNN tail on its features
+    with pytest.raises(ImcapError, match="fine-tuned CNN tail"):
         encode_graph(model)
 
 
