@@ -44,8 +44,9 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--checkpoints", "-c", nargs="+", default=None,
                        help="Params file per model (e.g. params.best, params.00012, an averaged file). "
                             "Default: params.best. Not with --backend onnxruntime (an exported dir holds one).")
-    arguments.add_backend_arg(group, "With onnxruntime the inputs are cached features (the image encoder is not "
-                                     "exported yet: no --extract-image-features, no --guide-expand-vocabulary).")
+    arguments.add_backend_arg(group, "With onnxruntime, --extract-image-features runs the export's image encoder "
+                                     "(python -m imcap.export writes it unless --no-image-encoder); the image "
+                                     "encoder options and --guide-expand-vocabulary need mxnet.")
     group.add_argument("--input", "-i", default=None, help="Input file. Default: STDIN.")
     group.add_argument("--output", "-o", default=None,
                        help="Output file (a progress bar of the lines then shows on STDERR for inputs of over 300 "

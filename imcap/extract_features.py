@@ -15,7 +15,7 @@ device of ``--device-ids``/``--use-cpu`` (:mod:`imcap.devices`: the first GPU if
 that finds it complete at its end (the last to finish, on a shared filesystem), or by a run without ``--shard``
 after the shards' files were copied together, which then computes nothing else. An image's features and class
 probabilities do not depend on the batch it was computed in (the classifier runs image by image on the host,
-:class:`imcap.vision.efficientnet.HostClassifier`), so on one machine type the cache is the same byte for byte however it
+:class:`imcap.vision.classifier.HostClassifier`), so on one machine type the cache is the same byte for byte however it
 was sharded; across CPU types it is within the bounds docs/scaling.md states.
 
 After Sockeye 1.x's ``image_captioning/extract_features.py`` (same option names).

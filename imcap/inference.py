@@ -59,8 +59,9 @@ if TYPE_CHECKING:   # pragma: no cover  (MXNet is imported where the mxnet backe
 logger = logging.getLogger(__name__)
 
 # What the onnxruntime backend says of inputs that need the CNN
-NO_IMAGE_ENCODER = ("backend onnxruntime: the image encoder is not exported yet: give cached features (feature "
-                    "files or arrays, not images)")
+NO_IMAGE_ENCODER = ("backend onnxruntime: this export has no image encoder (its model records none, or python -m "
+                    "imcap.export ran with --no-image-encoder): give cached features (feature files or arrays, not "
+                    "images)")
 
 _SOURCES = ("path", "data", "image", "features")
 
@@ -281,10 +282,10 @@ class Captioner:
         ``backend="onnxruntime"`` (the CPU).
     :param backend: ``"mxnet"`` (model dirs or models in memory) or ``"onnxruntime"``: exported dirs
         (:mod:`imcap.export.exported`) searched on ONNX Runtime (:class:`imcap.onnx_steps.OnnxSteps`) without
-        loading MXNet or GluonNLP. The image encoder is not exported yet: with ONNX Runtime the inputs are cached
-        features (feature files or arrays; an input that needs the CNN fails :meth:`caption` with
-        :data:`NO_IMAGE_ENCODER`, unless a ready ``image_encoder`` is given), and ``guide_expand_vocabulary`` is
-        refused (guiding by the class probabilities cached beside feature files works).
+        loading MXNet or GluonNLP, images through the export's image encoder
+        (:class:`imcap.onnx_encoder.OnnxImageEncoder`; an export without one takes cached features only: an input
+        that needs the CNN fails :meth:`caption` with :data:`NO_IMAGE_ENCODER`, unless a ready ``image_encoder`` is
+        given); ``guide_expand_vocabulary`` and the image encoder's settings by name are refused.
     :param avoid_list: phrases no caption contains (the CLI's ``--avoid-list`` file, one phrase per line), besides
         each input's own ``avoid``; blank ones are skipped, one without words is skipped with a logged warning, one
         with a word outside the vocabulary cannot occur anyway. An input's constraint overrides a phrase of the list
@@ -330,8 +331,8 @@ class Captioner:
         check_condition(not unknown, "unknown test-time augmentation %s (choices: %s)"
                         % (", ".join(unknown), ", ".join(C.AUGMENTATION_CHOICES)))
         self.backend = backend
-        self.models, self.vocab, self.feature_shape, self.context = _backend_models(backend, models, checkpoints,
-                                                                                    vocab, context)
+        self.models, self.vocab, self.feature_shape, self.context, exported_encoder = _backend_models(
+            backend, models, checkpoints, vocab, context)
         check_condition(backend == C.BACKEND_MXNET or not guide_expand_vocabulary,
                         "backend onnxruntime: guide_expand_vocabulary changes the models, which needs MXNet")
         self.tokenizer = models_tokenizer(models)
@@ -356,12 +357,16 @@ class Captioner:
         self.source_root = source_root
         self.avoid_list = read_avoid_list(avoid_list, self.vocab.token_to_idx, self.tokenizer.tokenize)
         self.search = self._build_search(options)
-        self._encoder: Optional["ImageEncoder"] = None
+        self._encoder: Optional["ImageEncoder"] = exported_encoder
         self._encoder_checked = False
         if image_encoder is not None and not isinstance(image_encoder, str):   # a ready ImageEncoder
             self._encoder = image_encoder
         check_condition(backend == C.BACKEND_MXNET or not extract_image_features or self._encoder is not None,
                         NO_IMAGE_ENCODER)
+        check_condition(backend == C.BACKEND_MXNET or not (
+            isinstance(image_encoder, str) or image_encoder_model_path or image_encoder_layer or source_image_size),
+            "backend onnxruntime runs the image encoder of the export as it was exported: image_encoder (by name), "
+            "image_encoder_model_path, image_encoder_layer and source_image_size need the mxnet backend")
         self._encoder_settings: Dict[str, Any] = dict(name=image_encoder if isinstance(image_encoder, str) else None,
                                                       model_path=image_encoder_model_path,
                                                       layer=image_encoder_layer, input_size=source_image_size,
@@ -656,10 +661,11 @@ class Captioner:
 
 
 def _backend_models(backend: str, models: Any, checkpoints: Union[str, Sequence[str], None], vocab: Any,
-                    context: Any) -> Tuple[List[Any], Any, Tuple[int, int], Any]:
-    """The models of a :class:`Captioner` on ``backend``, their vocabulary, feature shape ``(regions, dim)`` and
-    device: :func:`load_models` (MXNet), or the exported dirs (:func:`imcap.export.exported.load_exported_models`:
-    :class:`imcap.onnx_steps.OnnxModel` s, no device).
+                    context: Any) -> Tuple[List[Any], Any, Tuple[int, int], Any, Any]:
+    """The models of a :class:`Captioner` on ``backend``, their vocabulary, feature shape ``(regions, dim)``, device
+    and ready image encoder: :func:`load_models` (MXNet; the encoder made when first needed: None), or the exported
+    dirs (:func:`imcap.export.exported.load_exported_models`: :class:`imcap.onnx_steps.OnnxModel` s, no device, the
+    export's image encoder or None).
 
     :raises ImcapError: for an unknown backend, the models cannot be loaded, or (onnxruntime) anything but exported
         dirs, with ``checkpoints``, ``vocab`` or ``context``.
@@ -670,7 +676,7 @@ def _backend_models(backend: str, models: Any, checkpoints: Union[str, Sequence[
         from .devices import get_context
         context = context or get_context()
         on_mxnet, vocab = load_models(models, checkpoints, vocab, context)
-        return list(on_mxnet), vocab, _feature_shape(on_mxnet[0]), context
+        return list(on_mxnet), vocab, _feature_shape(on_mxnet[0]), context, None
     folders = [models] if isinstance(models, str) else list(models)
     check_condition(all(isinstance(f, str) for f in folders), "backend onnxruntime takes exported dirs (python -m "
                                                               "imcap.export writes them), not models in memory")
@@ -679,8 +685,8 @@ def _backend_models(backend: str, models: Any, checkpoints: Union[str, Sequence[
     check_condition(vocab is None and context is None, "backend onnxruntime: no vocab and no context (exported "
                                                        "dirs hold their vocabulary; ONNX Runtime runs on the CPU)")
     from .export.exported import load_exported_models
-    loaded, vocab, shape = load_exported_models(folders)
-    return loaded, vocab, shape, None
+    loaded, vocab, shape, image_encoder = load_exported_models(folders)
+    return loaded, vocab, shape, None, image_encoder
 
 
 def models_tokenizer(models: Any) -> Tokenizer:

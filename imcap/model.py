@@ -18,6 +18,7 @@ from . import rnn, transformer, convolution  # noqa: F401  (register the decoder
 from .decoder import Decoder, decoder_config_type, decoder_name, decoder_names, get_decoder
 from .rnn import RNNDecoderConfig
 from .encoder import EncoderConfig, ImageFeatureEncoder
+from .features import region_grid
 from .vision.tail import EncoderTail, EncoderTailConfig
 from .utils import ImcapError, atomic_path, check_condition
 
@@ -217,6 +218,16 @@ class CaptionModel(Block):
             regions, dim = self.config.encoder_tail.input_shape
             return int(regions), int(dim)
         return self.config.encoder.num_regions, self.config.encoder.feature_dim
+
+    @property
+    def attention_grid(self) -> Optional[Tuple[int, int]]:
+        """``(rows, columns)`` of the grid of the regions the decoder attends to (row-major), or None when unknown:
+        the CNN tail's output map when the model has one (e.g. 7 x 7 for features cached at a 14 x 14 block), else
+        the square grid of the encoder's regions when their number is a square
+        (:func:`imcap.features.region_grid`)."""
+        tail = self.encoder_tail
+        known = (int(tail.output_hw[0]), int(tail.output_hw[1])) if tail is not None else None
+        return region_grid(int(self.config.encoder.num_regions), known)
 
     def num_parameters(self) -> int:
         """Number of trainable scalars (shared parameters counted once)."""

@@ -6,7 +6,7 @@ Every state is a numpy array on the host (the CPU provider): the sum of the memb
 and :meth:`OnnxSteps.row_best` finds each row's best words with numpy.
 """
 import os
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -20,10 +20,17 @@ STEP_NAME = "step.onnx"
 class OnnxModel:
     """One exported model: its ``encode`` and ``step`` ONNX Runtime sessions (``onnxruntime.InferenceSession`` or
     any object with ``run(output_names, feeds)`` and ``get_inputs()``/``get_outputs()``). The numbers of static and
-    dynamic states are read off the step graph's input names (``static<i>``, ``dynamic<i>``)."""
+    dynamic states are read off the step graph's input names (``static<i>``, ``dynamic<i>``).
+
+    :attr config: the model's configuration as a dict (its ``config.yaml``; empty unless the loader sets it).
+    :attr attention_grid: ``(rows, columns)`` of the regions the decoder attends to, or None when unknown (as
+        :attr:`imcap.model.CaptionModel.attention_grid`; an export records it).
+    """
 
     def __init__(self, encode: Any, step: Any) -> None:
         self.encode_session, self.step_session = encode, step
+        self.config: Dict[str, Any] = {}
+        self.attention_grid: Optional[Tuple[int, int]] = None
         inputs = [i.name for i in step.get_inputs()]
         self.num_static = sum(name.startswith("static") for name in inputs)
         self.num_dynamic = sum(name.startswith("dynamic") for name in inputs)
@@ -49,11 +56,10 @@ class OnnxModel:
         return results[0], results[1], list(results[2:])
 
 
-def load_onnx_model(folder: str, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None
-                    ) -> OnnxModel:
-    """The exported model in ``folder`` (:data:`ENCODE_NAME`, :data:`STEP_NAME`) on ONNX Runtime.
+def onnx_session(path: str, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None) -> Any:
+    """An ONNX Runtime session of the graph file ``path``.
 
-    :param threads: intra-op threads of each session (default: ``$OMP_NUM_THREADS`` if set, else ONNX Runtime's).
+    :param threads: intra-op threads (default: ``$OMP_NUM_THREADS`` if set, else ONNX Runtime's).
     :param providers: ONNX Runtime's execution providers (default: the CPU).
     """
     import onnxruntime as ort
@@ -62,10 +68,15 @@ def load_onnx_model(folder: str, threads: Optional[int] = None, providers: Optio
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    sessions = [ort.InferenceSession(os.path.join(folder, name), sess_options=options,
-                                     providers=list(providers or ["CPUExecutionProvider"]))
-                for name in (ENCODE_NAME, STEP_NAME)]
-    return OnnxModel(*sessions)
+    return ort.InferenceSession(path, sess_options=options, providers=list(providers or ["CPUExecutionProvider"]))
+
+
+def load_onnx_model(folder: str, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None
+                    ) -> OnnxModel:
+    """The exported model in ``folder`` (:data:`ENCODE_NAME`, :data:`STEP_NAME`) on ONNX Runtime (``threads``,
+    ``providers``: as :func:`onnx_session`)."""
+    return OnnxModel(*[onnx_session(os.path.join(folder, name), threads, providers)
+                       for name in (ENCODE_NAME, STEP_NAME)])
 
 
 def row_best(scores: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:

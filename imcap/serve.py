@@ -31,9 +31,11 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Model")
     group.add_argument("--models", "-m", required=True, nargs="+", help="Model directories (several: an ensemble).")
     group.add_argument("--checkpoints", "-c", nargs="+", default=None,
-                       help="Params file per model (e.g. params.best, params.avg). Default: params.best.")
-    arguments.add_backend_arg(group, "The server captions images, and the image encoder is not exported yet: "
-                                     "onnxruntime is refused for now.")
+                       help="Params file per model (e.g. params.best, params.avg). Default: params.best. Not with "
+                            "--backend onnxruntime (an exported dir holds one).")
+    arguments.add_backend_arg(group, "With onnxruntime, each export must hold its image encoder (python -m "
+                                     "imcap.export writes it unless --no-image-encoder); the image encoder options "
+                                     "and --guide-expand-vocabulary need mxnet.")
     group.add_argument("--test-time-augmentations", nargs="+", default=[], choices=C.AUGMENTATION_CHOICES,
                        help="Every model also decodes these views of each image (hflip: mirrored).")
     server = parser.add_argument_group("Server")
@@ -78,15 +80,16 @@ def build_app(args: argparse.Namespace) -> Any:
     :raises ImcapError: if a model dir or the CNN cannot be loaded, or an option is out of range.
     """
     from .serving.batching import BatchingCaptioner, SearchLimits
-    from .devices import get_context
     from .serving.http_api import create_app, describe_models
     from .inference import Captioner
     from .search_options import search_options_from_args
     from .serving.uploads import UploadLimits
     from .utils import check_condition
-    check_condition(getattr(args, "backend", C.BACKEND_MXNET) == C.BACKEND_MXNET,
-                    "--backend %s: the server captions images, and the image encoder is not exported to ONNX yet "
-                    "(python -m imcap.captioner --backend %s captions cached features)" % (args.backend, args.backend))
+    backend = getattr(args, "backend", C.BACKEND_MXNET)
+    context = None
+    if backend == C.BACKEND_MXNET:   # the onnxruntime backend imports no MXNet
+        from .devices import get_context
+        context = get_context(args.device_ids, args.use_cpu)
     check_condition(args.sample or args.nbest_size <= args.beam_size,
                     "--nbest-size (%d) must be at most --beam-size (%d)" % (args.nbest_size, args.beam_size))
     defaults = search_options_from_args(args)
@@ -96,7 +99,7 @@ def build_app(args: argparse.Namespace) -> Any:
                           image_encoder_model_path=args.image_encoder_model_path,
                           image_encoder_layer=args.image_encoder_layer, source_image_size=args.source_image_size,
                           image_encoder_no_fusion=args.image_encoder_no_fusion,
-                          context=get_context(args.device_ids, args.use_cpu),
+                          context=context, backend=backend,
                           guide_with_classifier=args.guide_with_classifier, guide_top_k=args.guide_top_k,
                           guide_min_probability=args.guide_min_probability, guide_class_words=args.guide_class_words,
                           guide_expand_vocabulary=args.guide_expand_vocabulary)

@@ -1,10 +1,11 @@
 """ONNX export: ``python -m imcap.export --models MODEL_DIR --output OUT [--checkpoint params.avg] [--force]``.
 
 Writes ``OUT``, a self-contained exported model (:mod:`imcap.export.package`): the ``encode`` and ``step`` graphs of
-the checkpoint, the vocabulary, a copy of ``config.yaml`` and ``export.json``; ``python -m imcap.captioner --backend
-onnxruntime --models OUT`` captions cached features with it, on ONNX Runtime without MXNet. Exported so far: the RNN
-decoders (LSTM/GRU/tanh, every attention); not the Transformer or convolutional decoders, a fine-tuned CNN tail or
-the image encoder.
+the checkpoint (every decoder: RNN family, Transformer, convolutional; a fine-tuned EfficientNet-Lite tail inside
+``encode``), the image encoder the model's features were made with (EfficientNet-Lite, with its ImageNet classifier
+for the guide), the vocabulary, the tokenizer, a copy of ``config.yaml`` and ``export.json``. ``python -m
+imcap.captioner --backend onnxruntime --models OUT`` and ``python -m imcap.serve --backend onnxruntime --models OUT``
+caption with it on ONNX Runtime, without MXNet.
 """
 import argparse
 from typing import List, Optional
@@ -20,13 +21,19 @@ def add_export_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", "-c", default=C.PARAMS_BEST_NAME,
                         help="The params file of the model dir to export (e.g. params.avg, params.00012).")
     parser.add_argument("--force", action="store_true", help="Replace an existing --output.")
+    parser.add_argument("--no-image-encoder", action="store_true",
+                        help="Leave the image encoder out: the export then captions cached features only.")
+    parser.add_argument("--image-encoder-model-path", default=None,
+                        help="The image encoder's weight file (.npz). Default: the one the model's features were made "
+                             "with, in the shared models folder ($IMCAP_SHARED/models).")
     arguments.add_logging_args(parser)
 
 
 def run_export(args: argparse.Namespace) -> None:
     """Export the model dir."""
     from .package import export_model_dir
-    export_model_dir(args.models, args.output, args.checkpoint, force=args.force)
+    export_model_dir(args.models, args.output, args.checkpoint, force=args.force,
+                     image_encoder=not args.no_image_encoder, image_encoder_model_path=args.image_encoder_model_path)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

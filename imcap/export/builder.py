@@ -18,7 +18,7 @@ IR_VERSION = 8      # the IR version of opset 17 (onnx 1.12), which every ONNX R
 ACTIVATIONS = {"tanh": "Tanh", "sigmoid": "Sigmoid", "relu": "Relu"}
 
 ELEMENT_TYPES = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64,
-                 np.dtype(np.int32): TensorProto.INT32}
+                 np.dtype(np.int32): TensorProto.INT32, np.dtype(np.uint8): TensorProto.UINT8}
 
 
 def tensor_info(name: str, dtype, shape: Sequence[Union[int, str, None]]) -> onnx.ValueInfoProto:

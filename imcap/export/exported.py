@@ -1,21 +1,27 @@
 """An exported model dir (what ``python -m imcap.export`` writes, :mod:`imcap.export.package`), read back and checked
 without MXNet or GluonNLP, for ONNX Runtime (:mod:`imcap.onnx_steps`).
 
-An exported dir holds the two graphs (``encode.onnx``, ``step.onnx``), the model's vocabulary (``vocab.trg.json``)
+An exported dir holds the two graphs (``encode.onnx``, ``step.onnx``), the image encoder when the model records how
+its features were made (``image_encoder.onnx`` and ``classifier.npz``), the model's vocabulary (``vocab.trg.json``)
 and configuration (``config.yaml``, a copy, for people: nothing here reads it), and ``export.json``: the format
 version, imcap's version, the model dir and params file exported, the SHA-256 of the vocabulary file, the ONNX
-opset, the decoder, the feature shape ``(regions, dim)`` and each graph's input and output names. Loading checks
-that every file is there, that the vocabulary is the one the graphs were exported with (its hash) and that the
-graphs have the recorded inputs and outputs and the vocabulary's size.
+opset, the decoder, the feature shape ``(regions, dim)``, each graph's input and output names, and the image encoder
+(its files, CNN, layer, input size and weight file's SHA-256). Loading checks that every file is there, that the
+vocabulary is the one the graphs were exported with (its hash) and that the graphs have the recorded inputs and
+outputs and the vocabulary's size.
 """
 import hashlib
 import json
 import os
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
+
 from .. import constants as C
-from ..onnx_steps import ENCODE_NAME, STEP_NAME, OnnxModel, load_onnx_model
+from ..onnx_encoder import OnnxImageEncoder
+from ..onnx_steps import ENCODE_NAME, STEP_NAME, OnnxModel, load_onnx_model, onnx_session
 from ..utils import ImcapError, check_condition
+from ..vision.classifier import HostClassifier
 from ..vocab import Vocabulary
 
 EXPORT_INFO_NAME = "export.json"
@@ -23,6 +29,9 @@ EXPORT_FORMAT = 1    # the version of export.json's layout
 # The files of an exported dir
 EXPORTED_FILES = (ENCODE_NAME, STEP_NAME, C.VOCAB_TRG_NAME, C.CONFIG_NAME, EXPORT_INFO_NAME)
 EXPORT_HINT = "python -m imcap.export --models MODEL_DIR --output DIR writes one"
+# The image encoder's files, when the export has one (export.json's "image_encoder" names them)
+IMAGE_ENCODER_NAME = "image_encoder.onnx"
+CLASSIFIER_NAME = "classifier.npz"
 
 
 def file_sha256(path: str) -> str:
@@ -59,12 +68,14 @@ def read_export_info(folder: str) -> Dict[str, Any]:
 
 class ExportedModel(NamedTuple):
     """An exported dir loaded for ONNX Runtime: its graphs (:class:`imcap.onnx_steps.OnnxModel`), vocabulary
-    (:class:`imcap.vocab.Vocabulary`), ``export.json`` and feature shape ``(regions, dim)``."""
+    (:class:`imcap.vocab.Vocabulary`), ``export.json``, feature shape ``(regions, dim)`` and image encoder
+    (:class:`imcap.onnx_encoder.OnnxImageEncoder`, None if exported without one)."""
     folder: str
     model: OnnxModel
     vocab: Vocabulary
     info: Dict[str, Any]
     feature_shape: Tuple[int, int]
+    image_encoder: Optional[OnnxImageEncoder] = None
 
 
 def load_exported(folder: str, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None
@@ -88,12 +99,61 @@ def load_exported(folder: str, threads: Optional[int] = None, providers: Optiona
     try:
         model = load_onnx_model(folder, threads, providers)
     except Exception as e:   # onnxruntime's own errors (a broken or truncated graph)
-        raise ImcapError("%s: ONNX Runtime cannot load the graphs (%s)" % (folder, str(e).splitlines()[0]))
+        raise ImcapError("%s: ONNX Runtime cannot load the graphs (%s)" % (folder, _first_line(e)))
     _check_graphs(folder, model, info, len(vocab))
+    model.config = _read_config(folder)
+    grid = info.get("attention_grid")
+    model.attention_grid = (int(grid[0]), int(grid[1])) if isinstance(grid, list) and len(grid) == 2 else None
     shape: Any = info.get("feature_shape")
     check_condition(isinstance(shape, list) and len(shape) == 2, "%s: no feature_shape in %s"
                     % (folder, EXPORT_INFO_NAME))
-    return ExportedModel(folder, model, vocab, info, (int(shape[0]), int(shape[1])))
+    return ExportedModel(folder, model, vocab, info, (int(shape[0]), int(shape[1])),
+                         _load_image_encoder(folder, info, threads, providers))
+
+
+def _load_image_encoder(folder: str, info: Dict[str, Any], threads: Optional[int],
+                        providers: Optional[Sequence[str]]) -> Optional[OnnxImageEncoder]:
+    """The image encoder ``export.json`` records, on ONNX Runtime; None if it records none.
+
+    :raises ImcapError: naming the file, if a recorded file is missing or unreadable.
+    """
+    recorded = info.get("image_encoder")
+    if not recorded:
+        return None
+    paths = [os.path.join(folder, recorded.get(key) or "") for key in ("file", "classifier")]
+    for path in paths:
+        check_condition(os.path.isfile(path), "%s: an incomplete export (no %s): export the model again"
+                        % (folder, os.path.basename(path) or "image encoder file"))
+    try:
+        session = onnx_session(paths[0], threads, providers)
+    except Exception as e:   # onnxruntime's own errors (a broken or truncated graph)
+        raise ImcapError("%s: ONNX Runtime cannot load it (%s)" % (paths[0], _first_line(e)))
+    try:
+        with np.load(paths[1]) as npz:
+            classifier = HostClassifier(npz["weight"], npz["bias"])
+    except Exception as e:   # not an npz, or without the arrays
+        raise ImcapError("%s: not the classifier's weights (%s)" % (paths[1], _first_line(e)))
+    return OnnxImageEncoder(session, classifier, str(recorded.get("encoder")), str(recorded.get("layer")),
+                            recorded.get("input_size") or [0, 0])
+
+
+def _read_config(folder: str) -> Dict[str, Any]:
+    """The exported ``config.yaml`` as a dict (what the server's ``GET /v1/model`` shows).
+
+    :raises ImcapError: naming the file if it is not YAML.
+    """
+    import yaml
+    path = os.path.join(folder, C.CONFIG_NAME)
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise ImcapError("%s: not readable (%s)" % (path, _first_line(e)))
+    return config if isinstance(config, dict) else {}
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def _check_graphs(folder: str, model: OnnxModel, info: Dict[str, Any], vocab_size: int) -> None:
@@ -114,8 +174,9 @@ def _check_graphs(folder: str, model: OnnxModel, info: Dict[str, Any], vocab_siz
 
 def load_exported_models(folders: Sequence[str], threads: Optional[int] = None,
                          providers: Optional[Sequence[str]] = None
-                         ) -> Tuple[List[OnnxModel], Vocabulary, Tuple[int, int]]:
-    """The exported dirs of an ensemble (:func:`load_exported` each): ``(models, vocab, feature shape)``.
+                         ) -> Tuple[List[OnnxModel], Vocabulary, Tuple[int, int], Optional[OnnxImageEncoder]]:
+    """The exported dirs of an ensemble (:func:`load_exported` each): ``(models, vocab, feature shape, the first's
+    image encoder)`` (the members share their features, so one CNN serves them all).
 
     :raises ImcapError: as :func:`load_exported`, if there is none, or if they disagree on the vocabulary or the
         features.
@@ -128,4 +189,4 @@ def load_exported_models(folders: Sequence[str], threads: Optional[int] = None,
                         % (other.folder, first.folder))
         check_condition(other.feature_shape == first.feature_shape, "%s expects other features than %s"
                         % (other.folder, first.folder))
-    return [e.model for e in loaded], first.vocab, first.feature_shape
+    return [e.model for e in loaded], first.vocab, first.feature_shape, first.image_encoder

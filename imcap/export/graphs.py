@@ -27,7 +27,7 @@ from ..convolution import ConvolutionalDecoderConfig
 from ..rnn import RNNDecoderConfig
 from ..transformer import TransformerDecoderConfig
 from ..utils import ImcapError, atomic_path, check_condition
-from . import convolution, rnn, transformer
+from . import cnn, convolution, rnn, transformer
 from .builder import GraphBuilder, tensor_info
 from .blocks import array, dense, layer_norm
 
@@ -46,10 +46,11 @@ def exported_decoders() -> List[str]:
 def _exporter(model):
     """The exporter module of ``model``'s decoder.
 
-    :raises ImcapError: for a decoder or a CNN tail that cannot be exported yet.
+    :raises ImcapError: for a decoder or a CNN tail (a model-zoo net's) that cannot be exported yet.
     """
-    check_condition(model.encoder_tail is None, "ONNX export of a model with a fine-tuned CNN tail "
-                    "(--image-encoder-fine-tune) is not implemented yet")
+    check_condition(model.encoder_tail is None or is_efficientnet(model.encoder_tail.net), "ONNX export of a model "
+                    "whose fine-tuned CNN tail is a model-zoo net is not implemented yet (EfficientNet-Lite tails "
+                    "export)")
     exporter = EXPORTERS.get(type(model.config.decoder))
     if exporter is None:
         raise ImcapError("ONNX export of the %s decoder is not implemented yet (exported: %s)"
@@ -89,7 +90,11 @@ def encode_graph(model) -> onnx.ModelProto:
     g = GraphBuilder("imcap_encode")
     static_infos, dynamic_infos = _state_infos(model, "", "batch")
     g.reserve("features", *[i.name for i in static_infos + dynamic_infos])
-    x = layer_norm(g, "features", encoder.norm)
+    x = "features"
+    if model.encoder_tail is not None:   # the rest of the CNN, from the cached layer to the head's regions
+        tail = model.encoder_tail
+        x = cnn.to_regions(g, cnn.network(g, tail.net, cnn.from_regions(g, x, dim, *tail._input_hw))[0])
+    x = layer_norm(g, x, encoder.norm)
     if encoder.pos_embed is not None:
         x = g.one("Add", [x, g.constant(array(encoder.pos_embed), "pos_embed")])
     encoded = dense(g, x, encoder.projection, "projection")
@@ -126,6 +131,46 @@ def step_graph(model) -> onnx.ModelProto:
     doc = "imcap step: prev_ids, %d static + %d dynamic states -> log_probs, attention, new dynamic states (%s " \
           "decoder)" % (len(static_infos), len(dynamic_infos), config.decoder_name)
     return g.model([tensor_info("prev_ids", np.int64, ["rows"])] + static_infos + dynamic_infos, outputs, doc)
+
+
+def is_efficientnet(net) -> bool:
+    """Whether ``net`` is an EfficientNet-Lite (the CNN that exports: :mod:`imcap.export.cnn`)."""
+    from ..vision.efficientnet import EfficientNetLite
+    return isinstance(net, EfficientNetLite)
+
+
+def image_encoder_graph(encoder) -> onnx.ModelProto:
+    """The ``image_encoder`` graph of an :class:`imcap.vision.image_encoder.ImageEncoder` (EfficientNet-Lite): input
+    ``images (batch, H, W, 3)`` uint8 RGB, already resized to ``encoder.input_size``; outputs ``features (batch,
+    regions, channels)`` float32, as :meth:`ImageEncoder.encode` gives them, and, for an encoder made with
+    ``classify``, ``head (batch, 1280, h, w)``, the input of the classifier that runs on the host
+    (:class:`imcap.vision.classifier.HostClassifier`).
+
+    :raises ImcapError: for another CNN (a model-zoo net, a symbolic checkpoint).
+    """
+    check_condition(is_efficientnet(encoder.net), "ONNX export of the image encoder %s is not implemented yet "
+                    "(EfficientNet-Lite exports)" % encoder.name)
+    height, width = encoder.input_size
+    g = GraphBuilder("imcap_image_encoder")
+    g.reserve("images", "features", "head")
+    cut, head = cnn.network(g, encoder.net, cnn.normalized_pixels(g, "images"))
+    g.rename(cnn.to_regions(g, cut), "features")
+    regions, channels = _regions_and_channels(encoder)
+    outputs = [tensor_info("features", np.float32, ["batch", regions, channels])]
+    if encoder.has_classifier:
+        assert head is not None
+        g.rename(head, "head")
+        outputs.append(tensor_info("head", np.float32, ["batch", encoder.classifier.weight.shape[1], "head_height",
+                                                        "head_width"]))
+    doc = "imcap image encoder: %s cut at %s, %dx%d uint8 RGB images -> features%s" % (
+        encoder.name, encoder.layer, height, width, " and the head's output" if encoder.has_classifier else "")
+    return g.model([tensor_info("images", np.uint8, ["batch", height, width, 3])], outputs, doc)
+
+
+def _regions_and_channels(encoder) -> Tuple[int, int]:
+    """``(regions, channels)`` of ``encoder``'s features (one image through the MXNet network)."""
+    probe = encoder.encode(np.zeros((1,) + tuple(encoder.input_size) + (3,), dtype=np.uint8))
+    return int(probe.shape[1]), int(probe.shape[2])
 
 
 def export_model(model, directory: str) -> Tuple[str, str]:

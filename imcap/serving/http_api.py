@@ -38,7 +38,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from .. import constants as C
 from .batching import BatchingCaptioner, Captioned, QueueFullError
-from ..features import region_grid
 from ..search_options import SearchOptions
 from ..inference import CaptionInput, CaptionResult, Captioner
 from ..output_handler import guidance_report
@@ -342,18 +341,11 @@ def caption_response(captioned: Captioned, options: RequestOptions, upload: Uplo
 
 
 def attention_grid(captioner: Captioner) -> Optional[Tuple[int, int]]:
-    """``(rows, columns)`` of the grid of the regions the decoder attends to (row-major), or None when it is unknown.
-
-    Those are the regions of the model's CNN tail's output when it has one (:mod:`imcap.vision.tail`: e.g. 7 x 7
-    for features cached at a 14 x 14 block), whose grid the tail knows (``output_hw``); else the input regions, a
-    square grid when their number is a square (:func:`imcap.features.region_grid`). The models of an ensemble must
-    agree, else None.
+    """``(rows, columns)`` of the grid of the regions the decoder attends to (row-major), or None when it is unknown
+    (each model's ``attention_grid``: :attr:`imcap.model.CaptionModel.attention_grid`, or the one an export records).
+    The models of an ensemble must agree, else None.
     """
-    grids: Set[Optional[Tuple[int, int]]] = set()
-    for model in captioner.models:
-        tail = getattr(model, "encoder_tail", None)
-        known = (int(tail.output_hw[0]), int(tail.output_hw[1])) if tail is not None else None
-        grids.add(region_grid(int(model.config.encoder.num_regions), known))
+    grids: Set[Optional[Tuple[int, int]]] = {model.attention_grid for model in captioner.models}
     return grids.pop() if len(grids) == 1 else None
 
 
@@ -363,8 +355,9 @@ def describe_models(captioner: Captioner, models: Sequence[str], checkpoints: Op
     encoder = captioner.get_image_encoder()
     names = list(checkpoints) if checkpoints else [C.PARAMS_BEST_NAME] * len(models)
     return {"models": [{"dir": os.path.basename(os.path.normpath(model_dir)), "checkpoint": name,
-                        "config": model.config.to_dict()}
+                        "config": model.config.to_dict() if captioner.backend == C.BACKEND_MXNET else model.config}
                        for model_dir, name, model in zip(models, names, captioner.models)],
+            "backend": captioner.backend,
             "vocabulary_size": len(captioner.vocab), "feature_shape": list(captioner.feature_shape),
             "attention_grid": attention_grid(captioner), "image_encoder": encoder.describe(),
             "test_time_augmentations": list(captioner.test_time_augmentations), "imcap_version": __version__}

@@ -1,9 +1,9 @@
 """EfficientNet-Lite0/Lite2 (Tan & Le 2019, "EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
 ICML; the Lite variants of tensorflow/tpu), rebuilt as Gluon ``HybridBlock``s that load the ``.npz`` weights in
 ``../shared/models`` (PyTorch state-dict names, TensorFlow "SAME" padding, input ``(pixel - 127) / 128``), cut at any
-layer or continued from one (:class:`EfficientNetLite`), and its ImageNet classifier on the host
-(:class:`HostClassifier`). The architecture comes from code (:func:`efficientnet_lite_shapes`), so the CNN tail of a
-trained model (:mod:`imcap.vision.tail`) loads without a weight file.
+layer or continued from one (:class:`EfficientNetLite`); its ImageNet classifier runs on the host
+(:class:`imcap.vision.classifier.HostClassifier`). The architecture comes from code (:func:`efficientnet_lite_shapes`),
+so the CNN tail of a trained model (:mod:`imcap.vision.tail`) loads without a weight file.
 """
 import math
 from typing import Dict, Mapping, Optional, Tuple, Union
@@ -151,7 +151,8 @@ class EfficientNetLite(HybridBlock):
     ``blocks.N`` or ``head`` give ``(batch, channels, h, w)``; ``pool`` gives ``(batch, 1280)``; ``logits`` gives
     ``(batch, 1000)`` ImageNet class scores. Only the layers from ``start`` (excluded) to ``layer`` have parameters;
     with ``classify``, those up to the head, and the output is ``(output at the cut, head (batch, 1280, h, w))`` from
-    one forward pass (the head alone when the cut is the head), for :class:`HostClassifier` to finish.
+    one forward pass (the head alone when the cut is the head), for :class:`imcap.vision.classifier.HostClassifier` to
+    finish.
 
     :param weights: name -> array, as stored in ``efficientnet_lite*.npz``, or name -> shape (only the shapes are read
         here; :func:`efficientnet_lite_shapes` gives them without the file).
@@ -257,8 +258,9 @@ class EfficientNetLite(HybridBlock):
         x = self.head(x)
         if self.classify:
             # The classifier (pool and fully connected layer) is left to the host, image by image
-            # (:class:`HostClassifier`): oneDNN's inner product sums in an order that depends on the batch size on
-            # some CPUs (AMD EPYC), so in the graph an image's probabilities would depend on its batch.
+            # (:class:`imcap.vision.classifier.HostClassifier`): oneDNN's inner product sums in an order that depends
+            # on the batch size on some CPUs (AMD EPYC), so in the graph an image's probabilities would depend on its
+            # batch.
             if self.layer_names[self._cut] == "head":
                 return x
             return (F.mean(x, axis=(2, 3)) if cut is None else cut), x
@@ -268,36 +270,6 @@ class EfficientNetLite(HybridBlock):
         if self.layer_names[self._cut] == "pool":
             return x
         return self.fc(x)
-
-
-class HostClassifier:
-    """EfficientNet-Lite's classifier (global average pool, fully connected layer, softmax) in float64 numpy, one image
-    at a time, so that an image's ImageNet class probabilities are the same bits whatever batch it was computed in.
-
-    oneDNN's inner product (MXNet's ``FullyConnected`` on CPU) picks its kernel, and with it the order of its sums, by
-    the batch size on some CPUs: on a 2-core AMD EPYC the float32 logits of one image moved by one float16 step
-    between batches of 4 and 8. Here every image goes through the same float64 matrix-vector product of the same
-    shape, and float64 rounding is far below the float16 step of the cache.
-
-    :param weight: ``(classes, channels)`` the ``_fc.weight`` of the weight file.
-    :param bias: ``(classes,)`` its ``_fc.bias``.
-    """
-
-    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
-        self.weight = np.ascontiguousarray(weight, dtype=np.float64)
-        self.bias = np.asarray(bias, dtype=np.float64)
-
-    def probabilities(self, head: np.ndarray) -> np.ndarray:
-        """``(batch, channels, h, w)`` the head's output → ``(batch, classes)`` float32 softmax probabilities (each
-        row sums to 1), computed image by image."""
-        out = np.empty((head.shape[0], self.weight.shape[0]), dtype=np.float32)
-        for i, image in enumerate(head):
-            pooled = image.reshape(image.shape[0], -1).astype(np.float64).mean(axis=1)
-            logits = self.weight @ pooled + self.bias
-            logits -= logits.max()
-            p = np.exp(logits)
-            out[i] = p / p.sum()
-        return out
 
 
 def _strided(hw: Tuple[int, int], stride: int) -> Tuple[int, int]:

@@ -16,7 +16,8 @@ import numpy as np
 from .. import constants as C
 from ..paths import DEFAULT_MODELS
 from ..utils import check_condition
-from .efficientnet import DEFAULT_INPUT_SIZE, EfficientNetLite, HostClassifier
+from .classifier import HostClassifier
+from .efficientnet import DEFAULT_INPUT_SIZE, EfficientNetLite
 from .zoo import ZOO_MEAN, ZOO_STD, _symbol_features, _zoo_features
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,9 @@
 """The model trained on real Flickr8k features (conftest's ``model``), exported to ONNX (imcap.export) and searched
 on ONNX Runtime (imcap.onnx_steps): the captions of MXNet on the test images' cached features, constraints
-included; ``python -m imcap.export`` and the captioner CLI's ``--backend onnxruntime`` against ``--backend mxnet``."""
+included; ``python -m imcap.export`` and the captioner CLI's ``--backend onnxruntime`` against ``--backend mxnet``,
+from cached features and from images (the exported EfficientNet-Lite0 and its classifier); a model with a
+fine-tuned CNN tail; the server's JSON API on ONNX Runtime."""
+import dataclasses
 import json
 import os
 import shutil
@@ -12,6 +15,7 @@ from imcap.beam_search import BeamSearch
 from imcap.model import load_model
 from imcap.search_options import SearchOptions
 from test.common import requires_shared
+from test.common import IMAGES
 from test.integration.conftest import read_lines
 from test.unit.test_onnx_export import max_differences
 
@@ -119,8 +123,92 @@ def test_the_onnxruntime_captioner_refuses_a_model_dir_and_another_vocabulary(mo
     err = proc.stderr.decode("utf-8").strip()
     assert err.startswith("Error: %s: another vocabulary than the one the graphs were exported with"
                           % (other / "vocab.trg.json")) and len(err.splitlines()) == 1
-    proc = run_cli("captioner", "--backend", "onnxruntime", "--models", exported, "--extract-image-features",
+    without = tmp_path / "without"
+    run_cli("export", "--models", model.dir, "--output", str(without), "--no-image-encoder", "--quiet")
+    assert not (without / "image_encoder.onnx").exists()
+    proc = run_cli("captioner", "--backend", "onnxruntime", "--models", str(without), "--extract-image-features",
                    input="x.jpg\n", expect=1)
-    assert "the image encoder is not exported yet: give cached features" in proc.stderr.decode("utf-8")
-    proc = run_cli("serve", "--backend", "onnxruntime", "--models", exported, "--no-page", expect=1)
-    assert "the image encoder is not exported to ONNX yet" in proc.stderr.decode("utf-8")
+    assert "this export has no image encoder" in proc.stderr.decode("utf-8")
+    proc = run_cli("serve", "--backend", "onnxruntime", "--models", exported, "--image-encoder-layer", "blocks.10",
+                   "--no-page", expect=1)
+    assert "need the mxnet backend" in proc.stderr.decode("utf-8")
+
+
+def test_the_exported_image_encoder_and_classifier_give_mxnets_features_and_classes(model, small_data, exported):
+    """The exported EfficientNet-Lite0 (uint8 pixels in) against imcap.vision's on real test images: features to
+    1e-5 of their scale, class probabilities to 1e-5 (the classifier on the host, the same code)."""
+    from imcap.export.exported import load_exported
+    from imcap.vision.image_encoder import ImageEncoder
+    from imcap.vision.images import load_image
+    encoder = load_exported(exported, threads=1).image_encoder
+    assert encoder is not None and encoder.describe() == {"encoder": "efficientnet_lite0", "layer": "head",
+                                                          "input_size": [224, 224], "model_path": None}
+    reference = ImageEncoder("efficientnet_lite0", classify=True)
+    images = np.stack([load_image(os.path.join(IMAGES, name), encoder.input_size)
+                       for name in small_data.raw.images["test"][:6]])
+    features, classes = encoder.encode_with_classes(images)
+    expected, expected_classes = reference.encode_with_classes(images)
+    assert features.shape == expected.shape == (6, 49, 1280)
+    assert np.abs(features - expected).max() < 1e-5 * np.abs(expected).max()
+    assert np.abs(classes - expected_classes).max() < 1e-5
+    assert (classes.argmax(axis=1) == expected_classes.argmax(axis=1)).all()
+
+
+def test_the_captioner_from_images_on_onnxruntime_writes_the_captions_of_mxnet(model, exported, small_data):
+    """``--extract-image-features`` on both backends, plain and guided by the classifier of the same forward pass."""
+    plain = "".join(name + "\n" for name in small_data.raw.images["test"])
+    for args in (("--extract-image-features",),
+                 ("--extract-image-features", "--guide-with-classifier", "--guide-top-k", "2",
+                  "--guide-min-probability", "0.0", "--output-type", "json")):
+        found, expected = (_captions(m, b, small_data, "--source-root", IMAGES, *args, input=plain)
+                           for m, b in ((exported, "onnxruntime"), (model.dir, "mxnet")))
+        if "json" in args:
+            _same_json(found[0], expected[0])
+            assert any(json.loads(line).get("guide") for line in found[0].splitlines())
+        else:
+            assert found[0] == expected[0] and len(found[0].splitlines()) == len(small_data.raw.images["test"])
+
+
+def test_a_model_with_a_fine_tuned_efficientnet_tail_exports_its_tail_into_encode():
+    """A model that continues features cached at blocks.14 (the last block and the head of EfficientNet-Lite0, with
+    its pretrained weights moved as fine-tuning would) computes on ONNX Runtime what it computes on MXNet."""
+    from imcap.encoder import EncoderConfig
+    from imcap.export import encode_graph
+    from imcap.model import ModelConfig
+    from imcap.vision.tail import EncoderTailConfig
+    from test.unit.test_onnx_export import make_config, make_model, onnx_model
+    small = make_config()
+    tail = EncoderTailConfig(encoder="efficientnet_lite0", layer="blocks.14", input_shape=[49, 192],
+                             output_shape=[49, 1280])
+    decoder = dataclasses.replace(small.decoder, encoder_num_hidden=64)
+    config = ModelConfig(vocab_size=small.vocab_size, num_embed=32, decoder=decoder, encoder_tail=tail,
+                         encoder=EncoderConfig(num_regions=49, feature_dim=1280, num_hidden=64))
+    trained = make_model(config)
+    assert trained.feature_shape == (49, 192) and trained.attention_grid == (7, 7)
+    assert "Conv" in {node.op_type for node in encode_graph(trained).graph.node}
+    features = np.random.RandomState(0).uniform(0, 4, size=(2, 49, 192)).astype(np.float32)
+    worst = max_differences(trained, onnx_model(trained), features)
+    assert max(worst.values()) < 1e-5, worst
+
+
+def test_the_server_on_onnxruntime_captions_an_upload_as_the_mxnet_captioner(model, exported, tmp_path):
+    """``imcap.serve --backend onnxruntime`` over the export: ``GET /v1/model`` names the backend and the exported
+    CNN, ``POST /v1/caption`` of a test image gives the MXNet captioner's caption, a bad upload gets a JSON 400
+    and the server goes on."""
+    import httpx
+    from test.integration.conftest import run_cli
+    from test.integration.test_serve_page import running_server
+    name = sorted(os.listdir(IMAGES))[0]
+    expected = run_cli("captioner", "--models", model.dir, "--extract-image-features", "--source-root", IMAGES,
+                       "--quiet", input=name + "\n").stdout.decode("utf-8").strip()
+    with running_server(exported, tmp_path, "--backend", "onnxruntime", "--no-page") as url:
+        info = httpx.get(url + "/v1/model", timeout=30).json()
+        assert info["backend"] == "onnxruntime" and info["image_encoder"]["encoder"] == "efficientnet_lite0"
+        assert info["attention_grid"] == [7, 7] and info["models"][0]["config"]["vocab_size"] > 4
+        with open(os.path.join(IMAGES, name), "rb") as f:
+            response = httpx.post(url + "/v1/caption", files={"image": (name, f.read(), "image/jpeg")}, timeout=60)
+        assert response.status_code == 200, response.text
+        assert response.json()["caption"] == expected and expected
+        bad = httpx.post(url + "/v1/caption", files={"image": ("x.jpg", b"not an image", "image/jpeg")}, timeout=60)
+        assert bad.status_code == 400 and "error" in bad.json()
+        assert httpx.get(url + "/v1/health", timeout=30).status_code == 200

@@ -135,14 +135,14 @@ def test_export_errors_are_one_line_and_leave_nothing(model_dir, tmp_path, capsy
     from imcap.vision.tail import EncoderTailConfig
     config = make_config()
     fine_tuned = ModelConfig(vocab_size=VOCAB, encoder=config.encoder, num_embed=32, decoder=config.decoder,
-                             encoder_tail=EncoderTailConfig())
+                             encoder_tail=EncoderTailConfig(encoder="resnet18_v1", layer="6"))
     folder = tmp_path / "fine-tuned"
     shutil.copytree(model_dir, str(folder))
     fine_tuned.save(str(folder / C.CONFIG_NAME))
     code, err = run_export(capsys, "-m", folder, "-o", tmp_path / "a")
     assert code == 1 and len(err.strip().splitlines()) == 1
-    assert "%s: ONNX export of a model with a fine-tuned CNN tail (--image-encoder-fine-tune) is not implemented " \
-           "yet" % folder in err
+    assert "%s: ONNX export of a model whose fine-tuned CNN tail is a model-zoo net (resnet18_v1) is not " \
+           "implemented yet (EfficientNet-Lite tails export)" % folder in err
     import imcap.export.graphs
 
     def failing(model):
@@ -176,12 +176,14 @@ def test_loading_an_export_checks_its_files_and_its_vocabulary(model_dir, tmp_pa
     with pytest.raises(ImcapError, match="has another vocabulary than"):
         Captioner([str(out), str(second)], backend=C.BACKEND_ONNXRUNTIME)
     for keywords, message in ((dict(checkpoints="params.avg"), "no checkpoints"),
-                              (dict(extract_image_features=True), "the image encoder is not exported yet"),
+                              (dict(extract_image_features=True), "this export has no image encoder .its model "
+                                                                  "records none"),
+                              (dict(image_encoder="efficientnet_lite2"), "need the mxnet backend"),
                               (dict(backend="tensorflow"), "unknown backend")):
         with pytest.raises(ImcapError, match=message):
             Captioner(str(out), **dict(dict(backend=C.BACKEND_ONNXRUNTIME), **keywords))
     captioner = Captioner(str(out), backend=C.BACKEND_ONNXRUNTIME)
-    with pytest.raises(ImcapError, match="the image encoder is not exported yet: give cached features"):
+    with pytest.raises(ImcapError, match="this export has no image encoder .* give cached features"):
         captioner.caption([CaptionInput(image=np.zeros((8, 8, 3), np.uint8))])
 
 
