@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Creates .venv (or $IMCAP_VENV) and installs imcap with its pinned stack. Idempotent.
+# Creates .venv (or $IMCAP_VENV) and installs imcap with its pinned stack (the MXNet framework, the server, ONNX
+# export and ONNX Runtime, the test tools), then .venv-runtime (or $IMCAP_RUNTIME_VENV): imcap without MXNet, GluonNLP
+# or the numpy pin, for captioning and serving exported models on ONNX Runtime (RUNTIME_PYTHON: its Python, any
+# version onnxruntime has wheels for; IMCAP_RUNTIME_VENV=none skips it). Idempotent.
 #
 # Everything comes as a wheel except gluonnlp 0.10.0, which is only published as a source archive whose
 # pre-generated Cython file does not compile on Python >= 3.11 (it includes longintrepr.h): that one package is
@@ -40,6 +43,18 @@ if ! "$VENV/bin/python" -c "import gluonnlp" 2>/dev/null; then
   rm -rf "$tmp"
 fi
 step "installing imcap and its other requirements (editable, with the test tools, the server's Gradio stack and ONNX Runtime)"
-$PIP install -e ".[test,serve,onnx]"
+$PIP install -e ".[mxnet,test,serve,onnx]"
 "$VENV/bin/python" -c "import imcap, mxnet, gluonnlp, numpy, gradio, onnx, onnxruntime; print('imcap', imcap.__version__, '| mxnet', mxnet.__version__, '| gluonnlp', gluonnlp.__version__, '| numpy', numpy.__version__, '| gradio', gradio.__version__, '| onnx', onnx.__version__, '| onnxruntime', onnxruntime.__version__)"
+RUNTIME_VENV=${IMCAP_RUNTIME_VENV:-.venv-runtime}
+if [ "$RUNTIME_VENV" != none ]; then
+  if [ ! -x "$RUNTIME_VENV/bin/python" ]; then
+    step "creating the virtual environment $RUNTIME_VENV (no MXNet)"
+    "${RUNTIME_PYTHON:-$PYTHON}" -m venv "$RUNTIME_VENV"
+  fi
+  RPIP="$RUNTIME_VENV/bin/pip --disable-pip-version-check -q"
+  step "installing imcap into $RUNTIME_VENV for ONNX Runtime (editable; its server stack; the newest numpy)"
+  $RPIP install --upgrade pip
+  $RPIP install -e ".[runtime,serve]"
+  "$RUNTIME_VENV/bin/python" -c "import importlib.util as u, imcap, numpy, onnxruntime; assert not u.find_spec('mxnet'); print('imcap', imcap.__version__, 'without mxnet | numpy', numpy.__version__, '| onnxruntime', onnxruntime.__version__)"
+fi
 step "done"

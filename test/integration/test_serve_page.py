@@ -35,16 +35,17 @@ def free_port():
 
 
 @contextlib.contextmanager
-def running_server(model_dir, log_folder, *extra):
+def running_server(model_dir, log_folder, *extra, python=None):
     """``python -m imcap.serve --models MODEL_DIR EXTRA`` on a free loopback port (its URL), stopped by its process
-    id."""
+    id; ``python``: the interpreter (default: this one)."""
     log_path = str(log_folder / "server.log")
     port = free_port()
     url = "http://127.0.0.1:%d" % port
+    command = cli_command("serve", ["--models", model_dir, "--host", "127.0.0.1", "--port", port, *extra])
+    if python is not None:
+        command[0] = python
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cli_command("serve", ["--models", model_dir, "--host", "127.0.0.1", "--port", port,
-                                                      *extra]),
-                                cwd=REPO, env=cli_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        proc = subprocess.Popen(command, cwd=REPO, env=cli_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
         deadline = time.time() + START_SECONDS
         while True:
