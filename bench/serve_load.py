@@ -67,10 +67,12 @@ def get_json(port: int, path: str) -> Dict:
         conn.close()
 
 
-def start_server(model: str, port: int, extra: List[str], log_path: str) -> subprocess.Popen:
-    """``python -m imcap.serve`` on 127.0.0.1:``port``, answering ``/v1/health`` (or exit with its log)."""
+def start_server(model: str, port: int, extra: List[str], log_path: str, python: str = sys.executable
+                 ) -> subprocess.Popen:
+    """``python -m imcap.serve`` (with the interpreter ``python``) on 127.0.0.1:``port``, answering ``/v1/health``
+    (or exit with its log)."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "imcap.serve", "--models", model, "--host", "127.0.0.1",
+        proc = subprocess.Popen([python, "-m", "imcap.serve", "--models", model, "--host", "127.0.0.1",
                                  "--port", str(port), "--quiet"] + extra, cwd=REPO, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log)
     deadline = time.time() + START_SECONDS

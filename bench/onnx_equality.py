@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Do the two backends write the same captions? Each model dir is exported (``python -m imcap.export``) and the
+Flickr8k test images are captioned from their cached features by MXNet and by ONNX Runtime (the same search,
+``Captioner(backend=...)``) at beam 5, without constraints and with one phrase of each image's first reference
+(1-3 words the model knows, drawn as ``bench/constraints.py`` draws them); the share of identical captions, and
+every difference with both hypotheses' scores (a tie when they are within 1e-4: either caption is the search's
+answer up to float rounding).
+
+    .venv/bin/python bench/onnx_equality.py --models runs/g/model runs/onnx-transformer runs/onnx-cnn \
+        --checkpoint params.best --data runs/q/data --source-root runs/features-efficientnet_lite0
+
+Prints one figure per line and the differences, and appends a row per model to docs/benchmarks.md. Target (the
+ONNX issue): at least 99.5% identical for every decoder, with and without constraints.
+"""
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from typing import Dict, List, Optional, Sequence
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+sys.path.insert(0, REPO)
+sys.path.insert(0, BENCH)
+
+import imcap  # noqa: E402,F401  (OMP_NUM_THREADS)
+from imcap.inference import CaptionInput, Captioner  # noqa: E402
+from imcap.utils import read_lines  # noqa: E402
+from benchlib import append_row  # noqa: E402
+from constraints import draw_phrases  # noqa: E402
+
+TIE = 1e-4
+
+
+def inputs(features: Sequence[str], phrases: Optional[Sequence[str]]) -> List[CaptionInput]:
+    return [CaptionInput(path=path, line=n, constraints=[phrases[n - 1]] if phrases and phrases[n - 1] else [])
+            for n, path in enumerate(features, 1)]
+
+
+def compare(model: str, exported: str, checkpoint: str, features: Sequence[str], source_root: str,
+            phrases: Optional[Sequence[str]], beam: int, batch: int) -> Dict:
+    """Caption ``features`` on both backends: the identical share and the differences (line, both captions and
+    scores)."""
+    results = {}
+    for backend, models, params in (("mxnet", model, checkpoint), ("onnxruntime", exported, None)):
+        captioner = Captioner(models, params, backend=backend, beam_size=beam, batch_size=batch,
+                              source_root=source_root)
+        results[backend] = captioner.caption(inputs(features, phrases))
+    differences = []
+    for a, b in zip(results["mxnet"], results["onnxruntime"]):
+        assert a.error is None and b.error is None, (a.error, b.error)
+        if a.tokens != b.tokens:
+            differences.append({"line": a.line, "mxnet": " ".join(a.tokens), "mxnet_score": a.score,
+                                "onnxruntime": " ".join(b.tokens), "onnxruntime_score": b.score,
+                                "tie": abs(a.score - b.score) <= TIE})
+    return {"identical": 100.0 * (len(features) - len(differences)) / len(features), "differences": differences}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", required=True, help="Model dirs (one per decoder).")
+    parser.add_argument("--checkpoint", default="params.best")
+    parser.add_argument("--data", required=True, help="prepare_data's output: test.features, test.captions.0.")
+    parser.add_argument("--source-root", required=True, help="The feature cache.")
+    parser.add_argument("--images", type=int, default=1000, help="Test lines used.")
+    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=1, help="Of the drawn phrases.")
+    parser.add_argument("--benchmarks", default="docs/benchmarks.md")
+    args = parser.parse_args()
+    features = read_lines(os.path.join(args.data, "test.features"))[:args.images]
+    references = read_lines(os.path.join(args.data, "test.captions.0"))[:args.images]
+    for model in args.models:
+        exported = os.path.join(tempfile.mkdtemp(prefix="onnx_equality."), "exported")
+        subprocess.run([sys.executable, "-m", "imcap.export", "--models", model, "--output", exported, "--checkpoint",
+                        args.checkpoint, "--no-image-encoder", "--quiet"], cwd=REPO, check=True)
+        loaded = Captioner(exported, backend="onnxruntime")
+        known = set(loaded.vocab.token_to_idx)
+        rng = random.Random(args.seed)
+        phrases = [(draw_phrases(r, known, rng, count=1) or [""])[0] for r in references]
+        decoder = loaded.models[0].config.get("decoder_name", "?")
+        row = []
+        for name, drawn in (("no constraints", None), ("one phrase", phrases)):
+            found = compare(model, exported, args.checkpoint, features, args.source_root, drawn, args.beam_size,
+                            args.batch_size)
+            ties = sum(d["tie"] for d in found["differences"])
+            print("%s (%s), %s: %.1f%% identical, %d differences (%d ties within %g)" % (
+                model, decoder, name, found["identical"], len(found["differences"]), ties, TIE))
+            for d in found["differences"]:
+                print("  line %d: mxnet %r (%.5f) | onnxruntime %r (%.5f)%s" % (
+                    d["line"], d["mxnet"], d["mxnet_score"], d["onnxruntime"], d["onnxruntime_score"],
+                    " tie" if d["tie"] else ""))
+            row.append("%.1f%% (%d differences, %d ties)" % (found["identical"], len(found["differences"]), ties))
+        command = "bench/onnx_equality.py --models %s --checkpoint %s --data %s --source-root %s --images %d" % (
+            " ".join(args.models), args.checkpoint, args.data, args.source_root, args.images)
+        append_row(args.benchmarks, "ONNX Runtime captions against MXNet's (bench/onnx_equality.py)",
+                   ["model", "decoder", "beam", "identical: no constraints", "identical: one phrase"], command,
+                   [model, decoder, str(args.beam_size)] + row)
+
+
+if __name__ == "__main__":
+    main()
