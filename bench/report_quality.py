@@ -7,12 +7,15 @@ import os
 import re
 import sys
 from types import SimpleNamespace
-from typing import Tuple
+from collections import Counter
+from typing import Sequence, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from imcap.diversity import diversity_scores  # noqa: E402
-from imcap.scoring import evaluate  # noqa: E402
+from imcap.scoring import DEFAULT_METRICS, JAVA_METRICS, evaluate  # noqa: E402
+from imcap.tokenizer import load_tokenizer, segment_for_scoring  # noqa: E402
+from imcap.vocab import Vocabulary  # noqa: E402
 from imcap.model import ModelConfig  # noqa: E402
 from imcap.metrics_file import read_metrics  # noqa: E402
 from imcap.utils import LOG_DATE_FORMAT, read_lines  # noqa: E402
@@ -55,11 +58,22 @@ def chosen_on_validation(log: str) -> Tuple[float, float]:
     return float(bleu), float(cider) if cider else float("nan")
 
 
-def summarize(run: str, log_path: str, models: int = 1) -> SimpleNamespace:
+def writable_share(references: Sequence[str], tokenizer, vocab: set) -> float:
+    """The share (%) of the words of ``references`` (their scoring words, joined by spaces) that a model writes
+    without ``<unk>``: those whose tokens by the model's ``tokenizer`` are all in ``vocab``."""
+    words = Counter(w for line in references for w in line.split())
+    writable = sum(count for word, count in words.items()
+                   if all(t in vocab for t in tokenizer.tokenize(word) or [None]))
+    return 100.0 * writable / max(1, sum(words.values()))
+
+
+def summarize(run: str, log_path: str, models: int = 1, tokenize: str = "none") -> SimpleNamespace:
     """The figures of a finished run dir of the recipe: training time and speed summed over the members of an
     ensemble (``model.1`` .. ``model.N``, trained one after the other) and over both phases of self-critical
     training (``MODEL.xent``, then ``MODEL``), the val BLEU-4 of the chosen decoding setting, and the test scores
-    of ``test.hyp``."""
+    of ``test.hyp`` (segmented by ``tokenize`` first, as ``imcap.evaluate --tokenize`` does: e.g. jieba's words for
+    Chinese; then without the English-only METEOR and coco-caption BLEU); the vocabulary, the output layer's
+    parameters and the share of the test references' words the model can write."""
     data = os.path.join(run, "data")
     log = open(log_path, encoding="utf-8").read()
     model_dirs = [os.path.join(run, "model")] if models == 1 else \
@@ -72,8 +86,11 @@ def summarize(run: str, log_path: str, models: int = 1) -> SimpleNamespace:
     samples = sum(last["time-elapsed"] * last["samples-per-second"] for last in lasts)
     val_bleu, val_cider = chosen_on_validation(log)
     captioning = re.findall(r"Captioned (\d+) lines \((\d+) failed\) in ([0-9.]+) s, ([0-9.]+) lines/s", log)
-    test = evaluate(read_lines(os.path.join(run, "test.hyp")),
-                    [read_lines(os.path.join(data, "test.captions.%d" % i)) for i in range(5)], skip_failing=["meteor"])
+    segment = lambda lines: [segment_for_scoring(line, tokenize) for line in lines]  # noqa: E731
+    hypotheses = segment(read_lines(os.path.join(run, "test.hyp")))
+    references = [segment(read_lines(os.path.join(data, "test.captions.%d" % i))) for i in range(5)]
+    metrics = DEFAULT_METRICS if tokenize == "none" else [m for m in DEFAULT_METRICS if m not in JAVA_METRICS]
+    test = evaluate(hypotheses, references, metrics, skip_failing=["meteor"])
     wall = sum(training_wall_seconds(os.path.join(d, "log")) for d in phases)
     self_critical = [last[d]["time-elapsed"] for d in model_dirs if d + ".xent" in last]
     figures = {
@@ -90,11 +107,15 @@ def summarize(run: str, log_path: str, models: int = 1) -> SimpleNamespace:
     }
     figures.update({"test BLEU-%d" % n: test["bleu%d" % n] for n in range(1, 5)})
     figures.update({"test %s" % k: test[k] for k in ("METEOR", "ROUGE-L", "CIDEr-D") if k in test})
-    diversity = diversity_scores(read_lines(os.path.join(run, "test.hyp")),
-                                 read_lines(os.path.join(data, "train.captions")))
+    diversity = diversity_scores(hypotheses, segment(read_lines(os.path.join(data, "train.captions"))))
     figures.update({"test %s" % k: v for k, v in diversity.items()})
-    return SimpleNamespace(figures=figures, test=test, diversity=diversity, model_dirs=model_dirs,
-                           config=ModelConfig.load(os.path.join(model_dirs[0], "config.yaml")),
+    config = ModelConfig.load(os.path.join(model_dirs[0], "config.yaml"))
+    vocab = set(Vocabulary.load(os.path.join(model_dirs[0], "vocab.trg.json")).token_to_idx)
+    figures["vocabulary"] = len(vocab)
+    figures["output layer parameters"] = config.vocab_size * (config.decoder.output_num_hidden + 1)
+    figures["test reference words the model can write %"] = writable_share(
+        [line for stream in references for line in stream], load_tokenizer(model_dirs[0]), vocab)
+    return SimpleNamespace(figures=figures, test=test, diversity=diversity, model_dirs=model_dirs, config=config,
                            decode=open(os.path.join(run, "decode.options"), encoding="utf-8").read().strip())
 
 
@@ -130,6 +151,25 @@ def print_figures(figures: dict) -> None:
         print("%s: %s" % (name, "%.2f" % value if isinstance(value, float) else value))
 
 
+def append_tokenizer_row(args: argparse.Namespace, run: SimpleNamespace) -> None:
+    """The row of a run in the table of tokenizers and languages: the captions, the tokenizer, the vocabulary's
+    figures, training speed and the test scores on the scoring segmentation."""
+    figures, test = run.figures, run.test
+    tokenizer = load_tokenizer(run.model_dirs[0]).to_dict()
+    append_row(args.benchmarks, "Tokenizers and languages (bench/flickr8k_quality.sh)",
+               ["captions", "tokenizer", "scored on", "vocabulary / output layer parameters",
+                "test reference words writable %", "train min", "updates", "samples/s", "val BLEU-4",
+                "test BLEU-1/2/3/4", "test ROUGE-L / CIDEr-D", "decoding (chosen on val)"], args.command,
+               [args.captions_name, "%s (%s)" % (tokenizer.get("tokenizer"), tokenizer.get("language")),
+                "words" if args.tokenize == "none" else args.tokenize,
+                "%d / %d" % (figures["vocabulary"], figures["output layer parameters"]),
+                "%.1f" % figures["test reference words the model can write %"],
+                "%.1f (%.1f)" % (figures["training minutes"], figures["training wall-clock minutes (with loading)"]),
+                str(figures["updates"]), "%.0f" % figures["training samples/s"], val_cell(figures),
+                " / ".join("%.1f" % test["bleu%d" % n] for n in range(1, 5)),
+                "%.1f / %.3f" % (test["ROUGE-L"], test["CIDEr-D"]), "`%s`" % run.decode])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True)
@@ -141,11 +181,19 @@ def main() -> None:
     parser.add_argument("--augmentations", default="", help="Augmented views trained on (AUGMENTATIONS of the recipe).")
     parser.add_argument("--ensemble-xent", action="store_true",
                         help="Each self-critical model decoded with its cross-entropy model (ENSEMBLE_XENT=1).")
+    parser.add_argument("--tokenize", default="none", help="How the test captions are segmented for scoring "
+                                                           "(SCORE_TOKENIZE of the recipe, e.g. jieba).")
+    parser.add_argument("--captions-name", default=None,
+                        help="The captions trained on (e.g. Flickr8k-CN): the row goes to the table of tokenizers "
+                             "and languages, with the vocabulary's figures.")
     args = parser.parse_args()
-    run = summarize(args.run, args.log, args.models)
+    run = summarize(args.run, args.log, args.models, args.tokenize)
     figures, test, config = run.figures, run.test, run.config
     figures["pipeline minutes"] = args.total_seconds / 60.0
     print_figures(figures)
+    if args.captions_name:
+        append_tokenizer_row(args, run)
+        return
     configuration = describe_configuration(config, figures, args.models, args.augmentations, args.ensemble_xent)
     append_row(args.benchmarks, "Flickr8k quality (bench/flickr8k_quality.sh)",
                ["configuration", "decoding (chosen on val)", "train min", "updates", "samples/s", "val BLEU-4",

@@ -6,14 +6,45 @@ arXiv:1810.04101.
 
 Importing the package sets ``OMP_NUM_THREADS`` to the number of cores (unless it is already set)
 before MXNet is imported anywhere, because MXNet otherwise uses only half of the cores.
+
+Run as a command (``python -m imcap.TOOL``), a tool that needs a module of the MXNet framework (``mxnet``,
+``gluonnlp``, ``onnx``) in an install without it (imcap's runtime install, for exported models on ONNX Runtime) ends
+with one line saying so (:func:`missing_framework_message`), not a traceback.
 """
 import os
+import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 # The MKLDNN-fused inference path warns on every shape it has not seen; keep the logs readable.
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
 __version__ = "0.1.0"
+
+# The modules of the MXNet framework that imcap's runtime install (no MXNet; exported models on ONNX Runtime) lacks
+FRAMEWORK_MODULES = ("mxnet", "gluonnlp", "onnx")
+
+
+def missing_framework_message(error: BaseException) -> "str | None":
+    """The one-line error of a tool that needs a missing framework module (``error``: a ``ModuleNotFoundError`` for
+    one of :data:`FRAMEWORK_MODULES`), or None for any other error."""
+    name = getattr(error, "name", None) or ""
+    if not isinstance(error, ModuleNotFoundError) or name.split(".")[0] not in FRAMEWORK_MODULES:
+        return None
+    return ("Error: this needs %s, which this Python (%s) does not have: the MXNet framework installs with bash "
+            "scripts/install.sh (.venv); an install without it captions and serves exported models (python -m "
+            "imcap.captioner or imcap.serve --backend onnxruntime)\n" % (name.split(".")[0], sys.executable))
+
+
+def _excepthook(kind, error, traceback) -> None:
+    message = missing_framework_message(error)
+    if message is None:
+        sys.__excepthook__(kind, error, traceback)
+    else:
+        sys.stderr.write(message)
+
+
+if sys.argv[:1] == ["-m"]:   # imported by ``python -m imcap.TOOL``: the tool's own imports may miss the framework
+    sys.excepthook = _excepthook
 
 import warnings  # noqa: E402
 

@@ -106,11 +106,19 @@ def read_lines(path: str) -> list:
 
 
 def run_main(run, args) -> None:
-    """Run a CLI's ``run_<tool>(args)``; an :class:`ImcapError` becomes a one-line message and exit 1."""
+    """Run a CLI's ``run_<tool>(args)``; an :class:`ImcapError`, or a module of the MXNet framework missing from
+    this install (:func:`imcap.missing_framework_message`), becomes a one-line message and exit 1."""
+    from . import missing_framework_message
     try:
         run(args)
     except ImcapError as e:
         sys.stderr.write("Error: %s\n" % e)
+        sys.exit(1)
+    except ModuleNotFoundError as e:
+        message = missing_framework_message(e)
+        if message is None:
+            raise
+        sys.stderr.write(message)
         sys.exit(1)
 
 

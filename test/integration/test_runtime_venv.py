@@ -38,6 +38,12 @@ def test_the_runtime_venv_has_no_mxnet_and_the_newest_numpy():
     has_mxnet, has_gluonnlp, numpy_version = proc.stdout.split()
     assert (has_mxnet, has_gluonnlp) == ("False", "False")
     assert int(numpy_version.split(".")[0]) >= 2, numpy_version   # not mxnet's numpy 1.23.5
+    for tool, module in (("train", "gluonnlp"), ("export", "onnx"), ("captioner", "mxnet")):
+        proc = subprocess.run([RUNTIME_PYTHON, "-m", "imcap." + tool, "--models", REPO, "--output", "x"], cwd=REPO,
+                              env=cli_env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, (tool, proc.stderr)
+        assert proc.stderr.startswith("Error: this needs %s, which this Python (%s) does not have" % (
+            module, RUNTIME_PYTHON)), proc.stderr
 
 
 def test_the_runtime_venv_captions_images_and_features_as_mxnet(model, exported, small_data):  # noqa: F811
