@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import constants as C
 from ..onnx_encoder import OnnxImageEncoder
-from ..onnx_steps import ENCODE_NAME, STEP_NAME, OnnxModel, load_onnx_model, onnx_session
+from ..onnx_steps import ENCODE_NAME, STEP_NAME, OnnxModel, onnx_session
 from ..utils import ImcapError, check_condition
 from ..vision.classifier import HostClassifier
 from ..vocab import Vocabulary
@@ -81,10 +81,11 @@ class ExportedModel(NamedTuple):
 def load_exported(folder: str, threads: Optional[int] = None, providers: Optional[Sequence[str]] = None
                   ) -> ExportedModel:
     """The exported dir ``folder`` on ONNX Runtime (``threads``, ``providers``: as
-    :func:`imcap.onnx_steps.load_onnx_model`).
+    :func:`imcap.onnx_steps.onnx_session`).
 
     :raises ImcapError: naming the file, if ``folder`` is no exported dir, misses a file, its vocabulary is not the
-        one its graphs were exported with, or its graphs do not have the recorded inputs and outputs.
+        one its graphs were exported with, ONNX Runtime cannot load a graph (broken, or with an operator it lacks), or
+        its graphs do not have the recorded inputs and outputs.
     """
     check_condition(os.path.isdir(folder), "%s: no such directory" % folder)
     info = read_export_info(folder)
@@ -96,10 +97,14 @@ def load_exported(folder: str, threads: Optional[int] = None, providers: Optiona
                     "%s: another vocabulary than the one the graphs were exported with (its SHA-256 is not %s's): "
                     "export the model again" % (vocab_path, EXPORT_INFO_NAME))
     vocab = Vocabulary.load(vocab_path)
-    try:
-        model = load_onnx_model(folder, threads, providers)
-    except Exception as e:   # onnxruntime's own errors (a broken or truncated graph)
-        raise ImcapError("%s: ONNX Runtime cannot load the graphs (%s)" % (folder, _first_line(e)))
+    sessions = []
+    for name in (ENCODE_NAME, STEP_NAME):
+        path = os.path.join(folder, name)
+        try:
+            sessions.append(onnx_session(path, threads, providers))
+        except Exception as e:   # onnxruntime's own errors (a broken graph, an operator it does not have)
+            raise ImcapError("%s: ONNX Runtime cannot load it (%s)" % (path, _first_line(e)))
+    model = OnnxModel(*sessions)
     _check_graphs(folder, model, info, len(vocab))
     model.config = _read_config(folder)
     grid = info.get("attention_grid")

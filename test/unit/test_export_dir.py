@@ -187,6 +187,31 @@ def test_loading_an_export_checks_its_files_and_its_vocabulary(model_dir, tmp_pa
         captioner.caption([CaptionInput(image=np.zeros((8, 8, 3), np.uint8))])
 
 
+def test_an_export_of_another_format_or_with_an_operator_the_runtime_lacks_is_refused_naming_the_file(model_dir,
+                                                                                                     tmp_path, capsys):
+    import onnx
+    from onnx import helper
+    out = tmp_path / "exported"
+    assert run_export(capsys, "-m", model_dir, "-o", out)[0] == 0
+    info_path = out / EXPORT_INFO_NAME
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps(dict(info, format=99)))
+    with pytest.raises(ImcapError) as error:
+        load_exported(str(out))
+    assert str(error.value) == ("%s: an export of another format (99, this imcap reads 1): export the model again"
+                                % info_path)
+    info_path.write_text(json.dumps(info))
+    step = onnx.load(str(out / "step.onnx"))   # a node of an operator no runtime has
+    step.graph.node.append(helper.make_node("Frobnicate", ["log_probs"], ["frobnicated"], domain="ai.imcap.test"))
+    step.opset_import.append(helper.make_opsetid("ai.imcap.test", 1))
+    onnx.save(step, str(out / "step.onnx"))
+    with pytest.raises(ImcapError) as error:
+        load_exported(str(out))
+    message = str(error.value)
+    assert message.startswith("%s: ONNX Runtime cannot load it (" % (out / "step.onnx")) and "\n" not in message
+    assert "Frobnicate" in message or "ai.imcap.test" in message, message
+
+
 def test_python_m_imcap_export_and_the_onnxruntime_captioner_load_no_mxnet(model_dir, tmp_path):
     """``python -m imcap.export`` runs; the captioner CLI with ``--backend onnxruntime`` captions a feature file in
     a process that never loads MXNet or GluonNLP."""
