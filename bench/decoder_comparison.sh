@@ -6,6 +6,7 @@
 #
 #   bench/decoder_comparison.sh rnn|show-and-tell|transformer|cnn     # ~70 minutes each; run it alone
 #   bench/decoder_comparison.sh vanilla-rnn|lstm|attention-lstm       # seed 001's three recurrent rows
+#   bench/decoder_comparison.sh NAME --args                           # print the decoder's training options
 #
 # Environment: PYTHON, IMCAP_SHARED, FEATURES (default runs/features-efficientnet_lite0, shared by the runs);
 # TRAIN_ARGS is added after the decoder's options (e.g. "--max-seconds 120" for a short trial); SELECT_ARGS as in
@@ -34,6 +35,7 @@ case "$NAME" in
   *) echo "usage: $0 rnn|show-and-tell|transformer|cnn|vanilla-rnn|lstm|attention-lstm" >&2; exit 2 ;;
 esac
 ARGS=$(echo $ARGS)   # one line
+if [ "${2:-}" = --args ]; then echo "$ARGS"; exit 0; fi   # the decoder's training options alone (bench/onnx_equality.py)
 PY=${PYTHON:-.venv/bin/python}
 export RUNS=${COMPARE_ROOT:-runs}/compare-$NAME FEATURES=${FEATURES:-runs/features-efficientnet_lite0}
 export TRAIN_ARGS="$ARGS${TRAIN_ARGS:+ $TRAIN_ARGS}"

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Do the two backends write the same captions? Each model dir is exported (``python -m imcap.export``) and the
-Flickr8k test images are captioned from their cached features by MXNet and by ONNX Runtime (the same search,
+"""Do the two backends write the same captions? A model of each decoder (RNN, Transformer, convolutional) is trained
+briefly on the full Flickr8k cache (``--train-seconds``, the decoder comparison's settings, ``bench/decoder_comparison.sh
+NAME --args``; the three at once, one thread each; a model already in ``--work`` is kept), exported (``python -m
+imcap.export``), and the Flickr8k test images are captioned from their cached features by MXNet and by ONNX Runtime (the same search,
 ``Captioner(backend=...)``) at beam 5, without constraints and with one phrase of each image's first reference
 (1-3 words the model knows, drawn as ``bench/constraints.py`` draws them); the share of identical captions, and
 every difference with both hypotheses' scores (a tie when they are within 1e-4: either caption is the search's
 answer up to float rounding).
 
-    .venv/bin/python bench/onnx_equality.py --models runs/g/model runs/onnx-transformer runs/onnx-cnn \
-        --checkpoint params.best --data runs/q/data --source-root runs/features-efficientnet_lite0
+    .venv/bin/python bench/onnx_equality.py --data runs/q/data --source-root runs/features-efficientnet_lite0
 
 Prints one figure per line and the differences, and appends a row per model to docs/benchmarks.md. Target (the
 ONNX issue): at least 99.5% identical for every decoder, with and without constraints.
@@ -58,9 +59,39 @@ def compare(model: str, exported: str, checkpoint: str, features: Sequence[str],
     return {"identical": 100.0 * (len(features) - len(differences)) / len(features), "differences": differences}
 
 
+def train_models(args) -> List[str]:
+    """The model dir of each of ``args.decoders`` in ``args.work``, trained for ``args.train_seconds`` where it has no
+    ``params.best`` yet (all at once, one OpenMP thread each)."""
+    data = args.data
+    running, models = [], []
+    for name in args.decoders:
+        model = os.path.join(args.work, name)
+        models.append(model)
+        if os.path.isfile(os.path.join(model, args.checkpoint)):
+            continue
+        options = subprocess.run(["bash", os.path.join(BENCH, "decoder_comparison.sh"), name, "--args"], cwd=REPO,
+                                 check=True, capture_output=True, text=True).stdout.split()
+        command = [sys.executable, "-m", "imcap.train", "--source", os.path.join(data, "train.features"),
+                   "--target", os.path.join(data, "train.captions"), "--validation-source",
+                   os.path.join(data, "val.features"), "--validation-target"] + \
+            [os.path.join(data, "val.captions.%d" % k) for k in range(5)] + \
+            ["--source-root", args.source_root, "--output", model, "--max-seconds", str(args.train_seconds),
+             "--batch-size", "128", "--checkpoint-interval", "50", "--decode-and-evaluate", "0", "--seed", "13",
+             "--quiet"] + options
+        print("training %s for %d s: %s" % (name, args.train_seconds, model))
+        running.append(subprocess.Popen(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1")))
+    for proc in running:
+        if proc.wait() != 0:
+            sys.exit("onnx_equality: a training failed (exit %d)" % proc.returncode)
+    return models
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", required=True, help="Model dirs (one per decoder).")
+    parser.add_argument("--decoders", nargs="+", default=["rnn", "transformer", "cnn"],
+                        help="Names of bench/decoder_comparison.sh.")
+    parser.add_argument("--work", default="runs/onnx-equality", help="Where the models are trained (WORK/NAME).")
+    parser.add_argument("--train-seconds", type=int, default=600)
     parser.add_argument("--checkpoint", default="params.best")
     parser.add_argument("--data", required=True, help="prepare_data's output: test.features, test.captions.0.")
     parser.add_argument("--source-root", required=True, help="The feature cache.")
@@ -72,7 +103,8 @@ def main() -> None:
     args = parser.parse_args()
     features = read_lines(os.path.join(args.data, "test.features"))[:args.images]
     references = read_lines(os.path.join(args.data, "test.captions.0"))[:args.images]
-    for model in args.models:
+    models = train_models(args)
+    for model in models:
         exported = os.path.join(tempfile.mkdtemp(prefix="onnx_equality."), "exported")
         subprocess.run([sys.executable, "-m", "imcap.export", "--models", model, "--output", exported, "--checkpoint",
                         args.checkpoint, "--no-image-encoder", "--quiet"], cwd=REPO, check=True)
@@ -93,8 +125,8 @@ def main() -> None:
                     d["line"], d["mxnet"], d["mxnet_score"], d["onnxruntime"], d["onnxruntime_score"],
                     " tie" if d["tie"] else ""))
             row.append("%.1f%% (%d differences, %d ties)" % (found["identical"], len(found["differences"]), ties))
-        command = "bench/onnx_equality.py --models %s --checkpoint %s --data %s --source-root %s --images %d" % (
-            " ".join(args.models), args.checkpoint, args.data, args.source_root, args.images)
+        command = "bench/onnx_equality.py --data %s --source-root %s --images %d --train-seconds %d" % (
+            args.data, args.source_root, args.images, args.train_seconds)
         append_row(args.benchmarks, "ONNX Runtime captions against MXNet's (bench/onnx_equality.py)",
                    ["model", "decoder", "beam", "identical: no constraints", "identical: one phrase"], command,
                    [model, decoder, str(args.beam_size)] + row)
