@@ -1,8 +1,8 @@
 """The model trained on real Flickr8k features (conftest's ``model``), exported to ONNX (imcap.export) and searched
 on ONNX Runtime (imcap.onnx_steps): the captions of MXNet on the test images' cached features, constraints
 included; ``python -m imcap.export`` and the captioner CLI's ``--backend onnxruntime`` against ``--backend mxnet``,
-from cached features and from images (the exported EfficientNet-Lite0 and its classifier); a model with a
-fine-tuned CNN tail; the server's JSON API on ONNX Runtime."""
+from cached features and the exported EfficientNet-Lite0 and its classifier against MXNet's; a model with a fine-tuned CNN tail.
+Captioning from images and serving on ONNX Runtime are tested in the MXNet-free venv (test_runtime_venv.py)."""
 import dataclasses
 import json
 import os
@@ -154,21 +154,6 @@ def test_the_exported_image_encoder_and_classifier_give_mxnets_features_and_clas
     assert (classes.argmax(axis=1) == expected_classes.argmax(axis=1)).all()
 
 
-def test_the_captioner_from_images_on_onnxruntime_writes_the_captions_of_mxnet(model, exported, small_data):
-    """``--extract-image-features`` on both backends, plain and guided by the classifier of the same forward pass."""
-    plain = "".join(name + "\n" for name in small_data.raw.images["test"])
-    for args in (("--extract-image-features",),
-                 ("--extract-image-features", "--guide-with-classifier", "--guide-top-k", "2",
-                  "--guide-min-probability", "0.0", "--output-type", "json")):
-        found, expected = (_captions(m, b, small_data, "--source-root", IMAGES, *args, input=plain)
-                           for m, b in ((exported, "onnxruntime"), (model.dir, "mxnet")))
-        if "json" in args:
-            _same_json(found[0], expected[0])
-            assert any(json.loads(line).get("guide") for line in found[0].splitlines())
-        else:
-            assert found[0] == expected[0] and len(found[0].splitlines()) == len(small_data.raw.images["test"])
-
-
 def test_a_model_with_a_fine_tuned_efficientnet_tail_exports_its_tail_into_encode():
     """A model that continues features cached at blocks.14 (the last block and the head of EfficientNet-Lite0, with
     its pretrained weights moved as fine-tuning would) computes on ONNX Runtime what it computes on MXNet."""
@@ -189,26 +174,3 @@ def test_a_model_with_a_fine_tuned_efficientnet_tail_exports_its_tail_into_encod
     features = np.random.RandomState(0).uniform(0, 4, size=(2, 49, 192)).astype(np.float32)
     worst = max_differences(trained, onnx_model(trained), features)
     assert max(worst.values()) < 1e-5, worst
-
-
-def test_the_server_on_onnxruntime_captions_an_upload_as_the_mxnet_captioner(model, exported, tmp_path):
-    """``imcap.serve --backend onnxruntime`` over the export: ``GET /v1/model`` names the backend and the exported
-    CNN, ``POST /v1/caption`` of a test image gives the MXNet captioner's caption, a bad upload gets a JSON 400
-    and the server goes on."""
-    import httpx
-    from test.integration.conftest import run_cli
-    from test.integration.test_serve_page import running_server
-    name = sorted(os.listdir(IMAGES))[0]
-    expected = run_cli("captioner", "--models", model.dir, "--extract-image-features", "--source-root", IMAGES,
-                       "--quiet", input=name + "\n").stdout.decode("utf-8").strip()
-    with running_server(exported, tmp_path, "--backend", "onnxruntime", "--no-page") as url:
-        info = httpx.get(url + "/v1/model", timeout=30).json()
-        assert info["backend"] == "onnxruntime" and info["image_encoder"]["encoder"] == "efficientnet_lite0"
-        assert info["attention_grid"] == [7, 7] and info["models"][0]["config"]["vocab_size"] > 4
-        with open(os.path.join(IMAGES, name), "rb") as f:
-            response = httpx.post(url + "/v1/caption", files={"image": (name, f.read(), "image/jpeg")}, timeout=60)
-        assert response.status_code == 200, response.text
-        assert response.json()["caption"] == expected and expected
-        bad = httpx.post(url + "/v1/caption", files={"image": ("x.jpg", b"not an image", "image/jpeg")}, timeout=60)
-        assert bad.status_code == 400 and "error" in bad.json()
-        assert httpx.get(url + "/v1/health", timeout=30).status_code == 200

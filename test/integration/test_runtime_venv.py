@@ -1,7 +1,8 @@
 """imcap without MXNet: the venv that ``scripts/install.sh`` makes beside the framework's (``.venv-runtime``, or
 ``$IMCAP_RUNTIME_PYTHON``: imcap with its "runtime" and "serve" extras, no MXNet, no GluonNLP, the newest numpy)
 captions images and cached features with an exported model, constraints and the guide included, as the MXNet
-captioner does, and serves the page and the JSON API (a real browser uploads a test image)."""
+captioner does, and serves the page and the JSON API (a real browser uploads a test image; a bad upload gets a
+JSON 400)."""
 import json
 import os
 import subprocess
@@ -74,9 +75,14 @@ def test_the_runtime_venv_serves_the_page_and_the_api(model, exported, small_dat
     expected = run_cli("captioner", "--models", model.dir, "--extract-image-features", "--quiet",
                        input=image + "\n").stdout.decode("utf-8").strip()
     with running_server(exported, tmp_path, "--backend", "onnxruntime", python=RUNTIME_PYTHON) as server:
-        assert httpx.get(server + "/v1/model", timeout=30).json()["backend"] == "onnxruntime"
+        info = httpx.get(server + "/v1/model", timeout=30).json()
+        assert info["backend"] == "onnxruntime" and info["image_encoder"]["encoder"] == "efficientnet_lite0"
+        assert info["attention_grid"] == [7, 7] and info["models"][0]["config"]["vocab_size"] > 4
         with open(image, "rb") as f:
             assert httpx.post(server + "/v1/caption", content=f.read(), timeout=60).json()["caption"] == expected
+        bad = httpx.post(server + "/v1/caption", files={"image": ("x.jpg", b"not an image", "image/jpeg")},
+                         timeout=60)
+        assert bad.status_code == 400 and "error" in bad.json()
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
