@@ -24,8 +24,8 @@
 # self-critical model in an ensemble with the cross-entropy model it started from, MODEL.xent averaged as MODEL is;
 # no training beyond the budget), CAPTIONS (the captions file; default ../shared/data/flickr8k/captions.tsv; the
 # images stay Flickr8k's), TOKENIZER_ARGS (prepare_data's tokenizer options, e.g. "--tokenizer jieba" or
-# "--tokenizer sentencepiece --vocab-size 2000"), SCORE_TOKENIZE (evaluate --tokenize, e.g. jieba for Chinese;
-# default none), NAME (appended to the output folder: $RUNS/flickr8k-PROFILE-NAME). scripts/flickr8k-cn.sh sets
+# "--tokenizer sentencepiece --vocab-size 2000"), SCORE_TOKENIZE (how val and test captions are segmented for
+# scoring: select_decoding.py's and evaluate's --tokenize, e.g. jieba for Chinese; default none), NAME (appended to the output folder: $RUNS/flickr8k-PROFILE-NAME). scripts/flickr8k-cn.sh sets
 # them for Flickr8k-CN's Chinese captions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -135,7 +135,7 @@ if [ "$SCST" -gt 0 ]; then METRIC=${SELECT_METRIC:-cider}; else METRIC=${SELECT_
 step "choose checkpoint, beam size and length penalty (and test-time augmentation) on the validation split by $METRIC"
 $PY scripts/select_decoding.py --model $DECODE_DIRS --source "$DATA"/val.features --source-root "$FEATURES" \
     --references "$DATA"/val.captions.{0,1,2,3,4} --checkpoints params.best params.avg $SELECT --metric "$METRIC" \
-    --output "$OUT"/decode.options
+    --tokenize "$SCORE_TOKENIZE" --output "$OUT"/decode.options
 DECODE=$(cat "$OUT"/decode.options)
 
 step "caption the test images once, with $DECODE → $OUT/test.hyp"

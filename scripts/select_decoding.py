@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from imcap.beam_search import BeamSearch, best_captions  # noqa: E402
 from imcap.inference import models_tokenizer  # noqa: E402
+from imcap.tokenizer import SCORING_CHOICES, segment_for_scoring  # noqa: E402
 from imcap.scoring import KEY_CIDER_D, bleu_scores, cider_scores  # noqa: E402
 from imcap.features import FeatureStore  # noqa: E402
 from imcap.model import load_model  # noqa: E402
@@ -59,6 +60,10 @@ def main() -> None:
                         help="Also try test-time augmentation with these views (e.g. hflip).")
     parser.add_argument("--metric", choices=sorted(METRICS), default="bleu",
                         help="What the best setting has the highest of on val: bleu (BLEU-4) or cider (CIDEr-D).")
+    parser.add_argument("--tokenize", choices=SCORING_CHOICES, default="none",
+                        help="How captions and references are segmented before scoring, as imcap.evaluate's "
+                             "--tokenize (e.g. jieba: Chinese models of any tokenizer compared on the same words); "
+                             "none: as the reference files hold them.")
     parser.add_argument("--output", default=None, help="File for the chosen captioner options.")
     args = parser.parse_args()
     store = FeatureStore(args.source, args.source_root, augmentations=args.augmentations)
@@ -66,7 +71,7 @@ def main() -> None:
     inputs = {"": store.features[rows]}
     if args.augmentations:
         inputs[" --test-time-augmentations " + " ".join(args.augmentations)] = [view[rows] for view in store.views]
-    references = [read_lines(p) for p in args.references]
+    references = [[segment_for_scoring(line, args.tokenize) for line in read_lines(p)] for p in args.references]
     tokenizer = models_tokenizer(args.model)   # captions are scored as the reference files hold them
     best = None
     for checkpoint in args.checkpoints:
@@ -82,8 +87,8 @@ def main() -> None:
             if beam == 1 and alpha != args.alphas[0]:
                 continue  # the length penalty cannot change a greedy search
             start = time.time()
-            hypotheses = [tokenizer.scoring_text(h.split()) for h in decode(models, vocab, features, beam, alpha,
-                                                                            no_repeat)]
+            hypotheses = [segment_for_scoring(tokenizer.scoring_text(h.split()), args.tokenize)
+                          for h in decode(models, vocab, features, beam, alpha, no_repeat)]
             scores = {metric: score(hypotheses, references) for metric, (_, score) in METRICS.items()}
             blocking = " --no-repeat-ngram-size %d" % no_repeat if no_repeat else ""
             print("%s beam %d alpha %.1f%s%s: val BLEU-4 %.2f, CIDEr-D %.3f (%.0f s)" % (
