@@ -89,6 +89,26 @@ def test_the_captioner_writes_chinese_and_meets_a_chinese_constraint(chinese, tm
     assert refused.returncode == 1 and b"--metrics meteor: English only, not with --tokenize char" in refused.stderr
 
 
+def test_select_decoding_scores_on_the_segmentation_asked(chinese):
+    """scripts/select_decoding.py --tokenize: the jieba model's captions and references are jieba words already
+    (jieba gives the same scores as none); characters give others."""
+    import subprocess
+    import sys
+    from test.integration.conftest import REPO, cli_env
+    data = chinese["data"]
+    scores = {}
+    for scheme in ("none", "jieba", "char"):
+        proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "select_decoding.py"), "--model",
+                               chinese["model"], "--source", str(data / "val.features"), "--source-root",
+                               chinese["cache"], "--references"]
+                              + [str(data / ("val.captions.%d" % k)) for k in range(NUM_REFERENCES)]
+                              + ["--beam-sizes", "1", "--tokenize", scheme], cwd=REPO, env=cli_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        scores[scheme] = re.search(r"val BLEU-4 ([0-9.]+), CIDEr-D ([0-9.]+)", proc.stdout).groups()
+    assert scores["jieba"] == scores["none"] and scores["char"] != scores["jieba"], scores
+
+
 def test_the_api_answers_in_chinese(chinese):
     from test.integration.test_serve import png_bytes
     from PIL import Image
