@@ -336,6 +336,9 @@ class Captioner:
         check_condition(backend == C.BACKEND_MXNET or not guide_expand_vocabulary,
                         "backend onnxruntime: guide_expand_vocabulary changes the models, which needs MXNet")
         self.tokenizer = models_tokenizer(models)
+        first = models if isinstance(models, str) else models[0]
+        if isinstance(first, str):
+            self.tokenizer.check_vocabulary(self.vocab.idx_to_token, os.path.join(first, C.VOCAB_TRG_NAME))
         self.join_subwords = join_subwords
         check_condition(not guide_with_classifier or self.tokenizer.language == "en",
                         "guide_with_classifier: the class words mapping is English; this model's captions are %r "

@@ -152,6 +152,13 @@ class Tokenizer:
         (``sentencepiece``: the pieces decoded), jieba's words or the characters, joined by spaces."""
         return " ".join(tokens)
 
+    def check_vocabulary(self, tokens: Sequence[str], where: str) -> None:
+        """Check that a vocabulary's ``tokens`` are ones this tokenizer writes (a SentencePiece model: its pieces);
+        ``where`` names the vocabulary's file in the error. Other tokenizers write any word: nothing to check.
+
+        :raises ImcapError: if they are not.
+        """
+
     def to_dict(self) -> Dict[str, Any]:
         return {"tokenizer": self.name, "language": self.language}
 
@@ -196,6 +203,18 @@ class SentencePieceTokenizer(Tokenizer):
         """The pieces decoded: words; for Chinese, jieba's words of the decoded text."""
         text = self.detokenize(tokens)
         return segment_for_scoring(text, "jieba") if self.language == "zh" else text
+
+    def check_vocabulary(self, tokens: Sequence[str], where: str) -> None:
+        """Every token of ``tokens`` but the special ones (``<pad>``, ``<unk>``, ``<s>``, ``</s>``) is a piece of the
+        SentencePiece model: the vocabulary and the model were made together.
+
+        :raises ImcapError: naming both files and the first foreign tokens, if not.
+        """
+        pieces = set(self.pieces())
+        foreign = [t for t in tokens if t not in pieces and not (t.startswith("<") and t.endswith(">"))]
+        check_condition(not foreign, "%s: %d of its tokens are no piece of the SentencePiece model %s (e.g. %s): the "
+                        "vocabulary and the model come from different runs of prepare_data" % (
+                            where, len(foreign), self.model_file, ", ".join(repr(t) for t in foreign[:3])))
 
     def pieces(self) -> List[str]:
         """Every piece of the model, by id."""

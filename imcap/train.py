@@ -412,6 +412,7 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
                 time.time() - start)
     tokenizer = load_tokenizer(os.path.dirname(os.path.abspath(args.target)))   # prepare_data's, beside the captions
     vocab = load_vocabulary(args, resume, tokenizer)
+    tokenizer.check_vocabulary(vocab.idx_to_token, "the vocabulary of %s" % args.target)
     logger.info("tokenizer: %s (%s), vocabulary: %d tokens", tokenizer.name, tokenizer.language, len(vocab))
     train_data = ParallelData(train_store, [args.target], vocab, args.max_seq_len)
     val_data = ParallelData(val_store, args.validation_target, vocab, args.max_seq_len,

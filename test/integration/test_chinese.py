@@ -170,7 +170,8 @@ def english(request, small_data, tmp_path_factory):
     lists = {split: feature_list(data / (split + ".images"), data / (split + ".features"), small_data.cache)
              for split in ("train", "val", "test")}
     model = train_tiny(data, lists, small_data.cache, root / "model", updates=40)
-    return {"name": request.param, "model": model, "test": read_lines(lists["test"]), "cache": small_data.cache}
+    return {"name": request.param, "model": model, "test": read_lines(lists["test"]), "cache": small_data.cache,
+            "data": data, "lists": lists}
 
 
 def test_pieces_stay_inside_the_model_and_users_write_words(english):
@@ -193,3 +194,34 @@ def test_pieces_stay_inside_the_model_and_users_write_words(english):
         joined = json.loads(run_cli("captioner", *common, "--json-input", "--join-subwords", input=line).stdout)
         assert joined["tokens"] == result["tokens"] and written in joined["caption"].split()
         assert joined["caption"] == result["caption"].replace("@@ ", "")
+
+
+def test_a_sentencepiece_model_that_does_not_match_the_vocabulary_is_refused(english, tmp_path):
+    """A model dir (or a data dir) whose tokenizer.model is not the one its vocabulary was made with: one error
+    naming both files, before anything is captioned or trained."""
+    import shutil
+    from imcap.tokenizer import load_tokenizer, train_sentencepiece
+    if english["name"] != "sentencepiece":   # the none tokenizer writes any word: there is nothing to match
+        load_tokenizer(english["model"]).check_vocabulary(["constr@@", "aint", "anything"], "vocab.trg.json")
+        return
+    other = tmp_path / "model"
+    shutil.copytree(english["model"], str(other))
+    train_sentencepiece(["%s plants and machines %d" % (w, i) for i, w in enumerate("abcdefghij" * 20)],
+                        str(tmp_path / "sp"), 40)
+    shutil.copy(str(tmp_path / "sp" / "tokenizer.model"), str(other / "tokenizer.model"))
+    proc = run_cli("captioner", "--models", str(other), "--source-root", english["cache"],
+                   input=english["test"][0] + "\n", expect=1)
+    err = proc.stderr.decode("utf-8").strip()
+    assert len(err.splitlines()) == 1 and proc.stdout == b""
+    assert err.startswith("Error: %s: " % (other / "vocab.trg.json")) and "are no piece of the SentencePiece model " \
+        "%s" % (other / "tokenizer.model") in err, err
+    data = tmp_path / "data"   # prepare_data's output with another run's SentencePiece model: training refuses it
+    shutil.copytree(str(english["data"]), str(data))
+    shutil.copy(str(tmp_path / "sp" / "tokenizer.model"), str(data / "tokenizer.model"))
+    proc = run_cli("train", "--source", str(english["lists"]["train"]), "--target", str(data / "train.captions"),
+                   "--validation-source", str(english["lists"]["val"]), "--validation-target",
+                   *[str(data / ("val.captions.%d" % k)) for k in range(NUM_REFERENCES)], "--source-root",
+                   english["cache"], "--output", str(tmp_path / "trained"), *TINY_MODEL, "--max-updates", "1",
+                   expect=1)
+    assert "the vocabulary of %s: " % (data / "train.captions") in proc.stderr.decode("utf-8")
+    assert not (tmp_path / "trained" / "params.best").exists()
