@@ -11,9 +11,10 @@
 initializers (read from the Gluon parameters, float32) and use only the default ONNX domain at opset
 :data:`imcap.export.builder.OPSET`. :mod:`imcap.onnx_steps` runs them under ONNX Runtime without MXNet.
 
-Exported: the image encoder (layer norm, positional embedding, projection) and every decoder: the RNN family
-(:mod:`imcap.export.rnn`), the Transformer (:mod:`imcap.export.transformer`) and the convolutional one
-(:mod:`imcap.export.convolution`). Not (yet): a fine-tuned CNN tail.
+Exported: the model's encoder (layer norm, positional embedding, projection), a fine-tuned EfficientNet-Lite tail
+before it (:mod:`imcap.export.cnn`), and every decoder: the RNN family (:mod:`imcap.export.rnn`), the Transformer
+(:mod:`imcap.export.transformer`) and the convolutional one (:mod:`imcap.export.convolution`). Not (yet): a model-zoo
+tail. A third graph, ``image_encoder`` (:func:`image_encoder_graph`), is the CNN that makes the features from pixels.
 """
 import os
 from typing import Dict, List, Tuple
@@ -22,8 +23,8 @@ import mxnet as mx
 import numpy as np
 import onnx
 
-from ..onnx_steps import ENCODE_NAME, STEP_NAME
 from ..convolution import ConvolutionalDecoderConfig
+from ..onnx_steps import ENCODE_NAME, STEP_NAME
 from ..rnn import RNNDecoderConfig
 from ..transformer import TransformerDecoderConfig
 from ..utils import ImcapError, atomic_path, check_condition
@@ -93,7 +94,7 @@ def encode_graph(model) -> onnx.ModelProto:
     x = "features"
     if model.encoder_tail is not None:   # the rest of the CNN, from the cached layer to the head's regions
         tail = model.encoder_tail
-        x = cnn.to_regions(g, cnn.network(g, tail.net, cnn.from_regions(g, x, dim, *tail._input_hw))[0])
+        x = cnn.to_regions(g, cnn.network(g, tail.net, cnn.from_regions(g, x, *tail.net.input_shape))[0])
     x = layer_norm(g, x, encoder.norm)
     if encoder.pos_embed is not None:
         x = g.one("Add", [x, g.constant(array(encoder.pos_embed), "pos_embed")])
@@ -160,8 +161,8 @@ def image_encoder_graph(encoder) -> onnx.ModelProto:
     if encoder.has_classifier:
         assert head is not None
         g.rename(head, "head")
-        outputs.append(tensor_info("head", np.float32, ["batch", encoder.classifier.weight.shape[1], "head_height",
-                                                        "head_width"]))
+        outputs.append(tensor_info("head", np.float32, ["batch", encoder.classifier.weight.shape[1],
+                                                        *encoder.net.output_hw]))
     doc = "imcap image encoder: %s cut at %s, %dx%d uint8 RGB images -> features%s" % (
         encoder.name, encoder.layer, height, width, " and the head's output" if encoder.has_classifier else "")
     return g.model([tensor_info("images", np.uint8, ["batch", height, width, 3])], outputs, doc)
