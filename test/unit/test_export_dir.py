@@ -143,6 +143,20 @@ def test_export_errors_are_one_line_and_leave_nothing(model_dir, tmp_path, capsy
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "%s: ONNX export of a model whose fine-tuned CNN tail is a model-zoo net (resnet18_v1) is not " \
            "implemented yet (EfficientNet-Lite tails export)" % folder in err
+    hint = "(python -m imcap.export --no-image-encoder exports the model for cached features only)"
+    for name, extraction, extra, message in (
+            ("zoo", {"encoder": "resnet18_v1", "layer": "", "input_size": [224, 224]}, [],
+             "ONNX export of its image encoder resnet18_v1 is not implemented yet (EfficientNet-Lite exports) "),
+            ("lite", {"encoder": "efficientnet_lite0", "layer": "head", "input_size": [224, 224]},
+             ["--image-encoder-model-path", tmp_path / "nowhere.npz"],
+             "its image encoder: %s: no such weight file for efficientnet_lite0 " % (tmp_path / "nowhere.npz"))):
+        folder = tmp_path / name
+        shutil.copytree(model_dir, str(folder))
+        ModelConfig(vocab_size=VOCAB, encoder=config.encoder, num_embed=32, decoder=config.decoder,
+                    feature_extraction=extraction).save(str(folder / C.CONFIG_NAME))
+        code, err = run_export(capsys, "-m", folder, "-o", tmp_path / "a", *extra)
+        assert code == 1 and err.strip() == "Error: %s: %s%s" % (folder, message, hint), err
+        shutil.rmtree(str(folder))
     import imcap.export.graphs
 
     def failing(model):
