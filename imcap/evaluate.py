@@ -269,10 +269,15 @@ def run_evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     scores: Dict[str, Any] = dict(detailed.corpus)
     check_condition(len(scores) > 0, "no metric computed (%s)" % ", ".join(metrics))
     if args.diversity or args.training_captions:
-        training = read_lines(args.training_captions) if args.training_captions else None
+        # the training captions in the hypotheses' segmentation (a model of Chinese characters, scored on jieba's
+        # words, is compared with its training captions as jieba's words too)
+        training = [segment_for_scoring(line, args.tokenize) for line in read_lines(args.training_captions)] \
+            if args.training_captions else None
         scores.update(diversity_scores(hypotheses, training))
     if args.training_captions:
-        language_model = CaptionLanguageModel.from_file(args.training_captions, args.language_model_order)
+        check_condition(any(line.strip() for line in training or []), "%s: no captions to fit a language model on"
+                        % args.training_captions)
+        language_model = CaptionLanguageModel([line.split() for line in training or []], args.language_model_order)
         scores.update(language_model.corpus_scores([h.split() for h in hypotheses]))
     set_cider = None
     if any(len(captions) > 1 for captions in sets):

@@ -350,6 +350,23 @@ def test_diversity_figures(tmp_path, capsys):
     assert fluent["fluency"] > scores["fluency"]
 
 
+
+def test_training_captions_are_segmented_as_the_hypotheses(tmp_path):
+    """With --tokenize char, a model's character captions and its training captions (jieba's words, or characters)
+    meet in the same segmentation: a caption the training set has is not novel, its words are not unknown."""
+    hyp = _write(tmp_path / "hyp", ["两只狗在雪地里玩耍", "一个男人在跑步"])
+    ref = _write(tmp_path / "ref", ["两只 狗 在 雪地 里 玩耍", "一个 男人 在 跑步"])
+    for training in (["两只 狗 在 雪地 里 玩耍", "一只 猫"], ["两 只 狗 在 雪 地 里 玩 耍", "一 只 猫"]):
+        train = _write(tmp_path / "train", training)
+        scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references", ref, "--metrics", "bleu",
+                                               "--tokenize", "char", "--training-captions", train]))
+        assert scores["novel-%"] == 50.0, training
+        from imcap.fluency import CaptionLanguageModel
+        chars = [list("两只狗在雪地里玩耍"), list("一只猫")]
+        expected = CaptionLanguageModel(chars).corpus_scores([list("两只狗在雪地里玩耍"), list("一个男人在跑步")])
+        assert scores["fluency"] == pytest.approx(expected["fluency"])
+
+
 # --- the coco-caption BLEU, on real Flickr8k captions -------------------------------------------------------------
 
 COCO_IMAGES = 300
