@@ -76,7 +76,7 @@ def train_models(args) -> List[str]:
                    os.path.join(data, "val.features"), "--validation-target"] + \
             [os.path.join(data, "val.captions.%d" % k) for k in range(5)] + \
             ["--source-root", args.source_root, "--output", model, "--max-seconds", str(args.train_seconds),
-             "--batch-size", "128", "--checkpoint-interval", "50", "--decode-and-evaluate", "0", "--seed", "13",
+             "--batch-size", "64", "--checkpoint-interval", "100", "--decode-and-evaluate", "0", "--seed", "13",
              "--quiet"] + options
         print("training %s for %d s: %s" % (name, args.train_seconds, model))
         running.append(subprocess.Popen(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1")))
@@ -91,7 +91,9 @@ def main() -> None:
     parser.add_argument("--decoders", nargs="+", default=["rnn", "transformer", "cnn"],
                         help="Names of bench/decoder_comparison.sh.")
     parser.add_argument("--work", default="runs/onnx-equality", help="Where the models are trained (WORK/NAME).")
-    parser.add_argument("--train-seconds", type=int, default=600)
+    parser.add_argument("--train-seconds", type=int, default=900,
+                        help="Training time of each model (batches of 64: 900 s gives each of the three models, "
+                             "trained at once on 2 cores, 500-800 updates).")
     parser.add_argument("--checkpoint", default="params.best")
     parser.add_argument("--data", required=True, help="prepare_data's output: test.features, test.captions.0.")
     parser.add_argument("--source-root", required=True, help="The feature cache.")
