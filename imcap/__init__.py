@@ -9,7 +9,7 @@ before MXNet is imported anywhere, because MXNet otherwise uses only half of the
 
 Run as a command (``python -m imcap.TOOL``), a tool that needs a module of the MXNet framework (``mxnet``,
 ``gluonnlp``, ``onnx``) in an install without it (imcap's runtime install, for exported models on ONNX Runtime) ends
-with one line saying so (:func:`missing_framework_message`), not a traceback.
+with one line saying so (:func:`imcap.utils.missing_framework_message`), not a traceback.
 """
 import os
 import sys
@@ -20,22 +20,9 @@ os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
 __version__ = "0.1.0"
 
-# The modules of the MXNet framework that imcap's runtime install (no MXNet; exported models on ONNX Runtime) lacks
-FRAMEWORK_MODULES = ("mxnet", "gluonnlp", "onnx")
-
-
-def missing_framework_message(error: BaseException) -> "str | None":
-    """The one-line error of a tool that needs a missing framework module (``error``: a ``ModuleNotFoundError`` for
-    one of :data:`FRAMEWORK_MODULES`), or None for any other error."""
-    name = getattr(error, "name", None) or ""
-    if not isinstance(error, ModuleNotFoundError) or name.split(".")[0] not in FRAMEWORK_MODULES:
-        return None
-    return ("Error: this needs %s, which this Python (%s) does not have: the MXNet framework installs with bash "
-            "scripts/install.sh (.venv); an install without it captions and serves exported models (python -m "
-            "imcap.captioner or imcap.serve --backend onnxruntime)\n" % (name.split(".")[0], sys.executable))
-
 
 def _excepthook(kind, error, traceback) -> None:
+    from .utils import missing_framework_message
     message = missing_framework_message(error)
     if message is None:
         sys.__excepthook__(kind, error, traceback)

@@ -364,16 +364,26 @@ class Captioner:
         self._encoder_checked = False
         if image_encoder is not None and not isinstance(image_encoder, str):   # a ready ImageEncoder
             self._encoder = image_encoder
-        check_condition(backend == C.BACKEND_MXNET or not extract_image_features or self._encoder is not None,
-                        NO_IMAGE_ENCODER)
-        check_condition(backend == C.BACKEND_MXNET or not (
-            isinstance(image_encoder, str) or image_encoder_model_path or image_encoder_layer or source_image_size),
-            "backend onnxruntime runs the image encoder of the export as it was exported: image_encoder (by name), "
-            "image_encoder_model_path, image_encoder_layer and source_image_size need the mxnet backend")
         self._encoder_settings: Dict[str, Any] = dict(name=image_encoder if isinstance(image_encoder, str) else None,
                                                       model_path=image_encoder_model_path,
                                                       layer=image_encoder_layer, input_size=source_image_size,
                                                       fuse=not image_encoder_no_fusion)
+        self._check_encoder_settings()
+
+    def _check_encoder_settings(self) -> None:
+        """With the onnxruntime backend: an export's image encoder (or a ready one) for ``extract_image_features``,
+        and no setting that would make another CNN than the exported one.
+
+        :raises ImcapError: otherwise.
+        """
+        if self.backend == C.BACKEND_MXNET:
+            return
+        check_condition(not self.extract_image_features or self._encoder is not None, NO_IMAGE_ENCODER)
+        settings = self._encoder_settings
+        check_condition(not any(settings[key] for key in ("name", "model_path", "layer", "input_size")),
+                        "backend onnxruntime runs the image encoder of the export as it was exported: image_encoder "
+                        "(by name), image_encoder_model_path, image_encoder_layer and source_image_size need the mxnet "
+                        "backend")
 
     @property
     def options(self) -> SearchOptions:

@@ -105,10 +105,24 @@ def read_lines(path: str) -> list:
     return [line.rstrip("\n").rstrip("\r") for line in io.StringIO(text, newline=None)]
 
 
+# The modules of the MXNet framework that imcap's runtime install (no MXNet; exported models on ONNX Runtime) lacks
+FRAMEWORK_MODULES = ("mxnet", "gluonnlp", "onnx")
+
+
+def missing_framework_message(error: BaseException) -> Optional[str]:
+    """The one-line error of a tool that needs a missing framework module (``error``: a ``ModuleNotFoundError`` for
+    one of :data:`FRAMEWORK_MODULES`), or None for any other error."""
+    name = getattr(error, "name", None) or ""
+    if not isinstance(error, ModuleNotFoundError) or name.split(".")[0] not in FRAMEWORK_MODULES:
+        return None
+    return ("Error: this needs %s, which this Python (%s) does not have: the MXNet framework installs with bash "
+            "scripts/install.sh (.venv); an install without it captions and serves exported models (python -m "
+            "imcap.captioner or imcap.serve --backend onnxruntime)\n" % (name.split(".")[0], sys.executable))
+
+
 def run_main(run, args) -> None:
     """Run a CLI's ``run_<tool>(args)``; an :class:`ImcapError`, or a module of the MXNet framework missing from
-    this install (:func:`imcap.missing_framework_message`), becomes a one-line message and exit 1."""
-    from . import missing_framework_message
+    this install (:func:`missing_framework_message`), becomes a one-line message and exit 1."""
     try:
         run(args)
     except ImcapError as e:

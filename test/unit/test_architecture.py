@@ -18,10 +18,12 @@ ARCHITECTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".
 # The command-line tools: each is a thin layer over library modules, and no library module imports one.
 CLI = {"arguments", "train", "captioner", "extract_features", "average", "evaluate", "visualize", "prepare_data", "serve",
        "launch", "lexical_constraints", "export.__main__"}
-VISION = {"vision.images", "vision.efficientnet", "vision.zoo", "vision.image_encoder", "vision.tail"}
-EXPORT = {"export.builder", "export.rnn", "export.graphs", "export.exported", "export.package"}
+VISION = {"vision.images", "vision.efficientnet", "vision.classifier", "vision.zoo", "vision.image_encoder",
+          "vision.tail"}
+EXPORT = {"export.builder", "export.blocks", "export.rnn", "export.transformer", "export.convolution", "export.cnn",
+          "export.graphs", "export.exported", "export.package"}
 MODEL = {"layers", "encoder", "decoder", "rnn", "rnn_teacher_forcing", "transformer", "convolution", "model",
-         "beam_search", "search_steps", "mxnet_steps", "onnx_steps", "constraints"} | VISION | EXPORT
+         "beam_search", "search_steps", "mxnet_steps", "onnx_steps", "onnx_encoder", "constraints"} | VISION | EXPORT
 TRAINING = {"training", "loss", "self_critical"}
 
 
@@ -200,7 +202,7 @@ def test_the_search_and_the_onnx_runtime_load_without_mxnet():
     """The search (its vocabulary helpers included), the ONNX Runtime runtime, the exported dirs' reader and the
     Captioner (whose onnxruntime backend needs neither) load neither MXNet nor GluonNLP, transitively."""
     code = ("import sys\nimport imcap.beam_search, imcap.onnx_steps, imcap.export.exported, imcap.inference\n"
-            "import imcap.vocab, imcap.captioner\n"
+            "import imcap.vocab, imcap.captioner, imcap.onnx_encoder, imcap.vision.classifier\n"
             "loaded = sorted(m for m in ('mxnet', 'gluonnlp') if m in sys.modules)\nassert not loaded, loaded\n")
     root = os.path.dirname(os.path.abspath(PACKAGE))
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
