@@ -25,12 +25,14 @@ class OnnxModel:
     :attr config: the model's configuration as a dict (its ``config.yaml``; empty unless the loader sets it).
     :attr attention_grid: ``(rows, columns)`` of the regions the decoder attends to, or None when unknown (as
         :attr:`imcap.model.CaptionModel.attention_grid`; an export records it).
+    :attr checkpoint: the params file the graphs were exported from (None unless the loader sets it).
     """
 
     def __init__(self, encode: Any, step: Any) -> None:
         self.encode_session, self.step_session = encode, step
         self.config: Dict[str, Any] = {}
         self.attention_grid: Optional[Tuple[int, int]] = None
+        self.checkpoint: Optional[str] = None
         inputs = [i.name for i in step.get_inputs()]
         self.num_static = sum(name.startswith("static") for name in inputs)
         self.num_dynamic = sum(name.startswith("dynamic") for name in inputs)

@@ -107,6 +107,7 @@ def load_exported(folder: str, threads: Optional[int] = None, providers: Optiona
     model = OnnxModel(*sessions)
     _check_graphs(folder, model, info, len(vocab))
     model.config = _read_config(folder)
+    model.checkpoint = str(info.get("params") or "") or None
     grid = info.get("attention_grid")
     model.attention_grid = (int(grid[0]), int(grid[1])) if isinstance(grid, list) and len(grid) == 2 else None
     shape: Any = info.get("feature_shape")

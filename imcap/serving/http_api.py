@@ -353,7 +353,8 @@ def describe_models(captioner: Captioner, models: Sequence[str], checkpoints: Op
                     ) -> Dict[str, Any]:
     """What ``GET /v1/model`` says of the loaded models (JSON-ready)."""
     encoder = captioner.get_image_encoder()
-    names = list(checkpoints) if checkpoints else [C.PARAMS_BEST_NAME] * len(models)
+    names = list(checkpoints) if checkpoints else [getattr(model, "checkpoint", None) or C.PARAMS_BEST_NAME
+                                                   for model in captioner.models]   # an export's own
     return {"models": [{"dir": os.path.basename(os.path.normpath(model_dir)), "checkpoint": name,
                         "config": model.config.to_dict() if captioner.backend == C.BACKEND_MXNET else model.config}
                        for model_dir, name, model in zip(models, names, captioner.models)],

@@ -115,6 +115,7 @@ def test_the_checkpoint_option_and_force(model_dir, tmp_path, capsys):
     out = tmp_path / "exported"
     assert run_export(capsys, "-m", folder, "-o", out, "--checkpoint", "params.avg")[0] == 0
     assert json.loads((out / EXPORT_INFO_NAME).read_text())["params"] == "params.avg"
+    assert load_exported(str(out)).model.checkpoint == "params.avg"   # what the server's /v1/model names
     before = (out / "step.onnx").read_bytes()
     code, err = run_export(capsys, "-m", model_dir, "-o", out)
     assert code == 1 and err.strip() == "Error: %s exists (--force replaces it)" % out
