@@ -34,7 +34,9 @@ class OnnxImageEncoder:
         weights are inside the graph)."""
         return {"encoder": self.name, "layer": self.layer, "input_size": list(self.input_size), "model_path": None}
 
-    def _run(self, images: np.ndarray, outputs: Sequence[str]) -> list:
+    def _run(self, images: np.ndarray, outputs: Sequence[str], normalized: bool) -> list:
+        if normalized:
+            raise ImcapError("the exported image encoder takes uint8 pixels, not normalized ones")
         check_condition(images.dtype == np.uint8 and images.ndim == 4 and images.shape[1:] == self.input_size + (3,),
                         "the exported image encoder takes (batch, %d, %d, 3) uint8 images, not %s %s"
                         % (self.input_size + (images.dtype, images.shape)))
@@ -45,9 +47,7 @@ class OnnxImageEncoder:
 
         :raises ImcapError: for ``normalized`` inputs (the graph normalizes the pixels itself) or another shape.
         """
-        if normalized:
-            raise ImcapError("the exported image encoder takes uint8 pixels, not normalized ones")
-        return self._run(images, ["features"])[0]
+        return self._run(images, ["features"], normalized)[0]
 
     def encode_with_classes(self, images: np.ndarray, normalized: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """Features and ImageNet class probabilities ``(batch, classes)`` (image by image on the host: the same bits
@@ -55,7 +55,5 @@ class OnnxImageEncoder:
 
         :raises ImcapError: as :meth:`encode`.
         """
-        if normalized:
-            raise ImcapError("the exported image encoder takes uint8 pixels, not normalized ones")
-        features, head = self._run(images, ["features", "head"])
+        features, head = self._run(images, ["features", "head"], normalized)
         return features, self.classifier.probabilities(head)

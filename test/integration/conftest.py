@@ -31,22 +31,23 @@ def cli_env() -> Dict[str, str]:
     return env
 
 
-def cli_command(module: str, args: Sequence) -> List[str]:
-    """``python -m imcap.MODULE ARGS...`` with this interpreter."""
-    return [sys.executable, "-m", "imcap." + module] + [str(a) for a in args]
+def cli_command(module: str, args: Sequence, python: str = sys.executable) -> List[str]:
+    """``python -m imcap.MODULE ARGS...`` with the interpreter ``python`` (default: this one)."""
+    return [python, "-m", "imcap." + module] + [str(a) for a in args]
 
 
 def run_cli(module: str, *args, input: Optional[Union[str, bytes]] = None, expect: Optional[int] = 0,
-            timeout: float = 300) -> subprocess.CompletedProcess:
+            timeout: float = 300, python: str = sys.executable) -> subprocess.CompletedProcess:
     """Run ``python -m imcap.MODULE ARGS...`` from the repository root with ``input`` on STDIN.
 
     :param expect: the exit code required (an AssertionError shows STDERR otherwise); None: any.
+    :param python: the interpreter (default: this one; e.g. the runtime venv's).
     :return: the finished process; ``stdout``/``stderr`` are bytes, ``seconds`` is the wall-clock time.
     """
     if isinstance(input, str):
         input = input.encode("utf-8")
     start = time.time()
-    proc = subprocess.run(cli_command(module, args), cwd=REPO, env=cli_env(), input=input,
+    proc = subprocess.run(cli_command(module, args, python), cwd=REPO, env=cli_env(), input=input,
                           stdin=None if input is not None else subprocess.DEVNULL, capture_output=True,
                           timeout=timeout)
     proc.seconds = time.time() - start  # type: ignore[attr-defined]

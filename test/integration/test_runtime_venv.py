@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from test.common import IMAGES, requires_shared
-from test.integration.conftest import REPO, cli_env, read_lines, run_cli
+from test.integration.conftest import REPO, read_lines, run_cli
 from test.integration.test_onnx_export import _same_json, exported  # noqa: F401  (the exported model fixture)
 from test.integration.test_serve_page import CHROMIUM, CHROMIUM_ARGS, running_server, upload_and_read_caption
 
@@ -23,12 +23,8 @@ pytestmark = [requires_shared,
 
 
 def run_runtime(module, *args, input=None):
-    """``python -m imcap.MODULE ARGS`` in the runtime venv: the finished process (text), checked to exit 0."""
-    proc = subprocess.run([RUNTIME_PYTHON, "-m", "imcap." + module] + [str(a) for a in args], cwd=REPO,
-                          env=dict(cli_env(), OMP_NUM_THREADS="1"), input=input, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    """``python -m imcap.MODULE ARGS`` in the runtime venv, checked to exit 0: its STDOUT as text."""
+    return run_cli(module, *args, input=input, python=RUNTIME_PYTHON).stdout.decode("utf-8")
 
 
 def test_the_runtime_venv_has_no_mxnet_and_the_newest_numpy():
@@ -40,11 +36,11 @@ def test_the_runtime_venv_has_no_mxnet_and_the_newest_numpy():
     assert (has_mxnet, has_gluonnlp) == ("False", "False")
     assert int(numpy_version.split(".")[0]) >= 2, numpy_version   # not mxnet's numpy 1.23.5
     for tool, module in (("train", "gluonnlp"), ("export", "onnx"), ("captioner", "mxnet")):
-        proc = subprocess.run([RUNTIME_PYTHON, "-m", "imcap." + tool, "--models", REPO, "--output", "x"], cwd=REPO,
-                              env=cli_env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, (tool, proc.stderr)
-        assert proc.stderr.startswith("Error: this needs %s, which this Python (%s) does not have" % (
-            module, RUNTIME_PYTHON)), proc.stderr
+        stderr = run_cli(tool, "--models", REPO, "--output", "x", expect=1, timeout=60,
+                         python=RUNTIME_PYTHON).stderr.decode("utf-8")
+        assert len(stderr.strip().splitlines()) == 1, (tool, stderr)
+        assert stderr.startswith("Error: this needs %s, which this Python (%s) does not have" % (
+            module, RUNTIME_PYTHON)), stderr
 
 
 def test_the_runtime_venv_captions_images_and_features_as_mxnet(model, exported, small_data):  # noqa: F811
@@ -55,13 +51,13 @@ def test_the_runtime_venv_captions_images_and_features_as_mxnet(model, exported,
                                 "avoid": ["grass"] if i % 3 == 0 else []}) + "\n" for i, name in enumerate(names))
     args = ["--extract-image-features", "--source-root", IMAGES, "--json-input", "--output-type", "json",
             "--guide-with-classifier", "--guide-top-k", "1", "--guide-min-probability", "0.0", "--quiet"]
-    found = run_runtime("captioner", "--backend", "onnxruntime", "--models", exported, *args, input=lines).stdout
+    found = run_runtime("captioner", "--backend", "onnxruntime", "--models", exported, *args, input=lines)
     expected = run_cli("captioner", "--models", model.dir, *args, input=lines).stdout.decode("utf-8")
     _same_json(found, expected)
     assert len(found.splitlines()) == len(names)
     features = "".join(line + "\n" for line in read_lines(os.path.join(small_data.data, "test.features")))
     found = run_runtime("captioner", "--backend", "onnxruntime", "--models", exported, "--source-root",
-                        small_data.cache, "--quiet", input=features).stdout
+                        small_data.cache, "--quiet", input=features)
     expected = run_cli("captioner", "--models", model.dir, "--source-root", small_data.cache, "--quiet",
                        input=features).stdout.decode("utf-8")
     assert found == expected and found.strip()

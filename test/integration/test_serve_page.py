@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 
 import httpx
@@ -35,15 +36,13 @@ def free_port():
 
 
 @contextlib.contextmanager
-def running_server(model_dir, log_folder, *extra, python=None):
+def running_server(model_dir, log_folder, *extra, python=sys.executable):
     """``python -m imcap.serve --models MODEL_DIR EXTRA`` on a free loopback port (its URL), stopped by its process
     id; ``python``: the interpreter (default: this one)."""
     log_path = str(log_folder / "server.log")
     port = free_port()
     url = "http://127.0.0.1:%d" % port
-    command = cli_command("serve", ["--models", model_dir, "--host", "127.0.0.1", "--port", port, *extra])
-    if python is not None:
-        command[0] = python
+    command = cli_command("serve", ["--models", model_dir, "--host", "127.0.0.1", "--port", port, *extra], python)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, cwd=REPO, env=cli_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
