@@ -142,6 +142,18 @@ class ParallelData:
         return batch if usable.all() else batch.select(usable)
 
 
+def bucket_keys(max_len: int, width: int) -> List[int]:
+    """The lengths of the buckets as Sockeye's ``define_buckets`` makes them: ``width, 2 * width, ...`` up to
+    ``max_len``, which is the last (a caption of length ``n`` is padded to the first key ``>= n``, by fewer than
+    ``width`` tokens).
+
+    :raises ValueError: if ``width < 1`` or ``max_len < 1``.
+    """
+    if width < 1 or max_len < 1:
+        raise ValueError("buckets need a width and a maximum length of at least 1, not %d and %d" % (width, max_len))
+    return sorted({min(key, max_len) for key in range(width, max_len + width, width)})
+
+
 class BucketBatcher:
     """Length-bucketed batches of a :class:`ParallelData`, reproducible per ``(seed, epoch)``.
 
@@ -154,12 +166,9 @@ class BucketBatcher:
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
-        lengths = data.lengths
-        max_len, min_len = int(lengths.max()), int(lengths.min())
-        num_buckets = max(1, (max_len - min_len) // max(bucket_width, 1) + 1)
-        keys = sorted(set(nlp.data.ConstWidthBucket()(max_len, min_len, num_buckets)))
+        keys = bucket_keys(int(data.lengths.max()), bucket_width)
         #: the bucket lengths that hold captions (a caption goes to the first key >= its length), ascending
-        self.keys: List[int] = sorted({keys[int(np.searchsorted(keys, n))] for n in np.unique(lengths)})
+        self.keys: List[int] = sorted({keys[int(np.searchsorted(keys, n))] for n in np.unique(data.lengths)})
         self._num_batches = len(self._sampler())
 
     def _sampler(self) -> nlp.data.FixedBucketSampler:

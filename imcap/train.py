@@ -87,7 +87,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--max-seq-len", type=arguments.int_greater_or_equal(2), default=40,
                       help="Captions are cut to this many tokens (</s> included).")
     data.add_argument("--bucket-width", type=arguments.int_greater_or_equal(1), default=3,
-                      help="Width of the caption-length buckets (tokens).")
+                      help="Width of the caption-length buckets (tokens): buckets of W, 2W, ... tokens up to the "
+                           "longest caption.")
 
     model = parser.add_argument_group("Model")
     model.add_argument("--decoder", choices=decoder_names(), default=C.DECODER_RNN,

@@ -8,7 +8,7 @@ import pytest
 
 import imcap  # noqa: F401  (sets OMP_NUM_THREADS)
 from imcap import constants as C
-from imcap.data import BucketBatcher, ImageBatcher, ParallelData, prefetched
+from imcap.data import BucketBatcher, ImageBatcher, ParallelData, bucket_keys, prefetched
 from imcap.features import FeatureStore, LazyFeatures
 from imcap.utils import ImcapError
 from imcap.vocab import build_vocab
@@ -274,6 +274,19 @@ def test_batches_pad_to_their_bucket_key(batcher):
         smaller = [k for k in batcher.keys if k < length]
         if smaller:
             assert all(n > smaller[-1] for n in lengths)
+
+
+@pytest.mark.parametrize("max_len, width, keys", [(38, 3, [3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36, 38]),
+                                                   (40, 3, [3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36, 39, 40]),
+                                                   (10, 1, list(range(1, 11))), (2, 5, [2])])
+def test_bucket_keys_pad_every_length_by_less_than_the_width(max_len, width, keys):
+    # GluonNLP's ConstWidthBucket, used before, made keys 16, 18, ..., 40 for lengths 3..40 and width 3: every caption
+    # of up to 16 tokens (most of a SentencePiece corpus) was padded to 16
+    assert bucket_keys(max_len, width) == keys
+    for n in range(1, max_len + 1):
+        assert 0 <= min(k for k in keys if k >= n) - n < width
+    with pytest.raises(ValueError, match="at least 1"):
+        bucket_keys(max_len, 0)
 
 
 def test_every_pair_once_per_epoch(batcher):
