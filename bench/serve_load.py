@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from imcap.paths import DEFAULT_FLICKR8K  # noqa: E402
+from imcap.utils import stop_process  # noqa: E402
 from benchlib import append_row  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,12 +92,7 @@ def start_server(model: str, port: int, extra: List[str], log_path: str, python:
 
 def stop_server(proc: subprocess.Popen) -> None:
     """SIGTERM to the server's process id, SIGKILL if it has not ended after 30 s."""
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(30)
+    stop_process(proc, 30)
 
 
 def run_level(port: int, images: List[bytes], clients: int, seconds: float, query: str) -> Dict[str, float]:

@@ -5,6 +5,7 @@ import math
 import io
 import os
 import random
+import subprocess
 import sys
 import tempfile
 from typing import IO, Iterator, Optional
@@ -134,6 +135,17 @@ def run_main(run, args) -> None:
             raise
         sys.stderr.write(message)
         sys.exit(1)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Stop a child by its process id: SIGTERM, then SIGKILL if it has not ended after ``timeout`` seconds; waits for
+    it (a server of the tests or benchmarks: never a process found by name)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
 
 
 def perplexity(nll: float, tokens: int) -> float:

@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from imcap.utils import stop_process
 from test.common import CHECK_IMAGES, IMAGES, requires_shared
 from test.integration.conftest import REPO, cli_command, cli_env, read_lines
 
@@ -59,12 +60,7 @@ def running_server(model_dir, log_folder, *extra, python=sys.executable):
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(30)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ processes standing in for the scheduler, the servers and the workers."""
 import io
 import os
 import shlex
+import subprocess
 import sys
 import time
 
@@ -12,7 +13,7 @@ import pytest
 from imcap import constants as C
 from imcap.launch import (Job, ProcessSpec, launch_arg_parser, plan_job, read_hostfile, server_command, ssh_command,
                           worker_command)
-from imcap.utils import ImcapError
+from imcap.utils import ImcapError, stop_process
 
 TRAIN = ["python", "-m", "imcap.train", "--kvstore", "dist_sync"]
 
@@ -137,3 +138,17 @@ def test_a_command_that_cannot_start_stops_the_others():
     with pytest.raises(ImcapError, match="cannot start worker @0"):
         broken.run()
     assert broken.procs[0].poll() is not None
+
+
+def test_stop_process_kills_a_child_that_ignores_sigterm():
+    code = "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); " \
+           "time.sleep(60)"
+    stubborn = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert stubborn.stdout.readline() == b"ready\n"
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    start = time.time()
+    stop_process(polite, timeout=5)
+    stop_process(stubborn, timeout=1)
+    assert polite.returncode == -15 and stubborn.returncode == -9
+    assert time.time() - start < 10
+    stubborn.stdout.close()
