@@ -22,6 +22,7 @@ CIDEr-D. ``--per-image FILE`` writes each image's scores as JSON lines (``visual
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -30,7 +31,7 @@ from .diversity import diversity_scores, set_diversity_scores
 from .fluency import DEFAULT_ORDER, KEY_FLUENCY, KEY_SLOR, CaptionLanguageModel
 from .scoring import DEFAULT_METRICS, JAVA_METRICS, KEY_CIDER_D, METRICS, TABLE_DECIMALS, MetricScores, \
     evaluate_detailed, metric_label, set_cider_scores
-from .tokenizer import SCORING_CHOICES, segment_for_scoring
+from .tokenizer import SCORING_CHOICES, load_tokenizer, segment_for_scoring
 from .significance import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, Comparison, compare_systems
 from .utils import ImcapError, atomic_open, check_condition, read_lines
 
@@ -71,7 +72,8 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
                             "captions with a repeated trigram, distinct captions, vocabulary used, distinct-1 and "
                             "distinct-2.")
     group.add_argument("--training-captions", default=None, type=arguments.regular_file,
-                       help="Training captions, one per line (e.g. train.captions): also report the share of "
+                       help="Training captions, one per line (e.g. a data dir's train.captions, read as text by the "
+                            "tokenizer recorded beside it: SentencePiece's pieces decoded): also report the share of "
                             "hypotheses that are no training caption (novel-%%), implying --diversity, and fluency: "
                             "the mean log2-probability per word of the hypotheses under an interpolated Kneser-Ney "
                             "n-gram model of these captions (NLTK; closer to 0 is more fluent), and SLOR, the same "
@@ -198,6 +200,18 @@ def per_image_records(hypotheses: Sequence[str], references: Sequence[Sequence[s
     return records
 
 
+def _training_captions(path: str, scheme: str) -> List[str]:
+    """The training captions of ``path`` (the model's tokens, one caption a line) in the hypotheses' segmentation:
+    as text by the tokenizer recorded beside the file (a data dir's ``tokenizer.json``: SentencePiece's pieces
+    decoded into words; none recorded: the tokens as they are), then segmented by ``scheme`` (a model of Chinese
+    characters, scored on jieba's words, is compared with its training captions as jieba's words too).
+
+    :raises ImcapError: if the recorded tokenizer cannot be loaded (naming its file).
+    """
+    tokenizer = load_tokenizer(os.path.dirname(os.path.abspath(path)))
+    return [segment_for_scoring(tokenizer.scoring_text(line.split()), scheme) for line in read_lines(path)]
+
+
 def _write_json_lines(path: str, records: Sequence[Dict[str, Any]]) -> None:
     with atomic_open(path) as f:
         for record in records:
@@ -269,10 +283,7 @@ def run_evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     scores: Dict[str, Any] = dict(detailed.corpus)
     check_condition(len(scores) > 0, "no metric computed (%s)" % ", ".join(metrics))
     if args.diversity or args.training_captions:
-        # the training captions in the hypotheses' segmentation (a model of Chinese characters, scored on jieba's
-        # words, is compared with its training captions as jieba's words too)
-        training = [segment_for_scoring(line, args.tokenize) for line in read_lines(args.training_captions)] \
-            if args.training_captions else None
+        training = _training_captions(args.training_captions, args.tokenize) if args.training_captions else None
         scores.update(diversity_scores(hypotheses, training))
     if args.training_captions:
         check_condition(any(line.strip() for line in training or []), "%s: no captions to fit a language model on"

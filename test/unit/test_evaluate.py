@@ -13,6 +13,7 @@ import pytest
 from imcap import arguments
 from imcap import evaluate, scoring
 from imcap.utils import ImcapError, read_lines
+from test.common import FLICKR8K, requires_shared
 
 
 # A fixed example: 4 images with 2 to 4 references each (the empty lines are dropped).
@@ -365,6 +366,32 @@ def test_training_captions_are_segmented_as_the_hypotheses(tmp_path):
         chars = [list("两只狗在雪地里玩耍"), list("一只猫")]
         expected = CaptionLanguageModel(chars).corpus_scores([list("两只狗在雪地里玩耍"), list("一个男人在跑步")])
         assert scores["fluency"] == pytest.approx(expected["fluency"])
+
+
+@requires_shared
+def test_sentencepiece_training_captions_are_read_as_words(tmp_path):
+    """The training captions of a SentencePiece data dir are pieces (``▁a ▁dog``): decoded by the tokenizer recorded
+    beside them, the hypotheses (words) that are training captions are not novel, and fluency is the words'."""
+    from imcap.fluency import CaptionLanguageModel
+    from imcap.tokenizer import train_sentencepiece
+    with open(os.path.join(FLICKR8K, "captions.tsv"), encoding="utf-8") as f:
+        captions = [line.rstrip("\n").split("\t", 1)[1] for line in f][:3000]
+    data = tmp_path / "data"
+    data.mkdir()
+    tokenizer = train_sentencepiece(captions, str(data), 500)
+    tokenizer.save(str(data))
+    words = [" ".join(tokenizer.tokenize(c)) for c in captions[:200]]
+    assert all("\u2581" in line for line in words)
+    train = _write(data / "train.captions", words)
+    plain = [tokenizer.detokenize(line.split()) for line in words]
+    hyp = _write(tmp_path / "hyp", [plain[0], plain[1], "a skateboarder does a kickflip over a zebra"])
+    ref = _write(tmp_path / "ref", plain[:3])
+    scores = evaluate.run_evaluate(_parse(["--hypotheses", hyp, "--references", ref, "--metrics", "bleu",
+                                           "--training-captions", train]))
+    assert scores["novel-%"] == pytest.approx(100 / 3)
+    expected = CaptionLanguageModel([p.split() for p in plain]).corpus_scores(
+        [plain[0].split(), plain[1].split(), "a skateboarder does a kickflip over a zebra".split()])
+    assert scores["fluency"] == pytest.approx(expected["fluency"])
 
 
 # --- the coco-caption BLEU, on real Flickr8k captions -------------------------------------------------------------
