@@ -123,9 +123,15 @@ def missing_framework_message(error: BaseException) -> Optional[str]:
 
 def run_main(run, args) -> None:
     """Run a CLI's ``run_<tool>(args)``; an :class:`ImcapError`, or a module of the MXNet framework missing from
-    this install (:func:`missing_framework_message`), becomes a one-line message and exit 1."""
+    this install (:func:`missing_framework_message`), becomes a one-line message and exit 1; a closed STDOUT
+    (``| head``) ends it with exit 1 and no traceback."""
     try:
         run(args)
+    except BrokenPipeError:
+        # the reader of STDOUT went away (``captioner < images | head``): stop quietly, as Unix tools do; STDOUT goes
+        # to /dev/null so that Python's own flush at exit does not raise again (the Python docs' recipe for SIGPIPE)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except ImcapError as e:
         sys.stderr.write("Error: %s\n" % e)
         sys.exit(1)

@@ -23,7 +23,7 @@ from imcap.features import CLASSES_SUFFIX, classes_path
 from imcap.scoring import metric_label
 from test.common import IMAGES, requires_shared
 from test.figures import check_captions_grid, drawn_curves, read_png
-from test.integration.conftest import NUM_REFERENCES, SUBSET_SIZES, read_lines, run_cli
+from test.integration.conftest import NUM_REFERENCES, REPO, SUBSET_SIZES, cli_command, cli_env, read_lines, run_cli
 
 pytestmark = requires_shared
 
@@ -369,6 +369,21 @@ def test_bad_input_never_costs_a_line(model, tmp_path):
     assert "UTF-8" in warnings[12][0]
     assert summary(proc) == (13, len(bad))
     assert "Traceback" not in proc.stderr.decode("utf-8", "replace")
+
+
+def test_a_closed_stdout_ends_the_captioner_without_a_traceback(model, small_data):
+    """``captioner < features | head -n 0``: the reader has gone before the first caption is written."""
+    features = "".join(line + "\n" for line in read_lines(os.path.join(small_data.data, "test.features")))
+    read_end, write_end = os.pipe()
+    os.close(read_end)   # no reader: the captioner's first write meets a closed pipe
+    try:
+        proc = subprocess.Popen(cli_command("captioner", ["--models", model.dir, "--source-root", small_data.cache]),
+                                cwd=REPO, env=cli_env(), stdin=subprocess.PIPE, stdout=write_end,
+                                stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    _, stderr = proc.communicate(features.encode("utf-8"), timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in stderr.decode("utf-8", "replace"), stderr[-3000:]
 
 
 def test_huge_image_gets_a_caption(model, tmp_path):
