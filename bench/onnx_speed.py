@@ -93,7 +93,8 @@ def server_figures(python: str, backend: str, models: str, checkpoint: str, imag
                    ) -> Tuple[float, float]:
     """Requests/s of ``imcap.serve`` (beam 5, batches of up to 32) at 16 clients posting images for ``seconds``, and
     the server's peak resident memory (MB)."""
-    from serve_load import free_port, run_level, start_server, stop_server
+    from serve_load import free_port, run_level, start_server
+    from imcap.utils import stop_process
     images = []
     for path in image_paths:
         with open(path, "rb") as f:
@@ -111,7 +112,7 @@ def server_figures(python: str, backend: str, models: str, checkpoint: str, imag
         with open("/proc/%d/status" % server.pid, encoding="utf-8") as f:
             peak = [int(line.split()[1]) / 1024.0 for line in f if line.startswith("VmHWM")][0]
     finally:
-        stop_server(server)
+        stop_process(server)
         os.remove(log_path)
     if figures["failures"]:
         sys.exit("onnx_speed: %d failed requests on %s" % (figures["failures"], backend))

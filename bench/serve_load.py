@@ -86,13 +86,8 @@ def start_server(model: str, port: int, extra: List[str], log_path: str, python:
         except (OSError, ValueError, http.client.HTTPException):
             pass
         time.sleep(0.5)
-    stop_server(proc)
+    stop_process(proc)
     sys.exit("serve_load: no answer from the server in %d s:\n%s" % (START_SECONDS, open(log_path).read()[-3000:]))
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's process id, SIGKILL if it has not ended after 30 s."""
-    stop_process(proc, 30)
 
 
 def run_level(port: int, images: List[bytes], clients: int, seconds: float, query: str) -> Dict[str, float]:
@@ -201,7 +196,7 @@ def main() -> None:
                   % (clients, figures["requests_per_second"], figures["p50_ms"], figures["p99_ms"],
                      figures["failures"], figures["mean_batch"], figures["requests_per_second"] / cli))
     finally:
-        stop_server(server)
+        stop_process(server)
     if os.path.exists(log_path):
         os.remove(log_path)
     failures = sum(int(f["failures"]) for _, f in levels)
