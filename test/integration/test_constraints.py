@@ -82,7 +82,9 @@ def test_every_caption_meets_its_constraints(decoders, model, transformer, small
     assert [r.score for r in one_at_a_time] == pytest.approx([r.score for r in results], abs=1e-4)
     # images without phrases beside constrained ones get their plain captions
     mixed = captioner.caption([item if i % 2 else CaptionInput(path=item.path) for i, item in enumerate(inputs)])
-    assert [(r.caption, r.score) for r in mixed[::2]] == [(r.caption, r.score) for r in plain[::2]]
+    assert [r.caption for r in mixed[::2]] == [r.caption for r in plain[::2]]
+    # the same scores up to float32 rounding (a batch with constraints adds them up through the constraint bank)
+    assert [r.score for r in mixed[::2]] == pytest.approx([r.score for r in plain[::2]], abs=1e-5)
     assert [r.caption for r in mixed[1::2]] == [r.caption for r in results[1::2]]
 
 

@@ -155,7 +155,7 @@ def test_extraction_refuses_to_mix_layers_in_one_cache(small_data, tmp_path):
 
 # --- 3. train ---------------------------------------------------------------------------------------------------
 
-# ``model`` (conftest.py): a tiny model trained for 15 updates, checkpoints every 5.
+# ``model`` (conftest.py): a tiny model trained for 150 updates, checkpoints every 50.
 
 
 def test_train_writes_a_model_dir(model):
@@ -165,7 +165,7 @@ def test_train_writes_a_model_dir(model):
     assert not os.path.exists(os.path.join(model.dir, "params.00004"))
     metrics = parse_metrics(os.path.join(model.dir, "metrics"))
     assert [n for n, _ in metrics] == [1, 2, 3]
-    assert [int(values["updates"]) for _, values in metrics] == [5, 10, 15]
+    assert [int(values["updates"]) for _, values in metrics] == [50, 100, 150]
     for _, values in metrics:
         for key in ("perplexity-train", "perplexity-val", "bleu-val", "time-elapsed", "samples-per-second"):
             assert key in values
@@ -174,7 +174,7 @@ def test_train_writes_a_model_dir(model):
         assert 0.0 <= float(values["bleu-val"]) <= 100.0
     with open(os.path.join(model.dir, "training_state", "state.json"), encoding="utf-8") as f:
         state = json.load(f)
-    assert state["updates"] == 15 and state["checkpoint"] == 3
+    assert state["updates"] == 150 and state["checkpoint"] == 3
     import yaml
     with open(os.path.join(model.dir, "config.yaml"), encoding="utf-8") as f:
         config = yaml.safe_load(f)
@@ -233,6 +233,12 @@ def json_captions(model, small_data, test_features) -> List[dict]:
 def test_captioner_one_line_per_input(test_captions):
     assert len(test_captions.lines) == 8
     assert all(line.strip() for line in test_captions.lines)
+
+
+def test_the_model_fixture_says_more_than_a_few_words(test_captions):
+    """Tests that compare two decoding paths on the ``model`` fixture need captions with content, not "a the the"."""
+    words = {word for line in test_captions.lines for word in line.split()}
+    assert len(words) >= 4, test_captions.lines
     assert summary(test_captions.proc) == (8, 0)
     assert warnings_by_line(test_captions.proc) == {}
 
