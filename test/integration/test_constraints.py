@@ -83,7 +83,8 @@ def test_every_caption_meets_its_constraints(decoders, model, transformer, small
     # images without phrases beside constrained ones get their plain captions
     mixed = captioner.caption([item if i % 2 else CaptionInput(path=item.path) for i, item in enumerate(inputs)])
     assert [r.caption for r in mixed[::2]] == [r.caption for r in plain[::2]]
-    # the same scores up to float32 rounding (a batch with constraints adds them up through the constraint bank)
+    # the same scores up to float32 rounding (a batch with constraints takes the search's other path: every word's
+    # log-probability on the host, BeamSearch.restrict, instead of the runtime's best words, BeamSearch.preselect)
     assert [r.score for r in mixed[::2]] == pytest.approx([r.score for r in plain[::2]], abs=1e-5)
     assert [r.caption for r in mixed[1::2]] == [r.caption for r in results[1::2]]
 
