@@ -233,14 +233,14 @@ def json_captions(model, small_data, test_features) -> List[dict]:
 def test_captioner_one_line_per_input(test_captions):
     assert len(test_captions.lines) == 8
     assert all(line.strip() for line in test_captions.lines)
+    assert summary(test_captions.proc) == (8, 0)
+    assert warnings_by_line(test_captions.proc) == {}
 
 
 def test_the_model_fixture_says_more_than_a_few_words(test_captions):
     """Tests that compare two decoding paths on the ``model`` fixture need captions with content, not "a the the"."""
     words = {word for line in test_captions.lines for word in line.split()}
     assert len(words) >= 4, test_captions.lines
-    assert summary(test_captions.proc) == (8, 0)
-    assert warnings_by_line(test_captions.proc) == {}
 
 
 def test_captioner_json_output(json_captions, small_data):
