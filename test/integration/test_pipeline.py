@@ -21,6 +21,7 @@ from imcap.plots.curves import CURVE_PANEL_SIZE
 from imcap.plots.figure import DPI, FIGURE_MARGIN
 from imcap.features import CLASSES_SUFFIX, classes_path
 from imcap.scoring import metric_label
+from imcap.utils import stop_process
 from test.common import IMAGES, requires_shared
 from test.figures import check_captions_grid, drawn_curves, read_png
 from test.integration.conftest import NUM_REFERENCES, REPO, SUBSET_SIZES, cli_command, cli_env, read_lines, run_cli
@@ -388,7 +389,11 @@ def test_a_closed_stdout_ends_the_captioner_without_a_traceback(model, small_dat
                                 stderr=subprocess.PIPE)
     finally:
         os.close(write_end)
-    _, stderr = proc.communicate(features.encode("utf-8"), timeout=300)
+    try:
+        _, stderr = proc.communicate(features.encode("utf-8"), timeout=300)
+    finally:
+        if proc.poll() is None:   # timed out: stop it by its process id
+            stop_process(proc)
     assert proc.returncode == 1 and "Traceback" not in stderr.decode("utf-8", "replace"), stderr[-3000:]
 
 
